@@ -1,0 +1,57 @@
+"""What every provider is: data plus one async generator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar
+
+from chat.types import Message, ModelInfo, Params, StreamEvent, ToolSpec
+
+
+class Provider:
+    """Base class for providers. Subclasses set the class attributes and implement `stream`.
+
+    A provider never retries (the turn runner owns retries: SDK clients are built with
+    max_retries=0), never touches Gradio or the database, and raises only `chat.errors` types.
+    It builds its SDK client once, lazily, and reuses it.
+    """
+
+    #: Registry key, the part before ':' in "provider:model".
+    name: ClassVar[str] = ""
+    #: Human label used in the model picker ("OpenAI", "Anthropic", ...).
+    label: ClassVar[str] = ""
+    #: Environment variable holding the key (None when no key is needed).
+    key_env_var: ClassVar[str | None] = None
+    #: Parameter names (fields of Params) the provider sends.
+    accepts: ClassVar[frozenset[str]] = frozenset()
+    #: Whether the provider can use tools.
+    supports_tools: ClassVar[bool] = False
+
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream one reply as events; the last event is a Finish unless the stream was cut."""
+        raise NotImplementedError
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Models the endpoint offers (may raise ChatError; the registry falls back to `curated`)."""
+        return self.curated()
+
+    def curated(self) -> list[ModelInfo]:
+        """A short built-in list used when live listing fails."""
+        return []
+
+    def model_info(self, model: str) -> ModelInfo:
+        """Info for any model name, known or typed by the user."""
+        for info in self.curated():
+            if info.id == model:
+                return info
+        return ModelInfo(provider=self.name, id=model, label=model, params=self.accepts, supports_tools=self.supports_tools)
+
+    async def aclose(self) -> None:
+        """Close the SDK client, if one was built."""

@@ -1,0 +1,291 @@
+"""Run one reply: retries before the first token, timeouts, truncation check, metrics, coalescing.
+
+Every consumer (the chat UI, compare mode, batch runs, the command line) streams through `Turn`.
+A turn never raises a `ChatError`: failures end the turn with `result.error` set and a final
+`Finish` event, so the partial text is always kept. Cancellation (`asyncio.CancelledError`)
+propagates after the result is marked cancelled, and closes the provider's HTTP stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from chat.context import trim_messages
+from chat.errors import ChatError, FirstTokenTimeout, IdleTimeout, StreamError
+from chat.providers.base import Provider
+from chat.types import (
+    Finish,
+    FinishReason,
+    Message,
+    ModelInfo,
+    Params,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+)
+
+log = logging.getLogger("parley.turn")
+
+
+@dataclass(slots=True)
+class TurnPolicy:
+    """Retry, timeout and coalescing settings, shared by every provider."""
+
+    max_attempts: int = 4  # the first try included
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    retry_after_cap: float = 20.0  # a longer Retry-After is reported, not waited for
+    first_token_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    coalesce_interval: float = 0.05
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before try `attempt + 1`, or None when the wait is too long to be worth it."""
+        if retry_after is not None and retry_after > 0:
+            return retry_after if retry_after <= self.retry_after_cap else None
+        delay = min(self.backoff_base * 2 ** (attempt - 1), self.backoff_max)
+        return delay * random.uniform(0.75, 1.0)  # jitter spreads out clients that failed together
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """Everything known about a reply so far; updated in place while it streams."""
+
+    provider: str
+    model: str
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    finish_reason: FinishReason | None = None
+    finish_detail: str | None = None
+    model_version: str | None = None
+    error: ChatError | None = None
+    attempts: int = 0
+    dropped_messages: int = 0
+    ttft_ms: float | None = None
+    duration_ms: float | None = None
+    # perf_counter stamps, for tokens per second
+    started: float = 0.0
+    first_text_at: float | None = None
+    ended: float | None = None
+    text_chunks: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def text_tokens(self) -> int:
+        """Output tokens of the answer itself (reasoning excluded), estimated when usage is missing."""
+        if self.output_tokens is not None:
+            return max(self.output_tokens - (self.reasoning_tokens or 0), 0)
+        return max(self.text_chunks, round(len(self.text) / 4))
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Answer tokens per second, counted from the first text token (reasoning time excluded)."""
+        if self.first_text_at is None:
+            return None
+        end = self.ended if self.ended is not None else time.perf_counter()
+        span = end - self.first_text_at
+        tokens = self.text_tokens
+        if span <= 0 or tokens <= 1:
+            return None
+        # The first token arrives at first_text_at: the rate is over the tokens after it.
+        return (tokens - 1) / span
+
+    @property
+    def ref(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+SleepFn = Callable[[float], Awaitable[None]]
+
+
+class Turn:
+    """One reply from one model. Iterate `events()` for every event or `updates()` for a coalesced UI feed."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        model: ModelInfo,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        policy: TurnPolicy | None = None,
+        sleep: SleepFn = asyncio.sleep,
+    ):
+        self.provider = provider
+        self.model = model
+        self.params = params
+        self.tools = tools
+        self.policy = policy or TurnPolicy()
+        self._sleep = sleep
+        self.messages, dropped = trim_messages(messages, model.context_window, params.max_tokens)
+        self.result = TurnResult(provider=model.provider, model=model.id, dropped_messages=dropped)
+
+    # -- the raw event stream ------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """Every event of the reply; the last one is always a `Finish` unless cancelled."""
+        r = self.result
+        r.started = time.perf_counter()
+        policy = self.policy
+        try:
+            while True:
+                r.attempts += 1
+                started_output = False
+                try:
+                    async for event in self._attempt():
+                        if not started_output and isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta, ToolCallEvent)):
+                            started_output = True
+                        yield event
+                    break
+                except ChatError as e:
+                    wait = None
+                    if e.retryable and not started_output and r.attempts < policy.max_attempts:
+                        wait = policy.backoff(r.attempts, e.retry_after)
+                    if wait is None:
+                        self._fail(e)
+                        break
+                    log.info("retrying %s after %s (%.2fs, attempt %d)", r.ref, e.kind, wait, r.attempts)
+                    await self._sleep(wait)
+                except Exception as e:  # a provider bug must not lose the partial text
+                    log.exception("unexpected failure in %s", r.ref)
+                    self._fail(StreamError(f"{self.provider.label or r.provider} failed unexpectedly ({type(e).__name__}). "
+                                           "The text so far is kept; press Retry to try again.", provider=r.provider))
+                    break
+            if r.finish_reason is None:
+                # The provider ended the stream cleanly but without its finish marker.
+                r.finish_reason = FinishReason.TRUNCATED
+                r.error = StreamError(
+                    f"The reply from {self.provider.label or r.provider} was cut off (the stream ended without "
+                    "finishing). The text so far is kept; press Retry to try again.",
+                    provider=r.provider,
+                )
+        except (asyncio.CancelledError, GeneratorExit):
+            r.finish_reason = FinishReason.CANCELLED
+            raise
+        finally:
+            r.ended = time.perf_counter()
+            r.duration_ms = (r.ended - r.started) * 1000
+        yield Finish(r.finish_reason, r.finish_detail, r.model_version)
+
+    def _fail(self, error: ChatError) -> None:
+        self.result.error = error
+        self.result.finish_reason = FinishReason.ERROR
+        self.result.finish_detail = error.kind
+
+    async def _attempt(self) -> AsyncIterator[StreamEvent]:
+        """One try: the provider's stream under a first-token deadline, then an idle deadline."""
+        r = self.result
+        policy = self.policy
+        loop = asyncio.get_running_loop()
+        first = True
+        stream = self.provider.stream(self.model.id, self.messages, self.params, tools=self.tools)
+        try:
+            async with asyncio.timeout(policy.first_token_timeout) as deadline, aclosing(stream):
+                async for event in stream:
+                    if isinstance(event, Finish):
+                        # Held back: the turn emits the final Finish itself, after its metrics are set.
+                        r.finish_reason = event.reason
+                        r.finish_detail = event.detail
+                        r.model_version = event.model_version or r.model_version
+                        continue
+                    if first:
+                        first = False
+                        if r.ttft_ms is None:
+                            r.ttft_ms = (time.perf_counter() - r.started) * 1000
+                    deadline.reschedule(loop.time() + policy.idle_timeout)
+                    self._apply(event)
+                    yield event
+        except TimeoutError as e:
+            if first:
+                raise FirstTokenTimeout(policy.first_token_timeout, provider=r.provider) from e
+            raise IdleTimeout(policy.idle_timeout, provider=r.provider) from e
+
+    def _apply(self, event: StreamEvent) -> None:
+        r = self.result
+        if isinstance(event, TextDelta):
+            if r.first_text_at is None:
+                r.first_text_at = time.perf_counter()
+            r.text += event.text
+            r.text_chunks += 1
+        elif isinstance(event, ReasoningDelta):
+            r.reasoning += event.text
+        elif isinstance(event, Usage):
+            r.input_tokens = event.input_tokens if event.input_tokens is not None else r.input_tokens
+            r.output_tokens = event.output_tokens if event.output_tokens is not None else r.output_tokens
+            r.reasoning_tokens = event.reasoning_tokens if event.reasoning_tokens is not None else r.reasoning_tokens
+        elif isinstance(event, ToolCallEvent):
+            r.tool_calls.append(event.call)
+
+    # -- the coalesced feed for a UI -------------------------------------------------------
+
+    async def updates(self, interval: float | None = None) -> AsyncIterator[TurnResult]:
+        """The result after changes: the first token at once, then at most one update per `interval`.
+
+        Each update carries the whole text so far (the same `TurnResult` object, updated in place),
+        so a 2,000 token/s stream becomes about 20 UI updates per second, not 2,000. The last
+        update is always sent, after the turn has finished.
+        """
+        interval = self.policy.coalesce_interval if interval is None else interval
+        changed = asyncio.Event()
+        r = self.result
+
+        async def pump() -> None:
+            async with aclosing(self.events()) as events:
+                async for _ in events:
+                    changed.set()
+
+        task = asyncio.create_task(pump())
+        task.add_done_callback(lambda _t: changed.set())
+        loop = asyncio.get_running_loop()
+        last = float("-inf")
+        try:
+            while not task.done():
+                await changed.wait()
+                wait = last + interval - loop.time()
+                if wait > 0 and not task.done():
+                    # Let more tokens gather; wake early only when the turn ends.
+                    try:
+                        await asyncio.wait_for(asyncio.shield(task), wait)
+                    except TimeoutError:
+                        pass
+                changed.clear()
+                if task.done():
+                    break
+                last = loop.time()
+                yield r
+            task.result()  # re-raise anything unexpected from the pump
+            yield r
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                r.finish_reason = r.finish_reason if r.done else FinishReason.CANCELLED
+
+    async def run(self) -> TurnResult:
+        """Run to the end and return the result (for batch runs and tests)."""
+        async with aclosing(self.events()) as events:
+            async for _ in events:
+                pass
+        return self.result
