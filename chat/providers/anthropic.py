@@ -1,0 +1,348 @@
+"""Anthropic Messages API through the official `anthropic` SDK (raw `messages.create(stream=True)` events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from chat.errors import ChatError
+from chat.providers._common import (
+    Failure,
+    LoopClient,
+    StreamState,
+    Who,
+    classify,
+    error_boundary,
+    error_message,
+    import_sdk,
+    is_transport_error,
+    parse_args,
+    retry_after,
+    sdk_missing,
+    system_text,
+    transport_failure,
+)
+from chat.providers.base import Provider
+from chat.types import (
+    Finish,
+    FinishReason,
+    Message,
+    ModelInfo,
+    Params,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+)
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+_FINISH = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "pause_turn": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.REFUSAL,
+}
+
+# anthropic 2.x has no temperature/top_p/seed: only max_tokens (required) and an effort.
+_WITH_EFFORT = frozenset({"max_tokens", "effort"})
+_NO_EFFORT = frozenset({"max_tokens"})
+
+
+def _curated() -> list[ModelInfo]:
+    def m(id_: str, label: str, ctx: int, params: frozenset[str]) -> ModelInfo:
+        return ModelInfo(provider="anthropic", id=id_, label=label, context_window=ctx, params=params, supports_tools=True)
+
+    return [
+        m("claude-opus-4-7", "Claude Opus 4.7", 1_000_000, _WITH_EFFORT),
+        m("claude-sonnet-4-6", "Claude Sonnet 4.6", 1_000_000, _WITH_EFFORT),
+        m("claude-haiku-4-5", "Claude Haiku 4.5", 200_000, _NO_EFFORT),
+    ]
+
+
+class AnthropicProvider(Provider):
+    """Streams Claude replies; system prompt top-level, max_tokens always sent, effort via output_config."""
+
+    name = "anthropic"
+    label = "Anthropic"
+    key_env_var = "ANTHROPIC_API_KEY"
+    accepts = _WITH_EFFORT
+    supports_tools = True
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float | None = 600.0,
+        list_timeout: float = 3.0,
+        thinking_with_effort: bool = True,
+    ):
+        """`thinking_with_effort`: when an effort is set, also ask for adaptive thinking so reasoning can be shown."""
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._api_key = api_key
+        self._timeouts = (connect_timeout, read_timeout)
+        self._list_timeout = list_timeout
+        self.thinking_with_effort = thinking_with_effort
+        self._client = LoopClient(self._build_client)
+
+    @staticmethod
+    def sdk_missing() -> str | None:
+        """Why this provider cannot run here (the SDK is not installed), else None."""
+        return sdk_missing("anthropic", "anthropic", "Anthropic")
+
+    def curated(self) -> list[ModelInfo]:
+        return _curated()
+
+    def _build_client(self) -> Any:
+        anthropic = import_sdk("anthropic", "anthropic", self.label)
+        import httpx2
+
+        connect, read = self._timeouts
+        return anthropic.AsyncAnthropic(
+            api_key=self._api_key,
+            base_url=self.base_url,  # explicit, so the SDK does not read ANTHROPIC_BASE_URL behind our back
+            max_retries=0,
+            timeout=httpx2.Timeout(connect=connect, read=read, write=30.0, pool=30.0),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- errors -------------------------------------------------------------------------------
+
+    def _who(self, model: str) -> Who:
+        custom = self.base_url != DEFAULT_BASE_URL
+        return Who(self.label, self.key_env_var, model, self.base_url if custom else None, "ANTHROPIC_BASE_URL")
+
+    def _map_error(self, e: Exception, state: StreamState, model: str) -> ChatError | None:
+        import anthropic
+
+        who = self._who(model)
+        if isinstance(e, anthropic.APIStatusError):
+            # An `event: error` inside the stream arrives as APIStatusError with the stream's 200 status.
+            status = None if e.status_code == 200 else e.status_code
+            return classify(
+                Failure(
+                    status=status,
+                    kind=getattr(e, "type", None) or _body_kind(e.body),
+                    message=getattr(e, "api_message", None) or error_message(e.body, e.message),
+                    retry_after=retry_after(e.response.headers),
+                ),
+                who,
+                started=state.started,
+            )
+        if isinstance(e, anthropic.APIConnectionError):
+            return transport_failure(e, who, started=state.started)
+        if isinstance(e, anthropic.APIError):
+            return classify(
+                Failure(status=None, kind=_body_kind(e.body), message=error_message(e.body, e.message)),
+                who,
+                started=state.started,
+            )
+        if is_transport_error(e):  # anthropic lets httpx2.RemoteProtocolError through on an abrupt close
+            return transport_failure(e, who, started=state.started)
+        return None
+
+    # -- the request --------------------------------------------------------------------------
+
+    def request(
+        self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
+    ) -> dict[str, Any]:
+        """The keyword arguments for `messages.create` (public so tests can inspect it)."""
+        sent = params.for_provider(self.model_info(model).params & self.accepts)
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "max_tokens": params.max_tokens,  # required by the API
+            "messages": to_anthropic_messages(messages),
+            "stream": True,
+        }
+        system = system_text(list(messages))
+        if system:
+            kwargs["system"] = system
+        if "effort" in sent:
+            kwargs["output_config"] = {"effort": sent["effort"]}
+            if self.thinking_with_effort:
+                kwargs["thinking"] = {"type": "adaptive", "display": "summarized"}
+        if tools:
+            kwargs["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
+        return kwargs
+
+    async def stream(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[StreamEvent]:
+        kwargs = self.request(model, messages, params, tools)
+        state = StreamState()
+        reader = EventReader()
+        with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
+            response = await self._client.get().messages.create(**kwargs)
+            async with response:
+                async for event in response:
+                    for out in reader.feed(event):
+                        if not state.started and isinstance(out, (TextDelta, ReasoningDelta, ToolCallDelta)):
+                            state.started = True
+                        yield out
+
+    async def list_models(self) -> list[ModelInfo]:
+        state = StreamState()
+        known = {m.id: m for m in self.curated()}
+        out: list[ModelInfo] = []
+        with error_boundary(state, lambda e, s: self._map_error(e, s, "(listing)")):
+            page = await self._client.get().models.list(limit=100, timeout=self._list_timeout)
+            for m in page.data:
+                if m.id in known:
+                    out.append(known[m.id])
+                    continue
+                out.append(
+                    ModelInfo(
+                        provider=self.name,
+                        id=m.id,
+                        label=getattr(m, "display_name", None) or m.id,
+                        context_window=getattr(m, "max_input_tokens", None),
+                        params=self.accepts,
+                        supports_tools=True,
+                    )
+                )
+        return out
+
+
+def _body_kind(body: Any) -> str | None:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("type"), str):
+            return err["type"]
+    return None
+
+
+class EventReader:
+    """Turns raw Messages stream events into ours. Finish comes only with message_stop."""
+
+    def __init__(self) -> None:
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.stop_reason: str | None = None
+        self.stop_detail: str | None = None
+        self.model: str | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}  # content block index -> tool_use state
+        self._tool_count = 0
+
+    def feed(self, event: Any) -> list[StreamEvent]:
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            message = event.message
+            self.model = getattr(message, "model", None)
+            usage = getattr(message, "usage", None)
+            if usage is not None:
+                self.input_tokens = getattr(usage, "input_tokens", None)
+                self.output_tokens = getattr(usage, "output_tokens", None)
+            return []
+        if kind == "content_block_start":
+            block = event.content_block
+            if getattr(block, "type", None) in ("tool_use", "server_tool_use"):
+                index = self._tool_count
+                self._tool_count += 1
+                initial = getattr(block, "input", None)
+                self._blocks[event.index] = {"index": index, "id": block.id, "name": block.name, "args": "",
+                                             "initial": initial}
+                return [ToolCallDelta(index=index, id=block.id, name=block.name, arguments="")]
+            if getattr(block, "type", None) == "text" and getattr(block, "text", ""):
+                return [TextDelta(block.text)]
+            return []
+        if kind == "content_block_delta":
+            delta = event.delta
+            dtype = getattr(delta, "type", None)
+            if dtype == "text_delta":
+                return [TextDelta(delta.text)] if delta.text else []
+            if dtype == "thinking_delta":
+                return [ReasoningDelta(delta.thinking)] if delta.thinking else []
+            if dtype == "input_json_delta":
+                call = self._blocks.get(event.index)
+                if call is None:
+                    return []
+                call["args"] += delta.partial_json
+                return [ToolCallDelta(index=call["index"], arguments=delta.partial_json)] if delta.partial_json else []
+            return []  # signature_delta, citations_delta, unknown kinds
+        if kind == "content_block_stop":
+            call = self._blocks.pop(event.index, None)
+            if call is None:
+                return []
+            args = call["args"] or (json.dumps(call["initial"]) if call["initial"] else "{}")
+            return [ToolCallEvent(ToolCall(id=call["id"], name=call["name"], arguments=args))]
+        if kind == "message_delta":
+            delta = event.delta
+            self.stop_reason = getattr(delta, "stop_reason", None) or self.stop_reason
+            details = getattr(delta, "stop_details", None)
+            explanation = getattr(details, "explanation", None) if details is not None else None
+            if explanation is None and isinstance(details, dict):
+                explanation = details.get("explanation")
+            self.stop_detail = explanation
+            usage = getattr(event, "usage", None)
+            if usage is not None:
+                # Cumulative counts: the latest wins.
+                if getattr(usage, "output_tokens", None) is not None:
+                    self.output_tokens = usage.output_tokens
+                if getattr(usage, "input_tokens", None) is not None:
+                    self.input_tokens = usage.input_tokens
+            return []
+        if kind == "message_stop":
+            events: list[StreamEvent] = []
+            if self.input_tokens is not None or self.output_tokens is not None:
+                events.append(Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens))
+            if self.stop_reason is not None:
+                reason = _FINISH.get(self.stop_reason, FinishReason.STOP)
+                detail = self.stop_reason
+                if self.stop_reason == "model_context_window_exceeded":
+                    detail = "model_context_window_exceeded: the conversation filled the model's context window"
+                elif self.stop_detail:
+                    detail = f"{self.stop_reason}: {self.stop_detail}"
+                events.append(Finish(reason, detail=detail, model_version=self.model))
+            return events
+        return []  # ping and event types added later
+
+
+def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Our messages as alternating user/assistant turns; tool results become user tool_result blocks.
+
+    The API requires alternation, so consecutive same-role messages are merged into one.
+    """
+    turns: list[tuple[str, list[dict[str, Any]]]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        blocks: list[dict[str, Any]] = []
+        if m.role == "tool":
+            role = "user"
+            blocks.append({"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content})
+        else:
+            role = m.role
+            if m.content.strip():
+                blocks.append({"type": "text", "text": m.content})
+            for c in m.tool_calls if m.role == "assistant" else ():
+                blocks.append({"type": "tool_use", "id": c.id, "name": c.name, "input": parse_args(c.arguments)})
+        if not blocks:
+            continue  # the API refuses empty text blocks
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    out: list[dict[str, Any]] = []
+    for role, blocks in turns:
+        if len(blocks) == 1 and blocks[0]["type"] == "text":
+            out.append({"role": role, "content": blocks[0]["text"]})
+        else:
+            out.append({"role": role, "content": blocks})
+    return out

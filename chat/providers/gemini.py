@@ -1,0 +1,390 @@
+"""Google Gemini (Developer API) through the official `google-genai` SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from chat.errors import ChatError, SafetyBlocked
+from chat.providers._common import (
+    Failure,
+    LoopClient,
+    StreamState,
+    Who,
+    classify,
+    error_boundary,
+    import_sdk,
+    is_transport_error,
+    parse_args,
+    retry_after,
+    sdk_missing,
+    system_text,
+    transport_failure,
+)
+from chat.providers.base import Provider
+from chat.types import (
+    Finish,
+    FinishReason,
+    Message,
+    ModelInfo,
+    Params,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+)
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
+
+_FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR", "LANGUAGE"}
+_FINISH = {"STOP": FinishReason.STOP, "MAX_TOKENS": FinishReason.LENGTH}
+_THINKING_BUDGET = {"low": 1024, "medium": 8192, "high": 24576}  # Gemini 2.x takes a budget, 3.x a level
+
+_ALL = frozenset({"temperature", "top_p", "max_tokens", "seed", "effort"})
+
+# The HTTP responses opened by the stream running in this context. google-genai streams through a chain of
+# async generators; closing the outer one early (consumer stops between events) leaves the HTTP response
+# open until garbage collection, so the stream closes its responses itself (collected by an httpx2 hook).
+_OPENED: ContextVar[list[Any] | None] = ContextVar("parley_gemini_responses", default=None)
+
+
+async def _track_response(response: Any) -> None:
+    opened = _OPENED.get()
+    if opened is not None:
+        opened.append(response)
+
+
+def _curated() -> list[ModelInfo]:
+    def m(id_: str, label: str) -> ModelInfo:
+        return ModelInfo(provider="gemini", id=id_, label=label, context_window=1_048_576, params=_ALL, supports_tools=True)
+
+    return [
+        m("gemini-3.5-flash", "Gemini 3.5 Flash"),
+        m("gemini-2.5-pro", "Gemini 2.5 Pro"),
+        m("gemini-2.5-flash", "Gemini 2.5 Flash"),
+        m("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite"),
+    ]
+
+
+def _name(value: Any) -> str | None:
+    """The wire name of a genai enum (or a plain string the SDK did not know)."""
+    if value is None:
+        return None
+    return getattr(value, "value", None) or str(value)
+
+
+class GeminiProvider(Provider):
+    """Streams Gemini replies with `client.aio.models.generate_content_stream`."""
+
+    name = "gemini"
+    label = "Google Gemini"
+    key_env_var = "GEMINI_API_KEY"
+    accepts = _ALL
+    supports_tools = True
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        key_env_var: str = "GEMINI_API_KEY",
+        api_version: str | None = None,
+        list_timeout: float = 3.0,
+    ):
+        """`key_env_var` names the variable the key came from (GEMINI_API_KEY or GOOGLE_API_KEY) for error messages."""
+        self.key_env_var = key_env_var  # type: ignore[misc]
+        self.base_url = base_url or DEFAULT_BASE_URL
+        self.api_version = api_version
+        self._api_key = api_key
+        self._list_timeout = list_timeout
+        self._client = LoopClient(self._build_client, closer=_close_client)
+
+    @staticmethod
+    def sdk_missing() -> str | None:
+        """Why this provider cannot run here (the SDK is not installed), else None."""
+        return sdk_missing("google.genai", "google-genai", "Google Gemini")
+
+    def curated(self) -> list[ModelInfo]:
+        return _curated()
+
+    def _build_client(self) -> Any:
+        genai = import_sdk("google.genai", "google-genai", self.label)
+        from google.genai import types
+
+        options = types.HttpOptions(
+            base_url=self.base_url,  # explicit, so the SDK does not read GOOGLE_GEMINI_BASE_URL behind our back
+            api_version=self.api_version,
+            timeout=None,  # milliseconds when set; the turn runner owns timeouts
+            async_client_args={"event_hooks": {"response": [_track_response]}},
+        )
+        return genai.Client(api_key=self._api_key, vertexai=False, http_options=options)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- errors -------------------------------------------------------------------------------
+
+    def _who(self, model: str) -> Who:
+        custom = self.base_url != DEFAULT_BASE_URL
+        return Who(self.label, self.key_env_var, model, self.base_url if custom else None, "GOOGLE_GEMINI_BASE_URL")
+
+    def _map_error(self, e: Exception, state: StreamState, model: str) -> ChatError | None:
+        from google.genai import errors
+
+        who = self._who(model)
+        if isinstance(e, errors.APIError):
+            response = getattr(e, "response", None)
+            headers = getattr(response, "headers", None)
+            return classify(
+                Failure(
+                    status=e.code if isinstance(e.code, int) else None,
+                    kind=_reason(e.details) or e.status,
+                    message=e.message or str(e),
+                    retry_after=retry_after(headers) or _retry_delay(e.details),
+                ),
+                who,
+                started=state.started,
+            )
+        if is_transport_error(e):  # google-genai lets raw httpx2 errors through
+            return transport_failure(e, who, started=state.started)
+        return None
+
+    # -- the request --------------------------------------------------------------------------
+
+    def config(self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()) -> Any:
+        """The GenerateContentConfig for one request (public so tests can inspect it)."""
+        from google.genai import types
+
+        sent = params.for_provider(self.model_info(model).params & self.accepts)
+        config: dict[str, Any] = {}
+        system = system_text(list(messages))
+        if system:
+            config["system_instruction"] = system
+        for key in ("temperature", "top_p", "seed"):
+            if key in sent:
+                config[key] = sent[key]
+        if "max_tokens" in sent:
+            config["max_output_tokens"] = sent["max_tokens"]
+        if "effort" in sent:
+            effort = sent["effort"]
+            if model.startswith("gemini-2"):
+                config["thinking_config"] = types.ThinkingConfig(
+                    include_thoughts=True, thinking_budget=_THINKING_BUDGET[effort]
+                )
+            else:
+                config["thinking_config"] = types.ThinkingConfig(include_thoughts=True, thinking_level=effort.upper())
+        if tools:
+            config["tools"] = [
+                types.Tool(
+                    function_declarations=[
+                        types.FunctionDeclaration(
+                            name=t.name, description=t.description, parameters_json_schema=t.parameters
+                        )
+                        for t in tools
+                    ]
+                )
+            ]
+            config["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
+        return types.GenerateContentConfig(**config)
+
+    async def stream(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[StreamEvent]:
+        config = self.config(model, messages, params, tools)
+        contents = to_gemini_contents(messages)
+        state = StreamState()
+        reader = ChunkReader(self.label)
+        opened: list[Any] = []
+        token = _OPENED.set(opened)
+        chunks = None
+        try:
+            with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
+                chunks = await self._client.get().aio.models.generate_content_stream(
+                    model=model, contents=contents, config=config
+                )
+                async for chunk in chunks:
+                    if token is not None:  # reset before the first yield, in the context that set it
+                        _OPENED.reset(token)
+                        token = None
+                    for out in reader.feed(chunk):
+                        if not state.started and isinstance(out, (TextDelta, ReasoningDelta, ToolCallDelta)):
+                            state.started = True
+                        yield out
+        finally:
+            if token is not None:
+                _OPENED.reset(token)
+            if chunks is not None:
+                await chunks.aclose()
+            for response in opened:
+                await response.aclose()
+        for out in reader.end():
+            yield out
+
+    async def list_models(self) -> list[ModelInfo]:
+        state = StreamState()
+        known = {m.id: m for m in self.curated()}
+        out: list[ModelInfo] = []
+        with error_boundary(state, lambda e, s: self._map_error(e, s, "(listing)")):
+            pager = await self._client.get().aio.models.list(
+                config={"page_size": 100, "http_options": {"timeout": int(self._list_timeout * 1000)}}
+            )
+            async for m in pager:
+                actions = m.supported_actions or []
+                if "generateContent" not in actions:
+                    continue
+                model_id = (m.name or "").removeprefix("models/")
+                if not model_id:
+                    continue
+                out.append(
+                    known.get(model_id)
+                    or ModelInfo(
+                        provider=self.name,
+                        id=model_id,
+                        label=m.display_name or model_id,
+                        context_window=m.input_token_limit,
+                        params=self.accepts,
+                        supports_tools=True,
+                    )
+                )
+                if len(out) >= 300:
+                    break
+        return out
+
+
+async def _close_client(client: Any) -> None:
+    await client.aio.aclose()
+    client.close()  # the sync side, which google-genai builds too
+
+
+def _reason(details: Any) -> str | None:
+    """The ErrorInfo reason (e.g. API_KEY_INVALID) inside a Google error body."""
+    err = details.get("error", details) if isinstance(details, dict) else None
+    for item in (err or {}).get("details", []) if isinstance(err, dict) else []:
+        if isinstance(item, dict) and isinstance(item.get("reason"), str):
+            return item["reason"]
+    return None
+
+
+def _retry_delay(details: Any) -> float | None:
+    """Seconds from a google.rpc.RetryInfo detail ("retryDelay": "30s")."""
+    err = details.get("error", details) if isinstance(details, dict) else None
+    for item in (err or {}).get("details", []) if isinstance(err, dict) else []:
+        delay = item.get("retryDelay") if isinstance(item, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return float(delay[:-1])
+            except ValueError:
+                return None
+    return None
+
+
+class ChunkReader:
+    """Turns GenerateContentResponse chunks into our events.
+
+    finishReason may appear on several chunks (recorded streams repeat STOP before an error), so the
+    last one is kept and Finish is emitted only when the stream ends; no finishReason, no Finish.
+    A blocked prompt (no candidates, promptFeedback.blockReason) raises SafetyBlocked: a clear
+    message beats an empty reply marked content_filter.
+    """
+
+    def __init__(self, label: str = "Google Gemini") -> None:
+        self.label = label
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.usage: Usage | None = None
+        self.calls = 0
+
+    def feed(self, chunk: Any) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if getattr(chunk, "model_version", None):
+            self.model = chunk.model_version
+        meta = getattr(chunk, "usage_metadata", None)
+        if meta is not None:
+            self.usage = Usage(
+                input_tokens=meta.prompt_token_count,
+                output_tokens=meta.candidates_token_count,
+                reasoning_tokens=meta.thoughts_token_count,
+            )
+        candidates = chunk.candidates or []
+        feedback = getattr(chunk, "prompt_feedback", None)
+        block = _name(getattr(feedback, "block_reason", None)) if feedback is not None else None
+        if not candidates and block:
+            raise SafetyBlocked(
+                f"{self.label} blocked the prompt before answering ({block}). Rephrase the message and try again.",
+                provider=self.label,
+            )
+        if not candidates:
+            return events
+        candidate = candidates[0]
+        content = candidate.content
+        for part in (content.parts if content is not None and content.parts else []):
+            if part.function_call is not None:
+                fc = part.function_call
+                index = self.calls
+                self.calls += 1
+                call = ToolCall(id=fc.id or f"call_{index}", name=fc.name or "", arguments=json.dumps(fc.args or {}))
+                events.append(ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments))
+                events.append(ToolCallEvent(call))
+            elif part.text:
+                events.append(ReasoningDelta(part.text) if part.thought else TextDelta(part.text))
+        reason = _name(candidate.finish_reason)
+        if reason and reason != "FINISH_REASON_UNSPECIFIED":
+            self.finish_reason = reason
+        return events
+
+    def end(self) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if self.usage is not None:
+            events.append(self.usage)
+        reason = self.finish_reason
+        if reason is None or reason == "CONTINUATION":
+            return events
+        if reason in _FILTERED:
+            mapped = FinishReason.CONTENT_FILTER
+        else:
+            mapped = _FINISH.get(reason, FinishReason.STOP)
+            if mapped is FinishReason.STOP and self.calls:
+                mapped = FinishReason.TOOL_CALLS  # Gemini says STOP after function calls
+        events.append(Finish(mapped, detail=reason, model_version=self.model))
+        return events
+
+
+def to_gemini_contents(messages: Sequence[Message]) -> list[Any]:
+    """Our messages as Gemini contents: assistant -> "model", tool results -> user function_response parts."""
+    from google.genai import types
+
+    names: dict[str, str] = {}  # tool call id -> function name, for the responses
+    turns: list[tuple[str, list[Any]]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        parts: list[Any] = []
+        if m.role == "tool":
+            role = "user"
+            name = m.name or names.get(m.tool_call_id or "", "") or "tool"
+            parts.append(types.Part(function_response=types.FunctionResponse(name=name, response={"result": m.content})))
+        else:
+            role = "model" if m.role == "assistant" else "user"
+            if m.content:
+                parts.append(types.Part(text=m.content))
+            for c in m.tool_calls if m.role == "assistant" else ():
+                names[c.id] = c.name
+                parts.append(types.Part(function_call=types.FunctionCall(name=c.name, args=parse_args(c.arguments))))
+        if not parts:
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(parts)
+        else:
+            turns.append((role, parts))
+    return [types.Content(role=role, parts=parts) for role, parts in turns]

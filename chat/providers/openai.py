@@ -1,0 +1,385 @@
+"""OpenAI Chat Completions, for api.openai.com and every OpenAI-compatible endpoint (Ollama, vLLM, OpenRouter, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from chat.errors import ChatError
+from chat.providers._common import (
+    Failure,
+    LoopClient,
+    StreamState,
+    Who,
+    classify,
+    error_boundary,
+    error_message,
+    import_sdk,
+    is_transport_error,
+    retry_after,
+    sdk_missing,
+    transport_failure,
+)
+from chat.providers.base import Provider
+from chat.types import (
+    Finish,
+    FinishReason,
+    Message,
+    ModelInfo,
+    Params,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+)
+
+OFFICIAL_BASE_URL = "https://api.openai.com/v1"
+
+_SAMPLING = frozenset({"temperature", "top_p", "max_tokens", "seed"})
+# GPT-5-family reasoning models refuse temperature/top_p; they take an effort instead.
+_REASONING = frozenset({"max_tokens", "effort"})
+
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+
+# Listing on api.openai.com returns every model the key can see; these are not chat models.
+_NOT_CHAT = ("embedding", "tts", "whisper", "dall-e", "moderation", "davinci", "babbage", "transcribe", "image",
+             "realtime", "audio", "search", "sora", "codex-mini", "computer-use")
+
+
+def _official_models() -> list[ModelInfo]:
+    def m(id_: str, label: str, ctx: int | None, params: frozenset[str]) -> ModelInfo:
+        return ModelInfo(provider="openai", id=id_, label=label, context_window=ctx, params=params, supports_tools=True)
+
+    return [
+        m("gpt-5.4", "GPT-5.4", 1_050_000, _REASONING),
+        m("gpt-5.4-mini", "GPT-5.4 mini", 400_000, _REASONING),
+        m("gpt-5-mini", "GPT-5 mini", 400_000, _REASONING),
+        m("gpt-4.1", "GPT-4.1", 1_047_576, _SAMPLING),
+        m("gpt-4.1-mini", "GPT-4.1 mini", 1_047_576, _SAMPLING),
+        m("gpt-4o-mini", "GPT-4o mini", 128_000, _SAMPLING),
+    ]
+
+
+class OpenAIProvider(Provider):
+    """Streams Chat Completions through the official `openai` SDK; one class for every compatible endpoint."""
+
+    name = "openai"
+    label = "OpenAI"
+    key_env_var = "OPENAI_API_KEY"
+    accepts = frozenset({"temperature", "top_p", "max_tokens", "seed", "effort"})
+    supports_tools = True
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        name: str | None = None,
+        label: str | None = None,
+        key_env_var: str | None = "OPENAI_API_KEY",
+        models: Sequence[str | ModelInfo] | None = None,
+        context_window: int | None = None,
+        include_usage: bool = True,
+        official: bool | None = None,
+        send_effort: bool | None = None,
+        base_url_env_var: str | None = "OPENAI_BASE_URL",
+        connect_timeout: float = 5.0,
+        read_timeout: float | None = 600.0,
+        list_timeout: float = 3.0,
+    ):
+        """`official` defaults to "base_url is api.openai.com"; it picks `max_completion_tokens` and the curated list."""
+        self.name = name or type(self).name  # type: ignore[misc]  # instance attributes override the ClassVars
+        self.label = label or type(self).label  # type: ignore[misc]
+        self.key_env_var = key_env_var  # type: ignore[misc]
+        self.base_url = (base_url or OFFICIAL_BASE_URL).rstrip("/")
+        self.official = official if official is not None else urlparse(self.base_url).hostname == "api.openai.com"
+        self.send_effort = self.official if send_effort is None else send_effort
+        self.accepts = frozenset(_SAMPLING | ({"effort"} if self.send_effort else set()))  # type: ignore[misc]
+        self.include_usage = include_usage
+        self.context_window = context_window
+        self.base_url_env_var = base_url_env_var
+        self._api_key = api_key or "not-needed"  # local servers take any key, but the SDK insists on one
+        self._timeouts = (connect_timeout, read_timeout)
+        self._list_timeout = list_timeout
+        self._models = [self._info(m) for m in models] if models is not None else None
+        self._client = LoopClient(self._build_client)
+
+    # -- what it is -------------------------------------------------------------------------
+
+    @staticmethod
+    def sdk_missing() -> str | None:
+        """Why this provider cannot run here (the SDK is not installed), else None."""
+        return sdk_missing("openai", "openai", "OpenAI and OpenAI-compatible endpoints")
+
+    def _info(self, m: str | ModelInfo) -> ModelInfo:
+        if isinstance(m, ModelInfo):
+            return m.model_copy(update={"provider": self.name})
+        return ModelInfo(
+            provider=self.name, id=m, label=m, context_window=self.context_window,
+            params=self.accepts, supports_tools=self.supports_tools,
+        )
+
+    def curated(self) -> list[ModelInfo]:
+        if self._models is not None:
+            return list(self._models)
+        return _official_models() if self.official else []
+
+    def model_info(self, model: str) -> ModelInfo:
+        for info in self.curated():
+            if info.id == model:
+                return info
+        return self._info(model)
+
+    # -- the client ---------------------------------------------------------------------------
+
+    def _build_client(self) -> Any:
+        openai = import_sdk("openai", "openai", self.label)
+        import httpx2
+
+        connect, read = self._timeouts
+        return openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=0,  # the turn runner owns retries
+            timeout=httpx2.Timeout(connect=connect, read=read, write=30.0, pool=30.0),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- errors -------------------------------------------------------------------------------
+
+    def _who(self, model: str) -> Who:
+        setting = self.base_url_env_var or f"the base_url of '{self.name}' in models.toml"
+        return Who(self.label, self.key_env_var, model, None if self.base_url == OFFICIAL_BASE_URL else self.base_url, setting)
+
+    def _map_error(self, e: Exception, state: StreamState, model: str) -> ChatError | None:
+        import openai
+
+        who = self._who(model)
+        if isinstance(e, openai.APIStatusError):
+            body = e.body
+            return classify(
+                Failure(
+                    status=e.status_code,
+                    kind=_kind(e.code, e.type, body),
+                    message=error_message(body, e.message),
+                    retry_after=retry_after(e.response.headers),
+                ),
+                who,
+                started=state.started,
+            )
+        if isinstance(e, openai.APIConnectionError):  # includes APITimeoutError
+            return transport_failure(e, who, started=state.started)
+        if isinstance(e, openai.APIError):  # an error object inside the 200 stream: no status
+            return classify(
+                Failure(status=None, kind=_kind(e.code, e.type, e.body), message=error_message(e.body, e.message)),
+                who,
+                started=state.started,
+            )
+        if is_transport_error(e):
+            return transport_failure(e, who, started=state.started)
+        return None
+
+    # -- the request --------------------------------------------------------------------------
+
+    def request(
+        self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
+    ) -> dict[str, Any]:
+        """The keyword arguments for `chat.completions.create` (public so tests and benches can inspect it)."""
+        kwargs: dict[str, Any] = {"model": model, "messages": to_openai_messages(messages), "stream": True}
+        if self.include_usage:
+            kwargs["stream_options"] = {"include_usage": True}
+        sent = params.for_provider(self.model_info(model).params & self.accepts)
+        for key in ("temperature", "top_p", "seed"):
+            if key in sent:
+                kwargs[key] = sent[key]
+        if "max_tokens" in sent:
+            # The official API deprecated max_tokens (reasoning models refuse it); compatible servers know only max_tokens.
+            kwargs["max_completion_tokens" if self.official else "max_tokens"] = sent["max_tokens"]
+        if "effort" in sent:
+            kwargs["reasoning_effort"] = sent["effort"]
+        if tools:
+            kwargs["tools"] = [
+                {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                for t in tools
+            ]
+        return kwargs
+
+    async def stream(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[StreamEvent]:
+        kwargs = self.request(model, messages, params, tools)
+        state = StreamState()
+        reader = ChunkReader()
+        with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
+            response = await self._client.get().chat.completions.create(**kwargs)
+            async with response:  # closes the HTTP response on cancellation, too
+                async for chunk in response:
+                    for event in reader.feed(chunk):
+                        if not state.started and isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)):
+                            state.started = True
+                        yield event
+        for event in reader.end():
+            yield event
+
+    async def list_models(self) -> list[ModelInfo]:
+        state = StreamState()
+        with error_boundary(state, lambda e, s: self._map_error(e, s, "(listing)")):
+            page = await self._client.get().models.list(timeout=self._list_timeout)
+            ids = sorted({m.id for m in page.data})
+        if self.official:
+            ids = [i for i in ids if not any(word in i for word in _NOT_CHAT)]
+        # The curated (or models.toml) entries first, so a long listing (OpenRouter) does not bury them.
+        curated = [m for m in self.curated() if m.id in ids]
+        first = {m.id for m in curated}
+        return curated + [self.model_info(i) for i in ids if i not in first]
+
+
+def _kind(code: Any, type_: Any, body: Any) -> str | None:
+    """The most specific vendor error kind: `code` (e.g. context_length_exceeded) before `type`."""
+    for value in (code, type_):
+        if isinstance(value, str) and value:
+            return value
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            for key in ("code", "type", "status"):
+                if isinstance(err.get(key), str):
+                    return err[key]
+    return None
+
+
+class ChunkReader:
+    """Turns Chat Completions chunks into our events; holds what must wait for the end of the stream.
+
+    Usage arrives after the finish chunk, so Finish is emitted only at the end (after [DONE]);
+    a stream that ends with no finish_reason gets no Finish at all (the runner reports truncation).
+    """
+
+    def __init__(self) -> None:
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.usage: Usage | None = None
+        self.refused = False
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        self._calls_sent = False
+
+    def feed(self, chunk: Any) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if getattr(chunk, "model", None):
+            self.model = chunk.model
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = _usage(usage)
+        for choice in chunk.choices or ():
+            if choice.index != 0:
+                continue  # n > 1 is never requested
+            delta = choice.delta
+            if delta is not None:
+                events.extend(self._delta(delta))
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+                if choice.finish_reason != "length":  # cut-off arguments are not a call to make
+                    events.extend(self._tool_call_events())
+        return events
+
+    def _delta(self, delta: Any) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        # OpenRouter/vLLM say `reasoning`, DeepSeek/LM Studio `reasoning_content`; neither is in the SDK's types.
+        reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+        if isinstance(reasoning, str) and reasoning:
+            events.append(ReasoningDelta(reasoning))
+        if delta.content:
+            events.append(TextDelta(delta.content))
+        if delta.refusal:
+            self.refused = True
+            events.append(TextDelta(delta.refusal))
+        for tc in delta.tool_calls or ():
+            index = tc.index if tc.index is not None else len(self._calls)
+            slot = self._calls.setdefault(index, ["", "", ""])
+            fn = tc.function
+            name = fn.name if fn is not None and fn.name else None
+            args = fn.arguments if fn is not None and fn.arguments else ""
+            if tc.id:
+                slot[0] = tc.id
+            if name and not slot[1]:
+                slot[1] = name
+            slot[2] += args
+            events.append(ToolCallDelta(index=index, id=tc.id or None, name=name, arguments=args))
+        return events
+
+    def _tool_call_events(self) -> list[StreamEvent]:
+        if self._calls_sent:
+            return []
+        self._calls_sent = True
+        return [
+            ToolCallEvent(ToolCall(id=id_ or f"call_{index}", name=name, arguments=args or "{}"))
+            for index, (id_, name, args) in sorted(self._calls.items())
+        ]
+
+    def end(self) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if self.usage is not None:
+            events.append(self.usage)
+        if self.finish_reason is None:
+            return events
+        if self.refused:
+            reason, detail = FinishReason.REFUSAL, "refusal"
+        else:
+            reason, detail = _FINISH.get(self.finish_reason, FinishReason.STOP), self.finish_reason
+            # Some compatible servers (Ollama) say "stop" after tool calls.
+            if reason is FinishReason.STOP and self._calls:
+                reason = FinishReason.TOOL_CALLS
+        events.append(Finish(reason, detail=detail, model_version=self.model))
+        return events
+
+
+def _usage(u: Any) -> Usage:
+    details = getattr(u, "completion_tokens_details", None)
+    return Usage(
+        input_tokens=getattr(u, "prompt_tokens", None),
+        output_tokens=getattr(u, "completion_tokens", None),
+        reasoning_tokens=getattr(details, "reasoning_tokens", None) if details is not None else None,
+    )
+
+
+def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Our messages in the Chat Completions shape (reasoning is not sent back)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content})
+        elif m.role == "assistant" and m.tool_calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.content or None,
+                    "tool_calls": [
+                        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                        for c in m.tool_calls
+                    ],
+                }
+            )
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+__all__ = ["OpenAIProvider", "ChunkReader", "to_openai_messages", "OFFICIAL_BASE_URL"]

@@ -1,0 +1,239 @@
+"""Builds providers from settings, resolves "provider:model" references and lists models."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from chat.errors import NotConfigured
+from chat.providers.base import Provider
+from chat.providers.demo import DEMO_MODEL, DemoProvider
+from chat.settings import Endpoint, Settings, load_dotenv_file
+from chat.types import ModelInfo
+
+__all__ = ["Registry", "Settings", "load_dotenv_file", "DEMO_REF"]
+
+log = logging.getLogger(__name__)
+
+DEMO_REF = f"demo:{DEMO_MODEL}"
+LIST_TTL = 600.0  # seconds a live model listing is reused
+LIST_TIMEOUT = 3.5  # seconds allowed to each provider's listing (the SDK calls have their own 3 s)
+FAILED_LIST_TTL = 60.0  # seconds before a failed listing is tried again
+
+
+class Registry:
+    """The configured providers, built once and reused (one SDK client each)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        list_timeout: float = LIST_TIMEOUT,
+        ttl: float = LIST_TTL,
+    ):
+        self.settings = settings or Settings()
+        self.providers: dict[str, Provider] = {}
+        self._unconfigured: dict[str, tuple[str, str]] = {}  # name -> (label, reason)
+        self._listed: dict[str, tuple[float, list[ModelInfo]]] = {}  # name -> (expires at, models)
+        self._clock = clock
+        self._list_timeout = list_timeout
+        self._ttl = ttl
+
+    # -- building -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        demo_rate: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        list_timeout: float = LIST_TIMEOUT,
+        ttl: float = LIST_TTL,
+    ) -> Registry:
+        """Build every provider the settings configure; the rest are listed by `unconfigured()` with a reason."""
+        from chat.providers.anthropic import AnthropicProvider
+        from chat.providers.gemini import GeminiProvider
+        from chat.providers.openai import OpenAIProvider
+
+        reg = cls(settings, clock=clock, list_timeout=list_timeout, ttl=ttl)
+        s = settings
+
+        missing = OpenAIProvider.sdk_missing()
+        if missing:
+            reg._mark_unconfigured("openai", "OpenAI", missing)
+        elif s.openai_api_key:
+            reg.register(OpenAIProvider(api_key=s.openai_api_key, base_url=s.openai_base_url))
+        else:
+            reg._mark_unconfigured("openai", "OpenAI", "set OPENAI_API_KEY")
+
+        missing = AnthropicProvider.sdk_missing()
+        if missing:
+            reg._mark_unconfigured("anthropic", "Anthropic", missing)
+        elif s.anthropic_api_key:
+            reg.register(AnthropicProvider(api_key=s.anthropic_api_key, base_url=s.anthropic_base_url))
+        else:
+            reg._mark_unconfigured("anthropic", "Anthropic", "set ANTHROPIC_API_KEY")
+
+        missing = GeminiProvider.sdk_missing()
+        if missing:
+            reg._mark_unconfigured("gemini", "Google Gemini", missing)
+        elif s.gemini_api_key:
+            reg.register(
+                GeminiProvider(api_key=s.gemini_api_key, base_url=s.gemini_base_url, key_env_var=s.gemini_key_var)
+            )
+        else:
+            reg._mark_unconfigured("gemini", "Google Gemini", "set GEMINI_API_KEY (or GOOGLE_API_KEY)")
+
+        for endpoint in s.endpoints:
+            reg._add_endpoint(endpoint)
+
+        reg.register(DemoProvider(rate=demo_rate))
+        return reg
+
+    def _add_endpoint(self, e: Endpoint) -> None:
+        from chat.providers.openai import OpenAIProvider
+
+        missing = OpenAIProvider.sdk_missing()
+        if missing:
+            self._mark_unconfigured(e.name, e.label, missing)
+            return
+        if e.missing_key:
+            self._mark_unconfigured(e.name, e.label, f"set {e.key_env}")
+            return
+        models = [
+            ModelInfo(
+                provider=e.name,
+                id=m.id,
+                label=m.label or m.id,
+                context_window=m.context_window,
+                params=frozenset({"temperature", "top_p", "max_tokens", "seed"} | ({"effort"} if e.effort else set())),
+                supports_tools=True,
+            )
+            for m in e.models
+        ]
+        self.register(
+            OpenAIProvider(
+                api_key=e.api_key,
+                base_url=e.base_url,
+                name=e.name,
+                label=e.label,
+                key_env_var=e.key_env,
+                models=models,
+                context_window=e.context_window,
+                include_usage=e.include_usage,
+                official=False,
+                send_effort=e.effort,
+                base_url_env_var=None,
+            )
+        )
+
+    def _mark_unconfigured(self, name: str, label: str, reason: str) -> None:
+        self._unconfigured[name] = (label, reason)
+
+    def register(self, provider: Provider) -> Provider:
+        """Add (or replace) a provider by its name; tests and fakes come in through here too."""
+        if not provider.name:
+            raise ValueError("a provider needs a name")
+        self.providers[provider.name] = provider
+        self._unconfigured.pop(provider.name, None)
+        self._listed.pop(provider.name, None)
+        return provider
+
+    def unconfigured(self) -> list[tuple[str, str, str]]:
+        """(name, label, reason) for each known provider that cannot be used yet."""
+        return [(name, label, reason) for name, (label, reason) in self._unconfigured.items()]
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Problems found in the settings (e.g. a bad models.toml entry), for the UI to show."""
+        return self.settings.problems
+
+    # -- resolving --------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> tuple[Provider, ModelInfo]:
+        """The provider and model info for "provider:model"; any model name is accepted for a configured provider.
+
+        A bare model name works when exactly one known model has that id.
+        """
+        ref = (ref or "").strip()
+        if not ref:
+            raise NotConfigured("No model was chosen: pick one, written as provider:model (e.g. demo:parley-demo).")
+        name, sep, model = ref.partition(":")
+        if sep and name in self.providers:
+            if not model:
+                raise NotConfigured(f"'{ref}' names no model: write it as {name}:<model>.", provider=name)
+            provider = self.providers[name]
+            return provider, provider.model_info(model)
+        if sep and name in self._unconfigured:
+            label, reason = self._unconfigured[name]
+            raise NotConfigured(f"{label} is not set up: {reason}, then restart.", provider=name)
+        matches = [info for infos in self.cached_models().values() for info in infos if info.id == ref]
+        if len(matches) == 1:
+            info = matches[0]
+            return self.providers[info.provider], info
+        known = ", ".join(sorted(self.providers))
+        if len(matches) > 1:
+            where = ", ".join(sorted(i.ref for i in matches))
+            raise NotConfigured(f"'{ref}' is offered by several providers ({where}): use provider:model.")
+        if sep:
+            raise NotConfigured(f"Unknown provider '{name}' in '{ref}'. Configured providers: {known}.", provider=name)
+        raise NotConfigured(f"Unknown model '{ref}': use provider:model (configured providers: {known}).")
+
+    @property
+    def default_model(self) -> str:
+        """DEFAULT_MODEL when its provider is configured, else the first real provider's first model, else the demo."""
+        wanted = self.settings.default_model
+        if wanted:
+            try:
+                provider, info = self.resolve(wanted)
+                return info.ref
+            except NotConfigured as e:
+                log.warning("DEFAULT_MODEL=%s is not usable (%s); falling back.", wanted, e)
+        for name, provider in self.providers.items():
+            if name == "demo":
+                continue
+            curated = provider.curated()
+            if curated:
+                return curated[0].ref
+        return DEMO_REF
+
+    # -- listing ----------------------------------------------------------------------------------
+
+    def cached_models(self) -> dict[str, list[ModelInfo]]:
+        """Models per provider without waiting: the last live listing, or the built-in lists."""
+        out: dict[str, list[ModelInfo]] = {}
+        for name, provider in self.providers.items():
+            listed = self._listed.get(name)
+            out[name] = list(listed[1]) if listed else provider.curated()
+        return out
+
+    async def list_models(self, refresh: bool = False) -> dict[str, list[ModelInfo]]:
+        """Live model lists from every configured provider at once (cached for a while); curated lists on failure."""
+        now = self._clock()
+        stale = [name for name in self.providers if refresh or name not in self._listed or now >= self._listed[name][0]]
+        if stale:
+            results = await asyncio.gather(*(self._list_one(name) for name in stale))
+            now = self._clock()
+            for name, models in zip(stale, results):
+                if models is None:  # failed: the built-in list, tried again sooner
+                    self._listed[name] = (now + FAILED_LIST_TTL, self.providers[name].curated())
+                else:
+                    self._listed[name] = (now + self._ttl, models)
+        return self.cached_models()
+
+    async def _list_one(self, name: str) -> list[ModelInfo] | None:
+        provider = self.providers[name]
+        try:
+            models = await asyncio.wait_for(provider.list_models(), self._list_timeout)
+        except Exception as e:  # noqa: BLE001 - any failure means "use the curated list"; logged, not hidden
+            log.info("Listing models of %s failed (%s: %s); using the built-in list.", name, type(e).__name__, e)
+            return None
+        return models or provider.curated()
+
+    async def aclose(self) -> None:
+        """Close every provider's SDK client."""
+        await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
