@@ -34,6 +34,7 @@ def app_env(fake, database_url: str, **extra: str) -> dict[str, str]:
         "GOOGLE_GEMINI_BASE_URL": fake.gemini_base_url,
         "DATABASE_URL": database_url,
         "RATE_LIMIT": "1000/minute",
+        "DEFAULT_MODEL": "openai:gpt-test",
         "PARLEY_MODELS_FILE": "",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_DISABLE_TELEMETRY": "1",

@@ -1,0 +1,98 @@
+"""Parley: chat with many LLM providers at once. Run `python app.py`; `demo` is what Spaces serves."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+# Telemetry off before Gradio is imported (it reads this at import time).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import gradio as gr  # noqa: E402
+
+from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
+from storage.db import init_db, make_engine  # noqa: E402
+from storage.repository import mark_interrupted  # noqa: E402
+from ui.config import AppConfig  # noqa: E402
+from ui.layout import CSS, build_ui  # noqa: E402
+from ui.services import Services  # noqa: E402
+
+log = logging.getLogger("parley")
+
+MAX_THREADS = 200  # also Gradio's number of queue worker slots, for async events too
+
+
+def create_app(env: dict[str, str] | None = None) -> tuple[gr.Blocks, Services]:
+    """Build the services and the UI from the environment (with `.env` loaded)."""
+    if env is None:
+        load_dotenv_file()
+        env = dict(os.environ)
+    config = AppConfig.from_env(env)
+    registry = Registry.from_settings(Settings.from_env(env))
+    engine = make_engine(config.database_url)
+    init_db(engine)
+    from sqlmodel import Session
+
+    with Session(engine) as session:
+        interrupted = mark_interrupted(session=session)
+    if interrupted:
+        log.info("marked %d replies interrupted by the last shutdown", interrupted)
+    services = Services.build(config, registry, engine)
+    demo = build_ui(services)
+    demo.queue(default_concurrency_limit=None, max_size=None)
+    demo.max_threads = MAX_THREADS
+    return demo, services
+
+
+def launch_kwargs(services: Services) -> dict:
+    """Options for demo.launch(): security defaults from the research notes, auth from APP_USERS."""
+    config = services.config
+    return dict(
+        auth=config.users or None,
+        auth_message="Sign in to Parley" if config.users else None,
+        css=CSS,
+        theme=gr.themes.Soft(primary_hue="indigo"),
+        max_threads=MAX_THREADS,
+        max_file_size=config.max_upload_bytes,
+        show_error=False,
+        enable_monitoring=False,
+        footer_links=["api"],
+        run_history=False,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Parley: chat with several LLM providers at once.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port (default 7860, or GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stdout)
+    for noisy in ("httpx", "httpx2", "openai", "anthropic", "google_genai", "httpcore", "httpcore2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parse_args(argv)
+    app, services = create_app()
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(services))
+
+
+_built: tuple[gr.Blocks, Services] | None = None
+
+
+def __getattr__(name: str):
+    """`from app import demo` (Gradio's reload mode, Spaces tooling) builds the app on first use."""
+    global _built
+    if name == "demo":
+        if _built is None:
+            _built = create_app()
+        return _built[0]
+    raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    main()

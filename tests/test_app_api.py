@@ -1,0 +1,143 @@
+"""The launched app through gradio_client, backed by the fake provider servers."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from storage.models import Conversation, Message
+from tests.apphelpers import app_env, in_process_app
+from tests.fakes import Scenario
+
+
+@pytest.fixture(scope="module")
+def app(fake_server, tmp_path_factory):
+    db = tmp_path_factory.mktemp("appdb") / "parley.db"
+    with in_process_app(app_env(fake_server, f"sqlite:///{db}")) as (url, services):
+        yield url, services
+
+
+def answer_of(messages) -> str:
+    """The answer bubble's text (bubbles with a metadata title are reasoning, notices, metrics)."""
+    return "".join(m["content"] for m in messages if not (m.get("metadata") or {}).get("title") and isinstance(m["content"], str))
+
+
+def titles_of(messages) -> list[str]:
+    return [(m.get("metadata") or {}).get("title") for m in messages if (m.get("metadata") or {}).get("title")]
+
+
+def rows(services, owner_like: str | None = None):
+    with services.engine.connect() as c:
+        convs = c.execute(sa.select(Conversation.__table__)).mappings().all()
+        msgs = c.execute(sa.select(Message.__table__).order_by(Message.__table__.c.position)).mappings().all()
+    return convs, msgs
+
+
+def test_api_lists_chat_with_documented_parameters(app):
+    url, _ = app
+    client = Client(url, verbose=False)
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/chat"]["parameters"]
+    names = [p["parameter_name"] for p in params]
+    assert names[:3] == ["message", "model", "system_prompt"]
+    assert all(p["parameter_has_default"] for p in params[1:]), "every input but message has a default"
+
+
+def test_streaming_reply_is_coalesced_and_saved_with_metrics(app, fake_server):
+    url, services = app
+    fake_server.set_scenario("stream-a", Scenario(text=" ".join(f"w{i}" for i in range(60)) + " ", tokens=60, rate=200))
+    client = Client(url, verbose=False)
+    job = client.submit(message="Tell me a story", model="openai:stream-a", system_prompt="Be brief.", api_name="/chat")
+    outputs = [answer_of(o) for o in job]
+    final = job.result()
+    assert answer_of(final).split() == [f"w{i}" for i in range(60)]
+    grown = [o for o in outputs if o]
+    assert len(grown) >= 2, "the reply streamed in several updates"
+    assert len(grown) < 60, "updates were coalesced, not one per token"
+    assert any("first token" in t for t in titles_of(final)), "the metrics line is shown"
+
+    sent = [r for r in fake_server.requests if r.model == "stream-a"][-1]
+    assert sent.json["messages"][0] == {"role": "system", "content": "Be brief."}
+
+    convs, msgs = rows(services)
+    conv = next(c for c in convs if c["title"].startswith("Tell me a story"))
+    mine = [m for m in msgs if m["conversation_id"] == conv["id"]]
+    assert [m["role"] for m in mine] == ["user", "assistant"]
+    reply = mine[1]
+    assert reply["finish_reason"] == "stop" and reply["provider"] == "openai" and reply["model"] == "stream-a"
+    assert reply["content"].split()[-1] == "w59"
+    assert reply["ttft_ms"] is not None and reply["duration_ms"] >= reply["ttft_ms"]
+    assert reply["output_tokens"] == 60 and reply["input_tokens"] > 0
+    assert conv["system_prompt"] == "Be brief."
+
+
+def test_follow_up_continues_the_same_conversation_with_history(app, fake_server):
+    url, services = app
+    client = Client(url, verbose=False)
+    client.predict(message="first question", model="anthropic:echo", system_prompt="", api_name="/chat")
+    second = client.predict(message="second question", model="anthropic:echo", system_prompt="", api_name="/chat")
+    assert "second question" in answer_of(second)
+    last = [r for r in fake_server.requests if r.provider == "anthropic" and r.model == "echo"][-1]
+    contents = [m["content"] if isinstance(m["content"], str) else m["content"][0]["text"] for m in last.json["messages"]]
+    assert contents[0] == "first question" and contents[-1] == "second question"
+    assert len(contents) == 3, "history: user, assistant, user"
+
+    convs, msgs = rows(services)
+    conv = next(c for c in convs if c["title"].startswith("first question"))
+    assert [m["position"] for m in msgs if m["conversation_id"] == conv["id"]] == [0, 1, 2, 3]
+
+
+def test_two_clients_get_separate_conversations_and_owners(app):
+    url, services = app
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    a.predict(message="alpha secret", model="gemini:gemini-test", system_prompt="", api_name="/chat")
+    b.predict(message="bravo secret", model="gemini:gemini-test", system_prompt="", api_name="/chat")
+    convs, _ = rows(services)
+    ca = next(c for c in convs if c["title"] == "alpha secret")
+    cb = next(c for c in convs if c["title"] == "bravo secret")
+    assert ca["owner"] != cb["owner"]
+    assert ca["owner"].startswith("session:") and cb["owner"].startswith("session:")
+
+
+def test_failing_provider_gives_a_notice_and_keeps_partial_text(app):
+    url, services = app
+    client = Client(url, verbose=False)
+    final = client.predict(message="will break", model="openai:drop-after-5", system_prompt="", api_name="/chat")
+    text = answer_of(final)
+    assert len(text.split()) == 5, "the five tokens before the drop stay"
+    notices = [t for t in titles_of(final) if t.startswith("⚠️")]
+    assert notices and "cut off" in " ".join(m["content"] for m in final if m.get("metadata")).lower()
+    assert "Traceback" not in str(final)
+
+    convs, msgs = rows(services)
+    conv = next(c for c in convs if c["title"] == "will break")
+    reply = [m for m in msgs if m["conversation_id"] == conv["id"] and m["role"] == "assistant"][0]
+    assert reply["finish_reason"] == "error" and reply["content"] == text and reply["error"]
+
+
+def test_bad_inputs_are_refused_before_any_provider_call(app, fake_server):
+    url, _ = app
+    client = Client(url, verbose=False)
+    before = len(fake_server.requests)
+    empty = client.predict(message="   ", model="openai:gpt-test", system_prompt="", api_name="/chat")
+    assert "empty" in str(empty).lower()
+    unknown = client.predict(message="hi", model="nosuch:model", system_prompt="", api_name="/chat")
+    assert "nosuch" in str(unknown)
+    # The slider's own bounds (read from Params) refuse it with a clear message.
+    with pytest.raises(AppError, match="greater than maximum value 2"):
+        client.predict(message="hi", model="openai:gpt-test", system_prompt="", temperature=9.0, api_name="/chat")
+    with pytest.raises(AppError, match="maximum"):
+        client.predict(message="hi", model="openai:gpt-test", system_prompt="", max_tokens=10**9, api_name="/chat")
+    assert len(fake_server.requests) == before, "no provider call for refused input"
+
+
+def test_default_model_is_the_demo_without_keys(fake_server, tmp_path):
+    env = app_env(fake_server, f"sqlite:///{tmp_path / 'd.db'}")
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+        env.pop(key)
+    with in_process_app(env) as (url, services):
+        assert services.registry.default_model.startswith("demo:")
+        client = Client(url, verbose=False)
+        reply = client.predict(message="hello demo", api_name="/chat")
+        assert "demo" in answer_of(reply).lower() and "hello demo" in answer_of(reply)

@@ -1,0 +1,210 @@
+"""The chat handler: reads inputs, runs a turn, yields coalesced bubbles, saves the turn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import gradio as gr
+from pydantic import ValidationError
+
+from chat.context import clean_text
+from chat.errors import ChatError
+from chat.turn import Turn, TurnResult
+from chat.types import ModelInfo, Params
+from storage import repository as repo
+from storage.errors import StorageError, StorageUnavailable
+from ui.convert import NOTICE_PREFIX, content_text, result_bubbles, to_messages, user_turns
+from ui.identity import owner_for
+from ui.services import Services
+from ui.store import start_turn
+
+log = logging.getLogger("parley.chat")
+turn_log = logging.getLogger("parley.turns")
+
+NOT_SAVED = "💾 This turn could not be saved (the database is unavailable). The reply is shown but will not be in your history."
+
+
+def notice(text: str) -> list[gr.ChatMessage]:
+    """A single notice bubble (no provider was called)."""
+    return [gr.ChatMessage(role="assistant", content=text, metadata={"title": NOTICE_PREFIX + text.split(". ")[0].rstrip("."), "status": "done"})]
+
+
+def params_from_inputs(temperature: Any, top_p: Any, max_tokens: Any, seed: Any, effort: Any) -> Params:
+    """Params from raw widget or API values, validated by the same bounds as the sliders."""
+    return Params(
+        temperature=temperature if temperature not in ("", None) else None,
+        top_p=top_p if top_p not in ("", None) else None,
+        max_tokens=int(max_tokens) if max_tokens not in ("", None) else Params.model_fields["max_tokens"].default,
+        seed=int(seed) if seed not in ("", None) else None,
+        effort=None if effort in ("", None, "default") else effort,
+    )
+
+
+def params_error(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        name = ".".join(str(p) for p in err.get("loc", ())) or "parameters"
+        parts.append(f"{name}: {err.get('msg', 'invalid')}")
+    return "Invalid parameters: " + "; ".join(parts) + ". Nothing was sent."
+
+
+def model_label(info: ModelInfo, provider_label: str) -> str:
+    label = f"{provider_label} · {info.display}"
+    return label + " (offline demo)" if info.demo and "demo" not in label.lower() else label
+
+
+class ChatHandler:
+    def __init__(self, services: Services):
+        self.s = services
+
+    async def respond(
+        self,
+        message: Any,
+        history: list[Any],
+        model: str,
+        system_prompt: str = "",
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        effort: str | None = "default",
+        conversation_id: str | None = None,
+        owner_state: str | None = None,
+        request: gr.Request = None,  # type: ignore[assignment]
+        profile: gr.OAuthProfile | None = None,
+    ) -> AsyncIterator[tuple[list[gr.ChatMessage], str | None]]:
+        """Stream one reply into the chat and save the turn."""
+        owner = owner_for(request, profile, owner_state)
+        text = clean_text(content_text(message))
+        cfg = self.s.config
+        if not text.strip():
+            yield notice("Type a message first: an empty message is not sent."), conversation_id
+            return
+        if len(text) > cfg.max_message_chars:
+            yield notice(f"This message is {len(text):,} characters long; the limit is {cfg.max_message_chars:,}. Shorten it and send again (your text is still in the history above)."), conversation_id
+            return
+        try:
+            params = params_from_inputs(temperature, top_p, max_tokens, seed, effort)
+        except (ValidationError, ValueError, TypeError) as e:
+            yield notice(params_error(e) if isinstance(e, ValidationError) else f"Invalid parameters: {e}. Nothing was sent."), conversation_id
+            return
+        try:
+            provider, info = self.s.registry.resolve(model or self.s.registry.default_model)
+        except ChatError as e:
+            yield notice(e.message), conversation_id
+            return
+        verdict = await self.s.limiter.hit(owner)
+        if not verdict.allowed:
+            yield notice(verdict.message), conversation_id
+            return
+
+        system_prompt = clean_text(system_prompt or "")
+        messages = to_messages(history, text, system_prompt)
+        label = model_label(info, provider.label)
+        sent = params.for_provider(info.params or provider.accepts)
+
+        turn = Turn(provider, info, messages, params, policy=self.s.policy)
+        # The user message is saved while the provider call starts: both are on the first-token path.
+        save_task = asyncio.ensure_future(self._begin(owner, conversation_id, history, text, info, system_prompt, sent))
+        notes: list[str] = []
+        ids = None
+        conv = conversation_id
+        finished = False
+        try:
+            async for r in turn.updates():
+                if ids is None and save_task.done():
+                    ids, conv = self._ids(save_task.result(), conversation_id, notes)
+                yield result_bubbles(r, label, notes=notes), conv
+            finished = True
+        finally:
+            if ids is None:
+                ids, conv = self._ids(await asyncio.shield(save_task), conversation_id, notes)
+            saved = await asyncio.shield(self._finish(owner, ids, turn.result, sent))
+            self._log_turn(owner, conv, turn.result, saved, text)
+        if not saved and ids is not None:
+            notes.append(NOT_SAVED)
+        if notes and finished:
+            yield result_bubbles(turn.result, label, notes=notes), conv
+
+    # -- storage --------------------------------------------------------------------------
+
+    async def _begin(self, owner: str, conversation_id: str | None, history: list[Any], text: str,
+                     info: ModelInfo, system_prompt: str, params: dict[str, Any]) -> Any:
+        """Save the user message (creating the conversation if needed) and a pending reply."""
+        try:
+            return await self.s.db(
+                start_turn,
+                owner=owner,
+                conversation_id=conversation_id,
+                keep_user_turns=user_turns(history),
+                content=text,
+                provider=info.provider,
+                model=info.id,
+                system_prompt=system_prompt,
+                params=params,
+            )
+        except StorageError as e:
+            return e
+
+    def _ids(self, value: Any, conversation_id: str | None, notes: list[str]) -> tuple[Any, str | None]:
+        """The saved turn's ids and conversation, or (False, unchanged id) with a note when saving failed."""
+        if isinstance(value, StorageError):
+            msg = NOT_SAVED if isinstance(value, StorageUnavailable) else f"💾 This turn could not be saved: {value.message}"
+            if msg not in notes:
+                notes.append(msg)
+            return False, conversation_id
+        return value, str(value.conversation_id)
+
+    async def _finish(self, owner: str, ids: Any, r: TurnResult, params: dict[str, Any]) -> bool:
+        if not ids:
+            return False
+        try:
+            await self.s.db(
+                repo.finish_turn,
+                owner=owner,
+                message_id=ids.assistant_message_id,
+                content=r.text,
+                reasoning=r.reasoning or None,
+                provider=r.provider,
+                model=r.model,
+                model_version=r.model_version,
+                params=params,
+                input_tokens=r.input_tokens,
+                output_tokens=r.output_tokens if r.output_tokens is not None else (r.text_tokens if r.text else None),
+                reasoning_tokens=r.reasoning_tokens,
+                ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
+                duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
+                finish_reason=(r.finish_reason.value if r.finish_reason else "cancelled"),
+                error=r.error.message if r.error else None,
+            )
+            return True
+        except StorageError as e:
+            log.warning("could not save the reply of %s: %s", owner, e)
+            return False
+
+    def _log_turn(self, owner: str, conversation_id: str | None, r: TurnResult, saved: bool, text: str) -> None:
+        """One structured line per turn; message content only when LOG_CONTENT asks for it."""
+        record: dict[str, Any] = {
+            "event": "turn",
+            "owner": owner,
+            "conversation": conversation_id,
+            "model": r.ref,
+            "outcome": r.finish_reason.value if r.finish_reason else None,
+            "error_kind": r.error.kind if r.error else None,
+            "attempts": r.attempts,
+            "ttft_ms": round(r.ttft_ms, 1) if r.ttft_ms is not None else None,
+            "duration_ms": round(r.duration_ms, 1) if r.duration_ms is not None else None,
+            "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens,
+            "saved": saved,
+        }
+        if self.s.config.log_content:
+            record["prompt"] = text
+            record["reply"] = r.text
+        turn_log.info(json.dumps(record))

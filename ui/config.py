@@ -1,0 +1,86 @@
+"""App-level settings read from the environment (the provider settings live in chat.registry)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def parse_users(spec: str | None) -> list[tuple[str, str]]:
+    """APP_USERS: `alice:pw,bob:pw`, or the path of a file with one `name:password` a line."""
+    if not spec or not spec.strip():
+        return []
+    spec = spec.strip()
+    path = Path(spec)
+    if ":" not in spec or (path.exists() and path.is_file()):
+        if not path.is_file():
+            raise ValueError(f"APP_USERS: no such file {spec!r} (expected name:password pairs or a file of them)")
+        entries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    else:
+        entries = [part.strip() for part in spec.split(",")]
+    users: list[tuple[str, str]] = []
+    for entry in entries:
+        if not entry or entry.startswith("#"):
+            continue
+        name, sep, password = entry.partition(":")
+        if not sep or not name.strip() or not password:
+            raise ValueError("APP_USERS: each entry must be name:password")
+        users.append((name.strip(), password))
+    return users
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from e
+
+
+@dataclass(slots=True)
+class AppConfig:
+    users: list[tuple[str, str]] = field(default_factory=list)
+    database_url: str | None = None
+    redis_url: str | None = None
+    rate_limit: str | None = "20/minute"
+    max_message_chars: int = 32_000
+    first_token_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    coalesce_ms: float = 50.0
+    log_content: bool = False
+    moderation: str | None = None
+    shared_leaderboard: bool = False
+    space_id: str | None = None
+    browser_secret: str = ""
+    max_upload_bytes: int = 5 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "AppConfig":
+        env = os.environ if env is None else env
+        return cls(
+            users=parse_users(env.get("APP_USERS")),
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            rate_limit=env.get("RATE_LIMIT", "20/minute"),
+            max_message_chars=int(_float(env, "MAX_MESSAGE_CHARS", 32_000)),
+            first_token_timeout=_float(env, "FIRST_TOKEN_TIMEOUT", 60.0),
+            idle_timeout=_float(env, "IDLE_TIMEOUT", 60.0),
+            coalesce_ms=_float(env, "STREAM_COALESCE_MS", 50.0),
+            log_content=env.get("LOG_CONTENT", "").lower() in ("1", "true", "yes"),
+            moderation=(env.get("MODERATION") or "").strip().lower() or None,
+            shared_leaderboard=env.get("SHARED_LEADERBOARD", "").lower() in ("1", "true", "yes"),
+            space_id=env.get("SPACE_ID") or None,
+            # Encrypts the anonymous browser id in localStorage so it survives restarts. Gradio
+            # sends it in /config, so it is obfuscation only; the id itself is the secret.
+            browser_secret=env.get("BROWSER_STATE_SECRET") or "parley-browser-state",
+        )
+
+
+def new_browser_id() -> str:
+    """A random anonymous owner id: 128 bits, not guessable."""
+    return "anon-" + secrets.token_urlsafe(16)

@@ -1,0 +1,209 @@
+"""Conversions between Gradio chat values, chat-core messages and stored rows.
+
+Gradio sends message content as a list of typed parts from the browser and as a plain string
+from gradio_client; `to_messages` is the one place that accepts both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import gradio as gr
+
+from chat.context import clean_text
+from chat.turn import TurnResult
+from chat.types import FinishReason, Message
+
+# Titles of the metadata bubbles Parley adds around a reply. They are display only:
+# never sent back to a model.
+REASONING_TITLE = "💭 Reasoning"
+NOTICE_PREFIX = "⚠️ "
+
+
+def content_text(content: Any) -> str:
+    """The text of a Gradio message content: a string, a list of parts, or a single part."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        if content.get("type") == "text" or "text" in content:
+            return str(content.get("text") or "")
+        return ""  # files and components carry no text for the model
+    if isinstance(content, (list, tuple)):
+        return "".join(content_text(part) for part in content)
+    return ""
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def to_messages(history: Iterable[Any], message: Any = None, system_prompt: str = "") -> list[Message]:
+    """Chat-core messages from a Gradio history (either shape) plus the new user message.
+
+    Display-only bubbles (reasoning, metrics, notices: anything with a metadata title) are
+    dropped; consecutive assistant bubbles are joined into one message.
+    """
+    out: list[Message] = []
+    if system_prompt and system_prompt.strip():
+        out.append(Message(role="system", content=clean_text(system_prompt.strip())))
+    for item in history or ():
+        role = _field(item, "role")
+        if role not in ("user", "assistant"):
+            continue
+        metadata = _field(item, "metadata") or {}
+        if isinstance(metadata, Mapping) and metadata.get("title"):
+            continue
+        text = clean_text(content_text(_field(item, "content")))
+        if not text:
+            continue
+        if out and out[-1].role == role == "assistant":
+            out[-1] = Message(role="assistant", content=out[-1].content + "\n\n" + text)
+        else:
+            out.append(Message(role=role, content=text))
+    if message is not None:
+        text = clean_text(content_text(message))
+        if text:
+            out.append(Message(role="user", content=text))
+    return out
+
+
+def user_turns(history: Iterable[Any]) -> int:
+    """How many user messages a Gradio history holds (display-only bubbles excluded)."""
+    return sum(1 for item in history or () if _field(item, "role") == "user")
+
+
+def format_metrics(
+    *,
+    label: str,
+    ttft_ms: float | None,
+    tokens_per_second: float | None,
+    output_tokens: int | None,
+    input_tokens: int | None = None,
+) -> str:
+    """The short line under a reply: model, time to first token, speed, tokens."""
+    parts = [label]
+    if ttft_ms is not None:
+        parts.append(f"first token {ttft_ms / 1000:.2f} s")
+    if tokens_per_second:
+        parts.append(f"{tokens_per_second:.0f} tok/s")
+    if output_tokens is not None:
+        parts.append(f"{output_tokens} tokens" + (f" ({input_tokens} in)" if input_tokens else ""))
+    return " · ".join(parts)
+
+
+def reply_bubbles(
+    *,
+    text: str,
+    reasoning: str,
+    label: str,
+    finished: bool,
+    finish_reason: FinishReason | str | None,
+    error: str | None,
+    ttft_ms: float | None,
+    tokens_per_second: float | None,
+    output_tokens: int | None,
+    input_tokens: int | None = None,
+    dropped_messages: int = 0,
+    notes: Sequence[str] = (),
+) -> list[gr.ChatMessage]:
+    """The assistant bubbles for one reply: reasoning (collapsible), the answer, then a metrics line."""
+    bubbles: list[gr.ChatMessage] = []
+    if reasoning:
+        status = "done" if (text or finished) else "pending"
+        bubbles.append(gr.ChatMessage(role="assistant", content=reasoning, metadata={"title": REASONING_TITLE, "status": status}))
+    if text:
+        bubbles.append(gr.ChatMessage(role="assistant", content=text))
+    reason = finish_reason.value if isinstance(finish_reason, FinishReason) else finish_reason
+    if error:
+        bubbles.append(gr.ChatMessage(role="assistant", content=error, metadata={"title": NOTICE_PREFIX + _first_sentence(error), "status": "done"}))
+    elif reason == FinishReason.CANCELLED.value:
+        bubbles.append(_note("⏹ Stopped. The reply so far is kept."))
+    elif reason == FinishReason.LENGTH.value:
+        bubbles.append(_note("✂️ The reply reached the token limit (max tokens in the sidebar)."))
+    elif reason == FinishReason.CONTENT_FILTER.value:
+        bubbles.append(_note("🛡️ The provider stopped this reply for safety reasons."))
+    elif reason == FinishReason.INTERRUPTED.value:
+        bubbles.append(_note("⚠️ This reply was interrupted when the server stopped. Press Retry to run it again."))
+    for note in notes:
+        bubbles.append(_note(note))
+    if finished:
+        line = format_metrics(
+            label=label, ttft_ms=ttft_ms, tokens_per_second=tokens_per_second,
+            output_tokens=output_tokens, input_tokens=input_tokens,
+        )
+        if dropped_messages:
+            line += f" · {dropped_messages} older messages left out to fit the context"
+        bubbles.append(gr.ChatMessage(role="assistant", content="", metadata={"title": line, "status": "done"}))
+    elif not text and not reasoning:
+        bubbles.append(gr.ChatMessage(role="assistant", content="", metadata={"title": f"{label} is thinking…", "status": "pending"}))
+    return bubbles
+
+
+def _note(text: str) -> gr.ChatMessage:
+    return gr.ChatMessage(role="assistant", content="", metadata={"title": text, "status": "done"})
+
+
+def _first_sentence(text: str, limit: int = 140) -> str:
+    sentence = text.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
+
+
+def result_bubbles(result: TurnResult, label: str, *, notes: Sequence[str] = ()) -> list[gr.ChatMessage]:
+    """Bubbles for a live or finished turn."""
+    return reply_bubbles(
+        text=result.text,
+        reasoning=result.reasoning,
+        label=label,
+        finished=result.done,
+        finish_reason=result.finish_reason,
+        error=result.error.message if result.error else None,
+        ttft_ms=result.ttft_ms,
+        tokens_per_second=result.tokens_per_second,
+        output_tokens=result.output_tokens if result.output_tokens is not None else (result.text_tokens if result.text else None),
+        input_tokens=result.input_tokens,
+        dropped_messages=result.dropped_messages,
+        notes=notes,
+    )
+
+
+def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None) -> list[dict[str, Any]]:
+    """A Gradio chatbot value from stored messages (rows with role, content, reasoning, metrics)."""
+    value: list[dict[str, Any]] = []
+    for m in messages:
+        role = _field(m, "role")
+        if role == "user":
+            value.append({"role": "user", "content": _field(m, "content") or ""})
+        elif role == "assistant":
+            provider, model = _field(m, "provider"), _field(m, "model")
+            label = label_for(provider, model) if label_for else (f"{provider}:{model}" if provider else "assistant")
+            reason = _field(m, "finish_reason")
+            ttft = _field(m, "ttft_ms")
+            duration = _field(m, "duration_ms")
+            out_tokens = _field(m, "output_tokens")
+            tps = None
+            if out_tokens and duration and ttft is not None and duration > ttft:
+                tps = max(out_tokens - (_field(m, "reasoning_tokens") or 0) - 1, 0) / ((duration - ttft) / 1000) or None
+            bubbles = reply_bubbles(
+                text=_field(m, "content") or "",
+                reasoning=_field(m, "reasoning") or "",
+                label=label,
+                finished=reason not in (None, "pending"),
+                finish_reason=reason,
+                error=_field(m, "error"),
+                ttft_ms=ttft,
+                tokens_per_second=tps,
+                output_tokens=out_tokens,
+                input_tokens=_field(m, "input_tokens"),
+            )
+            value.extend(_as_dict(b) for b in bubbles)
+    return value
+
+
+def _as_dict(message: gr.ChatMessage) -> dict[str, Any]:
+    d: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.metadata:
+        d["metadata"] = dict(message.metadata)
+    return d

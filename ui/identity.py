@@ -1,0 +1,38 @@
+"""Who is asking: the owner key every handler passes to the store."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import gradio as gr
+
+_BROWSER_ID = re.compile(r"^anon-[A-Za-z0-9_-]{22,64}$")
+
+
+def owner_for(request: gr.Request | None, profile: Any = None, browser_owner: str | None = None) -> str:
+    """The owner of this call, most trusted source first.
+
+    A login name (APP_USERS) or a Hugging Face profile always wins over the browser id, so a
+    logged-in user can never be steered to another owner by a forged browser id. Callers with
+    neither (gradio_client without a page load) get an owner per client session.
+    """
+    username = getattr(request, "username", None) if request is not None else None
+    if username:
+        return f"user:{username}"
+    if profile is not None and getattr(profile, "username", None):
+        return f"hf:{profile.username}"
+    if browser_owner and _BROWSER_ID.match(browser_owner):
+        return browser_owner
+    session = getattr(request, "session_hash", None) or "unknown"
+    return f"session:{session}"
+
+
+def valid_browser_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(_BROWSER_ID.match(value))
+
+
+def display_name(owner: str) -> str:
+    if owner.startswith(("user:", "hf:")):
+        return owner.split(":", 1)[1]
+    return "this browser"

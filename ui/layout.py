@@ -1,0 +1,174 @@
+"""The Gradio layout: a sidebar of models and conversations beside a ChatInterface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from chat.types import Params, param_bounds
+from ui.chat import ChatHandler
+from ui.services import Services
+from ui.sidebar import SidebarHandlers
+
+CSS = """
+.parley-brand h2 { margin: 0 0 .2rem 0; }
+.parley-muted { opacity: .75; font-size: .9em; }
+#conv-list .wrap { flex-direction: column; gap: 2px; }
+#conv-list label { width: 100%; border-radius: 6px; padding: 4px 8px; }
+#conv-list label span { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#search-hits .hit { font-size: .85em; margin: 4px 0; padding: 4px 6px; border-left: 3px solid var(--color-accent); }
+#search-hits mark { background: #fde68a; color: inherit; padding: 0 1px; }
+footer { display: none !important; }
+"""
+
+EXAMPLES = [
+    "Explain the difference between TCP and UDP in three bullet points.",
+    "Write a Python function that checks whether a string is a palindrome.",
+    "What is the derivative of x^3 · sin(x)? Show the steps in LaTeX.",
+]
+
+
+@dataclass
+class ChatView:
+    """Named handles on the components tests and later tabs need."""
+
+    model: gr.Dropdown
+    system_prompt: gr.Textbox
+    conversation_id: gr.State
+    owner: gr.State
+    chat: gr.ChatInterface
+
+
+def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.Slider:
+    lo, hi = param_bounds(name)
+    return gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info)
+
+
+def build_ui(services: Services) -> gr.Blocks:
+    """The whole app as a gr.Blocks (launch options such as css go to launch())."""
+    chat_handler = ChatHandler(services)
+    side = SidebarHandlers(services)
+    registry = services.registry
+    default_model = registry.default_model
+    choices = side.model_choices(registry.cached_models())
+    if default_model not in {v for _, v in choices}:
+        choices.insert(0, (default_model, default_model))
+
+    with gr.Blocks(title="Parley", fill_height=True) as demo:
+        owner = gr.State(None)
+        conversation_id = gr.State(None)
+        browser_id = gr.BrowserState("", storage_key="parley_owner", secret=services.config.browser_secret)
+
+        with gr.Sidebar(width=320, open=True):
+            gr.Markdown("## 🦜 Parley", elem_classes=["parley-brand"])
+            greeting = gr.Markdown("", elem_classes=["parley-muted"])
+            if services.config.space_id:
+                gr.LoginButton()
+            model = gr.Dropdown(
+                choices=choices, value=default_model, label="Model", allow_custom_value=True,
+                info="Pick one, or type provider:model", elem_id="model-picker",
+            )
+            model_info = gr.Markdown("", elem_classes=["parley-muted"])
+            missing = side.providers_markdown()
+            if missing:
+                with gr.Accordion("More providers", open=False):
+                    gr.Markdown(missing, elem_classes=["parley-muted"])
+            system_prompt = gr.Textbox(value="", label="System prompt", lines=2, max_lines=8, placeholder="You are a helpful assistant.")
+            with gr.Accordion("Parameters", open=False):
+                temperature = _slider("temperature", "Temperature", 1.0, 0.05, "Higher is more varied")
+                top_p = _slider("top_p", "Top p", 1.0, 0.01, "Nucleus sampling")
+                max_tokens = _slider("max_tokens", "Max tokens", Params.model_fields["max_tokens"].default, 1, "Longest reply")
+                seed = gr.Number(value=None, label="Seed", precision=0, minimum=0, info="Empty for random")
+                effort = gr.Radio(["default", "low", "medium", "high"], value="default", label="Reasoning effort")
+            gr.Markdown("### Conversations")
+            with gr.Row():
+                new_chat = gr.Button("➕ New chat", size="sm", variant="primary", elem_id="new-chat")
+                refresh = gr.Button("↻", size="sm", min_width=40, elem_id="refresh-list")
+            search = gr.Textbox(placeholder="Search your messages…", show_label=False, elem_id="conv-search", submit_btn=True)
+            hits = gr.HTML("", visible=False, elem_id="search-hits")
+            conv_list = gr.Radio(choices=[], label="Saved", show_label=False, elem_id="conv-list", container=False)
+            with gr.Accordion("Manage conversation", open=False, elem_id="manage"):
+                title = gr.Textbox(label="Title", max_lines=1, elem_id="conv-title")
+                with gr.Row():
+                    rename = gr.Button("Rename", size="sm")
+                    pin = gr.Button("📌 Pin / unpin", size="sm")
+                delete = gr.Button("🗑 Delete…", size="sm", variant="stop", elem_id="delete")
+                with gr.Row(visible=False) as confirm_row:
+                    confirm = gr.Button("Delete for good", size="sm", variant="stop", elem_id="confirm-delete")
+                    cancel = gr.Button("Cancel", size="sm")
+                with gr.Row():
+                    export_json = gr.Button("Export JSON", size="sm")
+                    export_md = gr.Button("Export Markdown", size="sm")
+                download = gr.File(label="Download", visible=False, interactive=False)
+                upload = gr.UploadButton("Import JSON", file_types=[".json"], size="sm")
+
+        param_inputs = [temperature, top_p, max_tokens, seed, effort]
+        chatbot = gr.Chatbot(
+            height="75vh", editable="user", layout="bubble", elem_id="chatbot", show_label=False,
+            latex_delimiters=[
+                {"left": "$$", "right": "$$", "display": True},
+                {"left": "$", "right": "$", "display": False},
+                {"left": "\\(", "right": "\\)", "display": False},
+                {"left": "\\[", "right": "\\]", "display": True},
+            ],
+            placeholder="### Ask anything\nReplies stream from the model picked in the sidebar; every turn is saved.",
+            buttons=["copy", "copy_all"],
+            feedback_options=("Like", "Dislike"),
+        )
+        chat = gr.ChatInterface(
+            chat_handler.respond,
+            chatbot=chatbot,
+            textbox=gr.Textbox(placeholder="Message Parley…", show_label=False, max_lines=12, submit_btn=True, stop_btn=True, elem_id="msg"),
+            additional_inputs=[model, system_prompt, *param_inputs, conversation_id, owner],
+            additional_outputs=[conversation_id],
+            api_name="chat",
+            concurrency_limit=None,
+            cache_examples=False,
+            examples=[[e] for e in EXAMPLES],
+            run_examples_on_click=True,
+            editable=True,
+            fill_height=True,
+            save_history=False,
+            validator=lambda message, *rest: gr.validate(
+                len(message or "") <= services.config.max_message_chars,
+                f"Messages are limited to {services.config.max_message_chars:,} characters.",
+            ),
+        )
+
+        # identity first, then the list; models are listed live in a separate event so a slow
+        # provider never delays the page.
+        demo.load(side.on_load, [browser_id], [owner, browser_id, greeting], api_visibility="private").then(
+            side.list_choices, [owner], [conv_list, hits], api_visibility="private"
+        )
+        demo.load(side.on_model_change, [model], [model_info, *param_inputs], api_visibility="private")
+        demo.load(side.refresh_models, [model], [model], api_visibility="private")
+        model.change(side.on_model_change, [model], [model_info, *param_inputs], api_visibility="private")
+
+        list_outputs = [conv_list, hits]
+        refresh.click(side.list_choices, [owner, search], list_outputs, api_visibility="private")
+        search.submit(side.list_choices, [owner, search], list_outputs, api_visibility="private")
+        conversation_id.change(side.list_choices, [owner], list_outputs, api_visibility="private")
+        chat.chatbot_state.change(side.list_choices, [owner, search], list_outputs, api_visibility="private")
+
+        conv_list.input(
+            side.open_conversation, [conv_list, owner],
+            [chat.chatbot_value, conversation_id, model, system_prompt, *param_inputs, title],
+            api_visibility="private",
+        )
+        new_chat.click(side.new_chat, None, [chat.chatbot_value, conversation_id, conv_list, title], api_visibility="private")
+        # Clearing the chat starts a new conversation; the saved one stays in the list.
+        chatbot.clear(lambda: None, None, [conversation_id], api_visibility="private")
+        chatbot.like(side.feedback, [chatbot, conversation_id, owner], None, api_visibility="private")
+
+        rename.click(side.rename, [conversation_id, title, owner], [conv_list], api_visibility="private")
+        pin.click(side.toggle_pin, [conversation_id, owner], [conv_list], api_visibility="private")
+        delete.click(lambda: gr.update(visible=True), None, [confirm_row], api_visibility="private")
+        cancel.click(lambda: gr.update(visible=False), None, [confirm_row], api_visibility="private")
+        confirm.click(side.delete, [conversation_id, owner], [conv_list, chat.chatbot_value, conversation_id, confirm_row], api_visibility="private")
+        export_json.click(side.export_json, [conversation_id, owner], [download], api_visibility="private")
+        export_md.click(side.export_markdown, [conversation_id, owner], [download], api_visibility="private")
+        upload.upload(side.import_file, [upload, owner], [conv_list], api_visibility="private")
+
+    demo.parley = ChatView(model=model, system_prompt=system_prompt, conversation_id=conversation_id, owner=owner, chat=chat)  # type: ignore[attr-defined]
+    return demo

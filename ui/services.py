@@ -1,0 +1,52 @@
+"""What the handlers need, built once at start-up: registry, database, limits, policy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from chat.registry import Registry
+from chat.turn import TurnPolicy
+from ui.config import AppConfig
+from ui.ratelimit import RateLimiter
+
+T = TypeVar("T")
+log = logging.getLogger("parley.services")
+
+
+@dataclass
+class Services:
+    config: AppConfig
+    registry: Registry
+    engine: Engine
+    limiter: RateLimiter
+    policy: TurnPolicy
+    # Storage calls are synchronous: they run here, never on the event loop.
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=16, thread_name_prefix="parley-db"))
+
+    async def db(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run a repository function in a worker thread with its own session."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(self._call, fn, kwargs))
+
+    def _call(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return fn(session=session, **kwargs)
+
+    @classmethod
+    def build(cls, config: AppConfig, registry: Registry, engine: Engine) -> "Services":
+        policy = TurnPolicy(
+            first_token_timeout=config.first_token_timeout,
+            idle_timeout=config.idle_timeout,
+            coalesce_interval=config.coalesce_ms / 1000,
+        )
+        return cls(config=config, registry=registry, engine=engine,
+                   limiter=RateLimiter(config.rate_limit, config.redis_url), policy=policy)
