@@ -1,0 +1,1 @@
+"""Benchmarks for Parley (not part of the test suite): `python -m bench [--quick]`."""

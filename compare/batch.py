@@ -1,0 +1,608 @@
+"""Batch runs: every prompt × model through the chat turn runner, each result appended to JSONL as it ends.
+
+    python -m compare.batch prompts.jsonl --models demo:parley-demo,openai:gpt-4o-mini --out results.jsonl
+
+Each (prompt, model) pair is one `chat.turn.Turn`, so retries, timeouts and metrics are exactly a chat
+turn's. Runs are resumable: pairs already in the output without an error are skipped, everything else
+(missing, or an error row) runs again and is appended; the last row of a pair is the one that counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chat.errors import ChatError, InvalidInput
+from chat.providers.base import Provider
+from chat.turn import Turn, TurnPolicy, TurnResult
+from chat.types import Message, ModelInfo, Params
+from compare.pricing import PriceError, PriceTable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from chat.registry import Registry
+
+log = logging.getLogger("parley.batch")
+
+#: Columns of a result row, in order (JSONL keys and CSV columns).
+RESULT_FIELDS: tuple[str, ...] = (
+    "prompt_id",       # the prompt's id (from the file, else its line number)
+    "model",           # provider:model as resolved by the registry
+    "prompt",          # the user prompt sent
+    "text",            # the reply (partial when the turn failed mid-stream)
+    "finish_reason",   # stop, length, content_filter, refusal, error, truncated, ...
+    "error",           # None when the turn succeeded, else the message a user can act on
+    "error_kind",      # the error's short kind (rate_limited, auth, stream, ...), else None
+    "ttft_ms",         # time to first token, from the start of the turn (retries included)
+    "duration_ms",     # whole turn
+    "tokens_per_second",  # answer tokens per second after the first one
+    "input_tokens",    # as reported by the provider (None when it does not say)
+    "output_tokens",
+    "cost",            # USD at the price table's rates; None when the model or usage is unknown
+    "attempts",        # tries the turn made (1 = no retry)
+    "started_at",      # UTC ISO 8601, when the pair got its concurrency slot
+)
+
+_SNIFF_JSONL = (".jsonl", ".ndjson", ".json")
+
+
+class BatchError(InvalidInput, ValueError):
+    """A batch that cannot start (bad prompts, models or settings); the message says what to fix."""
+
+
+class PromptFileError(BatchError):
+    """A prompts file that cannot be read; the message names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One prompt of a batch; `system` overrides the batch's system prompt."""
+
+    id: str
+    prompt: str
+    system: str | None = None
+
+
+# -- prompt files ---------------------------------------------------------------------------------
+
+
+def load_prompts(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> list[Prompt]:
+    """Prompts from a path or the bytes of an upload: JSONL rows {"id"?, "prompt", "system"?}, or plain text.
+
+    `.txt` files hold one prompt per non-blank line; `.jsonl`/`.ndjson`/`.json` are JSONL; any other
+    name (or bytes without `name`) is JSONL when its first non-blank line starts with "{". A missing
+    id becomes the line number. Raises PromptFileError naming the line.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        label = name or "the uploaded file"
+        data = bytes(source)
+    else:
+        path = Path(source)
+        label = name or str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise PromptFileError(f"Could not read the prompts file {path}: {e.strerror or e}.") from e
+        name = name or path.name
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PromptFileError(f"{label} is not UTF-8 text (byte {e.start} cannot be decoded).") from e
+    suffix = Path(name).suffix.lower() if name else ""
+    if suffix == ".txt":
+        return parse_prompts(text, fmt="txt", label=label)
+    if suffix in _SNIFF_JSONL:
+        return parse_prompts(text, fmt="jsonl", label=label)
+    return parse_prompts(text, fmt=None, label=label)
+
+
+def parse_prompts(text: str, *, fmt: str | None = None, label: str = "the prompts") -> list[Prompt]:
+    """Prompts from text; `fmt` is "jsonl", "txt" or None (guess from the first non-blank line)."""
+    lines = text.splitlines()
+    if fmt is None:
+        first = next((ln.strip() for ln in lines if ln.strip()), "")
+        fmt = "jsonl" if first.startswith("{") else "txt"
+    if fmt not in ("jsonl", "txt"):
+        raise ValueError(f"unknown prompts format {fmt!r}")
+    prompts: list[Prompt] = []
+    first_line: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        p = _jsonl_prompt(line, n, label) if fmt == "jsonl" else Prompt(str(n), line.strip())
+        if p.id in first_line:
+            raise PromptFileError(f"{label}, line {n}: the id '{p.id}' is already used on line {first_line[p.id]}; "
+                                  "ids must be unique (results are matched to prompts by id).")
+        first_line[p.id] = n
+        prompts.append(p)
+    if not prompts:
+        raise PromptFileError(f"{label} has no prompts: write one JSON object per line "
+                              '({"id": "q1", "prompt": "..."}) or one prompt per line in a .txt file.')
+    return prompts
+
+
+def _jsonl_prompt(line: str, n: int, label: str) -> Prompt:
+    where = f"{label}, line {n}"
+    stripped = line.strip()
+    if stripped.startswith("["):
+        raise PromptFileError(f"{where}: this looks like a JSON array; write one JSON object per line (JSONL) instead.")
+    try:
+        row = json.loads(stripped)
+    except json.JSONDecodeError as e:
+        raise PromptFileError(f"{where}: not valid JSON ({e.msg} at column {e.colno}).") from e
+    if not isinstance(row, dict):
+        raise PromptFileError(f'{where}: expected a JSON object like {{"id": "q1", "prompt": "..."}}, got {type(row).__name__}.')
+    if "prompt" not in row:
+        keys = ", ".join(sorted(row)) or "none"
+        raise PromptFileError(f'{where}: no "prompt" key (keys found: {keys}).')
+    prompt = row["prompt"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptFileError(f'{where}: "prompt" must be non-empty text.')
+    pid = row.get("id", n)
+    if pid is None:
+        pid = n
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)) or (isinstance(pid, str) and not pid.strip()):
+        raise PromptFileError(f'{where}: "id" must be a non-empty string or an integer, got {pid!r}.')
+    system = row.get("system")
+    if system is not None and not isinstance(system, str):
+        raise PromptFileError(f'{where}: "system" must be text or null.')
+    return Prompt(str(pid).strip(), prompt, system if system and system.strip() else None)
+
+
+# -- result rows ----------------------------------------------------------------------------------
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def result_row(prompt: Prompt, result: TurnResult, *, started_at: str, prices: PriceTable) -> dict[str, Any]:
+    """The JSONL row for one finished turn (keys: RESULT_FIELDS)."""
+    ref = result.ref
+    cost = prices.cost(ref, result.input_tokens, result.output_tokens)
+    return {
+        "prompt_id": prompt.id,
+        "model": ref,
+        "prompt": prompt.prompt,
+        "text": result.text,
+        "finish_reason": result.finish_reason.value if result.finish_reason else None,
+        "error": str(result.error) if result.error else None,
+        "error_kind": result.error.kind if result.error else None,
+        "ttft_ms": _round(result.ttft_ms, 1),
+        "duration_ms": _round(result.duration_ms, 1),
+        "tokens_per_second": _round(result.tokens_per_second, 2),
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "cost": _round(cost, 10),
+        "attempts": result.attempts,
+        "started_at": started_at,
+    }
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a results file; a missing file is empty, unreadable lines (a crash mid-write) are skipped and logged."""
+    return _read_results(Path(path))[0]
+
+
+def _read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
+    if not path.exists():
+        return [], 0
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or "prompt_id" not in row or "model" not in row:
+                bad += 1
+                log.warning("%s, line %d: not a result row; ignored (it will be run again if needed).", path, n)
+                continue
+            row["prompt_id"] = str(row["prompt_id"])
+            rows.append(row)
+    return rows, bad
+
+
+def latest_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (prompt_id, model): the last one (a resumed run appends the retry after the failure)."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (str(r.get("prompt_id")), str(r.get("model")))
+        latest.pop(key, None)  # keep file order of the surviving rows
+        latest[key] = dict(r)
+    return list(latest.values())
+
+
+def rows_to_csv(rows: Iterable[Mapping[str, Any]], *, columns: Sequence[str] = RESULT_FIELDS,
+                escape_formulas: bool = True) -> str:
+    """CSV text of result rows with a header (columns: RESULT_FIELDS in order; None is an empty cell).
+
+    With `escape_formulas` (default), a text cell starting with =, +, -, @, tab or CR gets a leading
+    apostrophe so spreadsheet programs show it instead of running it as a formula (replies are untrusted).
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            if v is None:
+                v = ""
+            elif isinstance(v, str) and escape_formulas and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                v = "'" + v
+            cells.append(v)
+        writer.writerow(cells)
+    return buf.getvalue()
+
+
+# -- summaries ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """Per-model numbers over the latest row of each pair. Latency figures use successful rows only."""
+
+    model: str
+    done: int
+    errors: int
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    tokens_per_second_median: float | None
+    input_tokens: int
+    output_tokens: int
+    cost: float | None  # sum of the known costs; None when none is known
+    cost_unknown: int  # rows whose cost is unknown (unpriced model or missing usage)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch produced. The run_* fields describe the last run (zero from `summarize`)."""
+
+    models: list[ModelSummary]
+    pairs: int = 0  # prompt × model pairs in the job
+    skipped: int = 0  # already finished before this run
+    ran: int = 0  # turns run now
+    run_errors: int = 0  # of which failed
+    ignored_lines: int = 0  # unreadable lines found in the output file
+    elapsed_s: float | None = None
+    out_path: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # latest row per pair
+
+    @property
+    def errors(self) -> int:
+        return sum(m.errors for m in self.models)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("rows")
+        for m, src in zip(d["models"], self.models):
+            m["total_tokens"] = src.total_tokens
+        return d
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame([{**asdict(m), "total_tokens": m.total_tokens} for m in self.models])
+
+    def to_markdown(self) -> str:
+        """The per-model table as markdown."""
+        head = "| model | done | errors | TTFT p50 (ms) | TTFT p95 (ms) | tok/s (median) | tokens in / out | cost (USD) |"
+        lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for m in self.models:
+            lines.append(
+                f"| {m.model} | {m.done} | {m.errors} | {_fmt(m.ttft_p50_ms, 0)} | {_fmt(m.ttft_p95_ms, 0)} | "
+                f"{_fmt(m.tokens_per_second_median, 1)} | {m.input_tokens:,} / {m.output_tokens:,} | {_fmt_cost(m)} |"
+            )
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _fmt_cost(m: ModelSummary) -> str:
+    if m.cost is None:
+        return "unknown"
+    text = "$0" if m.cost == 0 else f"${m.cost:.4f}" if m.cost < 100 else f"${m.cost:,.2f}"
+    return f"{text} (+{m.cost_unknown} unpriced)" if m.cost_unknown else text
+
+
+def _numbers(rows: Iterable[Mapping[str, Any]], key: str) -> np.ndarray:
+    values = [r.get(key) for r in rows]
+    return np.array([float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and math.isfinite(v)], dtype=float)
+
+
+def _percentile(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values.size else None
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], *, models: Sequence[str] | None = None) -> BatchSummary:
+    """Per-model numbers from result rows (the latest row per pair counts); `models` fixes the order."""
+    latest = latest_rows(rows)
+    names = list(dict.fromkeys([*(models or ()), *(str(r.get("model")) for r in latest)]))
+    out = []
+    for name in names:
+        mine = [r for r in latest if str(r.get("model")) == name]
+        ok = [r for r in mine if r.get("error") is None]
+        ttft = _numbers(ok, "ttft_ms")
+        tps = _numbers(ok, "tokens_per_second")
+        costs = [r.get("cost") for r in mine]
+        known = [float(c) for c in costs if isinstance(c, (int, float))]
+        out.append(ModelSummary(
+            model=name,
+            done=len(ok),
+            errors=len(mine) - len(ok),
+            ttft_p50_ms=_percentile(ttft, 50),
+            ttft_p95_ms=_percentile(ttft, 95),
+            tokens_per_second_median=_percentile(tps, 50),
+            input_tokens=int(_numbers(mine, "input_tokens").sum()),
+            output_tokens=int(_numbers(mine, "output_tokens").sum()),
+            cost=sum(known) if known else None,
+            cost_unknown=len(costs) - len(known),
+        ))
+    return BatchSummary(models=out, pairs=len(latest), rows=latest)
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _resolve(registry: Registry, models: Sequence[str]) -> dict[str, tuple[Provider, ModelInfo]]:
+    resolved: dict[str, tuple[Provider, ModelInfo]] = {}
+    for ref in models:
+        provider, info = registry.resolve(ref)  # NotConfigured: a clear message, before anything runs
+        resolved.setdefault(info.ref, (provider, info))
+    if not resolved:
+        raise BatchError("No models were given: list them as provider:model (e.g. demo:parley-demo).")
+    return resolved
+
+
+async def run_batch(
+    registry: Registry,
+    prompts: Sequence[Prompt],
+    models: Sequence[str],
+    *,
+    out_path: str | os.PathLike[str],
+    concurrency: int = 4,
+    params: Params | None = None,
+    policy: TurnPolicy | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    system: str | None = None,
+    prices: PriceTable | None = None,
+) -> BatchSummary:
+    """Run every prompt × model, appending each finished row to `out_path` (JSONL) at once.
+
+    Pairs already in `out_path` without an error are skipped. `progress(done, total)` is called with
+    (0, total) first and after every finished turn, where total counts the pairs this run will do.
+    `system` applies to prompts without their own. Costs use `prices` (default: the built-in table).
+    Cancelling the task stops the run; finished rows stay written, unfinished pairs run next time.
+    Raises a ChatError subclass (NotConfigured, BatchError) before running anything when the input is unusable.
+    """
+    if concurrency < 1:
+        raise BatchError(f"Concurrency must be at least 1, got {concurrency}.")
+    prompts = list(prompts)
+    if not prompts:
+        raise BatchError("There are no prompts to run.")
+    seen: set[str] = set()
+    for p in prompts:
+        if p.id in seen:
+            raise BatchError(f"The prompt id '{p.id}' is used twice; ids must be unique.")
+        seen.add(p.id)
+    resolved = _resolve(registry, models)
+    params = params or Params()
+    prices = prices if prices is not None else PriceTable()
+    out = Path(out_path)
+
+    existing, ignored = _read_results(out)
+    finished = {(r["prompt_id"], r["model"]) for r in existing if r.get("error") is None}
+    jobs = [(p, ref) for p in prompts for ref in resolved if (p.id, ref) not in finished]
+    pairs = len(prompts) * len(resolved)
+    total = len(jobs)
+    new_rows: list[dict[str, Any]] = []
+    semaphore = asyncio.Semaphore(concurrency)
+    started = time.perf_counter()
+    if progress:
+        progress(0, total)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a", encoding="utf-8", newline="\n") as f:
+        if out.stat().st_size and not _ends_with_newline(out):
+            f.write("\n")  # a crash left half a line: start ours on a fresh one
+
+        async def one(prompt: Prompt, ref: str) -> None:
+            provider, info = resolved[ref]
+            sys_text = prompt.system or system
+            messages = [Message(role="system", content=sys_text)] if sys_text else []
+            messages.append(Message(role="user", content=prompt.prompt))
+            async with semaphore:
+                started_at = _utc_now()
+                result = await Turn(provider, info, messages, params, policy=policy).run()
+            row = result_row(prompt, result, started_at=started_at, prices=prices)
+            # Written from the event loop thread only, one whole line at a time: rows never interleave.
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            new_rows.append(row)
+            if progress:
+                progress(len(new_rows), total)
+
+        # gather, not a TaskGroup: an unexpected failure (say, a full disk) surfaces as itself, not wrapped.
+        tasks = [asyncio.create_task(one(prompt, ref)) for prompt, ref in jobs]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    wanted = {(p.id, ref) for p in prompts for ref in resolved}
+    rows = [r for r in latest_rows([*existing, *new_rows]) if (r["prompt_id"], r["model"]) in wanted]
+    summary = summarize(rows, models=list(resolved))
+    return replace(
+        summary,
+        pairs=pairs,
+        skipped=pairs - total,
+        ran=len(new_rows),
+        run_errors=sum(1 for r in new_rows if r["error"] is not None),
+        ignored_lines=ignored,
+        elapsed_s=time.perf_counter() - started,
+        out_path=str(out),
+    )
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def _progress_printer(stream: Any = None) -> Callable[[int, int], None]:
+    """A progress callback drawing on stderr: tqdm when it is installed, else a plain line."""
+    stream = stream or sys.stderr
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    bar: Any = None
+    last_pct = -1
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar, last_pct
+        if total == 0:
+            return
+        if tqdm is not None:
+            if bar is None:
+                bar = tqdm(total=total, unit="reply", desc="batch", file=stream, dynamic_ncols=True)
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+            return
+        pct = done * 100 // total
+        if stream.isatty():
+            stream.write(f"\rbatch: {done}/{total} ({pct}%)" + ("\n" if done >= total else ""))
+            stream.flush()
+        elif pct // 10 != last_pct // 10 or done >= total:
+            stream.write(f"batch: {done}/{total} ({pct}%)\n")
+            stream.flush()
+        last_pct = pct
+
+    return update
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m compare.batch",
+        description="Run every prompt of a file through one or more models; results go to a JSONL file "
+                    "(resumable: run the same command again to finish or retry failed rows).",
+    )
+    p.add_argument("prompts", help='prompts file: JSONL rows {"id": ..., "prompt": ..., "system": ...} or .txt, one per line')
+    p.add_argument("--models", required=True, action="append",
+                   help="comma-separated provider:model references (the flag may be repeated)")
+    p.add_argument("--out", required=True, help="results file (JSONL), appended to")
+    p.add_argument("--concurrency", type=int, default=4, help="turns running at once (default 4)")
+    p.add_argument("--system", help="system prompt for prompts without their own")
+    p.add_argument("--max-tokens", type=int, help="longest reply, in tokens (default: the chat default)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (models that refuse it ignore it)")
+    p.add_argument("--prices", help="prices file (TOML/JSON) for the cost column; default PARLEY_PRICES_FILE or ./prices.toml")
+    p.add_argument("--csv", help="also write the final rows of this job as CSV to this path")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point. Exit codes: 0 all pairs succeeded, 1 some rows are errors, 2 bad input, 130 interrupted."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from chat.registry import Registry, Settings, load_dotenv_file
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    models = [m.strip() for group in args.models for m in group.split(",") if m.strip()]
+    try:
+        prompts = load_prompts(args.prompts)
+        kwargs: dict[str, Any] = {}
+        if args.max_tokens is not None:
+            kwargs["max_tokens"] = args.max_tokens
+        if args.temperature is not None:
+            kwargs["temperature"] = args.temperature
+        try:
+            params = Params(**kwargs)
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            errors = getattr(e, "errors", lambda: [])()
+            detail = "; ".join(f"--{'-'.join(map(str, x['loc'])).replace('_', '-')}: {x['msg']}" for x in errors) or str(e)
+            raise BatchError(f"Bad generation setting ({detail}).") from e
+        prices = PriceTable.from_file(args.prices) if args.prices else PriceTable.from_env()
+        for problem in prices.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+    except (ChatError, PriceError) as e:
+        return fail(str(e))
+
+    load_dotenv_file(".env")
+    settings = Settings.from_env()
+    for problem in settings.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+
+    async def go() -> BatchSummary:
+        registry = Registry.from_settings(settings)
+        try:
+            return await run_batch(registry, prompts, models, out_path=args.out, concurrency=args.concurrency,
+                                   params=params, system=args.system, prices=prices, progress=_progress_printer())
+        finally:
+            await registry.aclose()
+
+    try:
+        summary = asyncio.run(go())
+    except ChatError as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished rows are in {args.out}; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+    print(summary.to_markdown())
+    note = f"\n{summary.ran} run, {summary.skipped} already done, {summary.errors} with errors"
+    if summary.elapsed_s is not None:
+        note += f", {summary.elapsed_s:.1f} s"
+    print(note + f". Results: {args.out}")
+    if summary.ignored_lines:
+        print(f"warning: {summary.ignored_lines} unreadable line(s) in {args.out} were ignored.", file=sys.stderr)
+    if args.csv:
+        Path(args.csv).write_text(rows_to_csv(summary.rows), encoding="utf-8")
+    return 1 if summary.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The export file format (JSON, validated on import) and the Markdown rendering of conversations.
+
+Pure functions: the repository reads and writes the rows, this module only shapes them.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from storage.errors import InvalidInput
+from storage.models import (
+    FINISH_REASONS,
+    MAX_CONTENT_CHARS,
+    NAME_MAX,
+    PENDING,
+    TITLE_MAX,
+    ConversationDetail,
+    MessagePublic,
+    utcnow,
+)
+from storage.validation import check_params
+
+FORMAT = "parley.conversations"
+VERSION = 1
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+MAX_IMPORT_CONVERSATIONS = 1_000
+MAX_IMPORT_MESSAGES = 10_000  # per conversation
+MAX_IMPORT_TOTAL_MESSAGES = 100_000
+_METRIC = Field(default=None, ge=0, le=2**31 - 1)
+_NAME = Field(default=None, max_length=NAME_MAX)
+
+FinishReason = Literal[
+    "stop", "length", "tool_calls", "content_filter", "refusal", "error",
+    "cancelled", "truncated", "interrupted", "pending",
+]  # fmt: skip
+assert set(FinishReason.__args__) == FINISH_REASONS | {PENDING}  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    # Unknown keys and loose types (a number given as text, a list given as an object) are errors.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FileToolCall(_Strict):
+    id: str = Field(max_length=NAME_MAX)
+    name: str = Field(max_length=NAME_MAX)
+    arguments: str = Field(default="{}", max_length=100_000)
+    result: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
+    error: str | None = Field(default=None, max_length=100_000)
+    duration_ms: int | None = _METRIC
+
+
+class FileMessage(_Strict):
+    id: str | None = Field(default=None, max_length=64)  # informative only: imports get new ids
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(default="", max_length=MAX_CONTENT_CHARS)
+    reasoning: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
+    provider: str | None = _NAME
+    model: str | None = _NAME
+    model_version: str | None = _NAME
+    params: dict[str, Any] | None = None
+    input_tokens: int | None = _METRIC
+    output_tokens: int | None = _METRIC
+    reasoning_tokens: int | None = _METRIC
+    ttft_ms: int | None = _METRIC
+    duration_ms: int | None = _METRIC
+    finish_reason: FinishReason | None = None
+    error: str | None = Field(default=None, max_length=100_000)
+    feedback: Literal["like", "dislike"] | None = None
+    tool_calls: list[FileToolCall] | None = Field(default=None, max_length=256)
+    created_at: datetime | None = None
+
+    _params = field_validator("params")(lambda v: _params_or_error(v))
+
+
+class FileConversation(_Strict):
+    id: str | None = Field(default=None, max_length=64)  # informative only
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    model: str | None = _NAME
+    system_prompt: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
+    params: dict[str, Any] | None = None
+    pinned: bool = False
+    archived: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    messages: list[FileMessage] = Field(default_factory=list, max_length=MAX_IMPORT_MESSAGES)
+
+    _params = field_validator("params")(lambda v: _params_or_error(v))
+
+
+class ExportFile(_Strict):
+    format: Literal["parley.conversations"] = FORMAT
+    version: Literal[1] = VERSION
+    exported_at: datetime | None = None
+    conversations: list[FileConversation] = Field(max_length=MAX_IMPORT_CONVERSATIONS)
+
+
+def _params_or_error(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    try:
+        return check_params(value)
+    except InvalidInput as e:
+        raise ValueError(e.message) from e
+
+
+def parse_import(data: str | bytes) -> ExportFile:
+    """The validated contents of an export file, or InvalidInput saying what is wrong with it."""
+    if not isinstance(data, str | bytes):
+        raise InvalidInput("The import must be the text of a Parley JSON export.")
+    size = len(data.encode("utf-8")) if isinstance(data, str) else len(data)
+    if size > MAX_IMPORT_BYTES:
+        raise InvalidInput(f"The file is {size / 1e6:.1f} MB; imports are limited to {MAX_IMPORT_BYTES / 1e6:.0f} MB.")
+    try:
+        parsed = ExportFile.model_validate_json(data)
+    except ValidationError as e:
+        raise InvalidInput(_describe(e)) from e
+    except (ValueError, RecursionError) as e:
+        raise InvalidInput(f"The file is not valid JSON: {str(e)[:200]}") from e
+    total = sum(len(c.messages) for c in parsed.conversations)
+    if total > MAX_IMPORT_TOTAL_MESSAGES:
+        raise InvalidInput(f"The file holds {total:,} messages; imports are limited to {MAX_IMPORT_TOTAL_MESSAGES:,}.")
+    return parsed
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "file"
+        problems.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(problems)
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return "This is not a valid Parley export: " + "; ".join(problems) + suffix
+
+
+def build_export(details: list[ConversationDetail]) -> ExportFile:
+    """The export document for these conversations (no owner, nothing secret: see models)."""
+    return ExportFile(
+        exported_at=utcnow(),
+        conversations=[
+            FileConversation(
+                id=str(d.conversation.id),
+                title=d.conversation.title,
+                model=d.conversation.model,
+                system_prompt=d.conversation.system_prompt,
+                params=d.conversation.params,
+                pinned=d.conversation.pinned,
+                archived=d.conversation.archived,
+                created_at=d.conversation.created_at,
+                updated_at=d.conversation.updated_at,
+                messages=[_file_message(m) for m in d.messages],
+            )
+            for d in details
+        ],
+    )
+
+
+def _file_message(m: MessagePublic) -> FileMessage:
+    data = m.model_dump(exclude={"conversation_id", "position"})
+    data["id"] = str(m.id)
+    return FileMessage.model_validate(data, strict=False)
+
+
+def to_json(document: ExportFile) -> str:
+    """The export as indented JSON text."""
+    return document.model_dump_json(indent=2)
+
+
+# --- Markdown -------------------------------------------------------------------------------
+
+
+def escape_md(text: str) -> str:
+    """Text that renders as itself: HTML in it stays text (<, > and & escaped); Markdown is kept."""
+    return html.escape(text, quote=False)
+
+
+def to_markdown(details: list[ConversationDetail]) -> str:
+    """One Markdown document for these conversations, newest information first in each header."""
+    return "\n\n---\n\n".join(_conversation_md(d) for d in details) + "\n"
+
+
+def _conversation_md(d: ConversationDetail) -> str:
+    c = d.conversation
+    lines = [f"# {escape_md(c.title)}", ""]
+    facts = [f"Created {_when(c.created_at)}"]
+    if c.model:
+        facts.append(f"model {escape_md(c.model)}")
+    lines += ["*" + " · ".join(facts) + "*", ""]
+    if c.system_prompt:
+        lines += ["**System prompt**", "", _quote(c.system_prompt), ""]
+    for m in d.messages:
+        lines += _message_md(m)
+    return "\n".join(lines).rstrip()
+
+
+def _message_md(m: MessagePublic) -> list[str]:
+    heading = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}.get(m.role, "Message")
+    if m.role == "assistant" and (m.provider or m.model):
+        heading += " · " + escape_md(":".join(x for x in (m.provider, m.model) if x))
+    lines = [f"## {heading}", ""]
+    if m.reasoning:
+        lines += ["**Reasoning**", "", _quote(m.reasoning), ""]
+    lines += [escape_md(m.content) if m.content else "*(empty)*", ""]
+    for call in m.tool_calls or []:
+        name = escape_md(str(call.get("name", "")))
+        lines += [f"*Tool call* `{name}`", "", _quote(str(call.get("arguments", ""))), ""]
+        if call.get("result") is not None:
+            lines += ["*Result*", "", _quote(str(call["result"])), ""]
+    notes = []
+    if m.finish_reason and m.finish_reason != "stop":
+        notes.append(escape_md(m.finish_reason))
+    if m.error:
+        notes.append("error: " + escape_md(" ".join(m.error.split())))
+    if m.input_tokens is not None or m.output_tokens is not None:
+        notes.append(f"{m.input_tokens or 0} tokens in, {m.output_tokens or 0} out")
+    if m.duration_ms is not None:
+        notes.append(f"{m.duration_ms / 1000:.1f} s")
+    if m.feedback:
+        notes.append(m.feedback)
+    if notes:
+        lines += ["*" + " · ".join(notes) + "*", ""]
+    return lines
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line if line else ">" for line in escape_md(text).splitlines() or [""])
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def export_filename(title: str | None, extension: str) -> str:
+    """A safe download name such as `parley-my-chat.md`."""
+    stem = "".join(ch if ch.isalnum() else "-" for ch in (title or "conversations").lower())
+    stem = "-".join(filter(None, stem.split("-")))[:60] or "conversations"
+    return f"parley-{stem}.{extension}"
+
