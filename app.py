@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 
 # Telemetry off before Gradio is imported (it reads this at import time).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -41,10 +42,19 @@ def create_app(env: dict[str, str] | None = None) -> tuple[gr.Blocks, Services]:
     if interrupted:
         log.info("marked %d replies interrupted by the last shutdown", interrupted)
     services = Services.build(config, registry, engine)
+    # SDK imports take seconds: do them beside start-up, never on the event loop.
+    threading.Thread(target=_warm, args=(services,), name="parley-warm", daemon=True).start()
     demo = build_ui(services)
     demo.queue(default_concurrency_limit=None, max_size=None)
     demo.max_threads = MAX_THREADS
     return demo, services
+
+
+def _warm(services: Services) -> None:
+    try:
+        services.registry.warm()
+    finally:
+        services.warmed.set()
 
 
 def launch_kwargs(services: Services) -> dict:

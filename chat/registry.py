@@ -234,6 +234,14 @@ class Registry:
             return None
         return models or provider.curated()
 
+    def warm(self) -> None:
+        """Import every configured SDK and build its client (blocking: call it from a thread)."""
+        for name, provider in list(self.providers.items()):
+            try:
+                provider.warm()
+            except Exception as e:  # a broken SDK must not stop the app; the request will say why
+                log.warning("warming %s failed: %s", name, e)
+
     async def aclose(self) -> None:
         """Close every provider's SDK client."""
         await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class Services:
     limiter: RateLimiter
     policy: TurnPolicy
     # Storage calls are synchronous: they run here, never on the event loop.
+    #: Set once every configured SDK is imported and its client built.
+    warmed: threading.Event = field(default_factory=threading.Event)
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=16, thread_name_prefix="parley-db"))
 
     async def db(self, fn: Callable[..., T], /, **kwargs: Any) -> T:

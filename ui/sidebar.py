@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -61,12 +62,14 @@ class SidebarHandlers:
         return choices
 
     async def refresh_models(self, current: str):
-        """Live model lists (cached by the registry); the current value is kept even if typed."""
+        """Live model lists (cached by the registry). Only the choices change: the value may have
+        been typed meanwhile, and a typed model is allowed."""
+        await asyncio.get_running_loop().run_in_executor(None, self.s.warmed.wait, 15)
         models = await self.s.registry.list_models()
         choices = self.model_choices(models)
         if current and current not in {v for _, v in choices}:
             choices.insert(0, (current, current))
-        return gr.update(choices=choices, value=current or self.s.registry.default_model)
+        return gr.update(choices=choices)
 
     def providers_markdown(self) -> str:
         missing = self.s.registry.unconfigured()

@@ -115,6 +115,9 @@ class AnthropicProvider(Provider):
             timeout=httpx2.Timeout(connect=connect, read=read, write=30.0, pool=30.0),
         )
 
+    def warm(self) -> None:
+        self._client.get()
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

@@ -53,5 +53,9 @@ class Provider:
                 return info
         return ModelInfo(provider=self.name, id=model, label=model, params=self.accepts, supports_tools=self.supports_tools)
 
+    def warm(self) -> None:
+        """Import the SDK and build the client now (from a worker thread at start-up), so that
+        the first request never imports seconds of SDK code on the event loop."""
+
     async def aclose(self) -> None:
         """Close the SDK client, if one was built."""

@@ -125,6 +125,9 @@ class GeminiProvider(Provider):
         )
         return genai.Client(api_key=self._api_key, vertexai=False, http_options=options)
 
+    def warm(self) -> None:
+        self._client.get()
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

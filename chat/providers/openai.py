@@ -155,6 +155,9 @@ class OpenAIProvider(Provider):
             timeout=httpx2.Timeout(connect=connect, read=read, write=30.0, pool=30.0),
         )
 
+    def warm(self) -> None:
+        self._client.get()
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
