@@ -103,8 +103,8 @@ class TurnResult:
         end = self.ended if self.ended is not None else time.perf_counter()
         span = end - self.first_text_at
         tokens = self.text_tokens
-        if span <= 0 or tokens <= 1:
-            return None
+        if span <= 0 or tokens < 10:
+            return None  # a handful of tokens in one burst gives a meaningless rate
         # The first token arrives at first_text_at: the rate is over the tokens after it.
         return (tokens - 1) / span
 

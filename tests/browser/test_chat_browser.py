@@ -1,0 +1,188 @@
+"""Parley in a real browser: stream, stop, reload and reopen, switch model, errors, two users."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.apphelpers import AppProcess, app_env
+from tests.fakes import Scenario
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate, timeout=20.0, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def open_app(page, url):
+    page.goto(url)
+    page.wait_for_selector("#msg textarea")
+    # The sidebar list and the owner id arrive with the load events.
+    page.wait_for_function("() => document.querySelector('#model-picker input') !== null")
+
+
+def pick_model(page, ref):
+    box = page.locator("#model-picker input")
+    box.click()
+    box.fill(ref)
+    box.press("Enter")
+    page.locator("#msg textarea").click()
+    # The box shows the choice's label (e.g. "Anthropic · Echo") once the value matches a choice.
+    squash = lambda t: "".join(ch for ch in t.lower() if ch.isalnum())  # noqa: E731
+    model_id = squash(ref.split(":", 1)[1])
+    wait_until(lambda: model_id in squash(box.input_value()), what=f"model {ref}")
+
+
+def send(page, text):
+    page.locator("#msg textarea").fill(text)
+    page.locator("#msg textarea").press("Enter")
+
+
+def bot_text(page) -> str:
+    bots = page.locator("[data-testid='bot']")
+    return " ".join(bots.nth(i).inner_text() for i in range(bots.count()))
+
+
+def db_rows(url: str):
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            convs = c.execute(sa.text("select id, owner, title from conversation")).mappings().all()
+            msgs = c.execute(sa.text("select conversation_id, position, role, content, finish_reason from message order by position")).mappings().all()
+        return convs, msgs
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def server(fake_server, tmp_path_factory):
+    db = f"sqlite:///{tmp_path_factory.mktemp('browserdb') / 'parley.db'}"
+    fake_server.set_scenario("story", Scenario(text=" ".join(f"word{i}" for i in range(80)) + " ", tokens=80, rate=40))
+    fake_server.set_scenario("long-story", Scenario(tokens=400, rate=15))
+    with AppProcess(app_env(fake_server, db)) as proc:
+        yield proc, db
+
+
+def test_stream_stop_reload_reopen_switch_and_error(server, page, artifacts, fake_server):
+    proc, db = server
+    open_app(page, proc.url)
+    page.screenshot(path=str(artifacts / "01-empty.png"))
+
+    # Pick a model and watch the reply stream in.
+    pick_model(page, "openai:story")
+    send(page, "Tell me a story about a parrot")
+    first = wait_until(lambda: len(bot_text(page).split()) >= 3 and bot_text(page), what="first tokens")
+    partial_len = len(first.split())
+    wait_until(lambda: "word79" in bot_text(page), timeout=30, what="the whole reply")
+    assert partial_len < 80, "text appeared before the reply was complete: it streamed"
+    wait_until(lambda: "first token" in bot_text(page), what="metrics line")
+    page.screenshot(path=str(artifacts / "02-streamed.png"))
+
+    # Stop mid-stream: the partial text stays, is saved as cancelled, and the upstream stream closes.
+    pick_model(page, "openai:long-story")
+    send(page, "Now a very long one")
+    wait_until(lambda: page.locator("button.stop-button").count() > 0 and len(bot_text(page).split()) > 100, what="second reply streaming")
+    page.locator("button.stop-button").first.click()
+    log = wait_until(lambda: [s for s in fake_server.stream_log if s.model == "long-story" and s.client_closed], what="upstream closed")
+    assert log[-1].tokens_sent < 400
+    stopped_at = bot_text(page)
+    time.sleep(0.5)
+    assert bot_text(page) == stopped_at, "nothing streams after Stop; the partial text stays"
+    page.screenshot(path=str(artifacts / "03-stopped.png"))
+    convs, msgs = wait_until(lambda: (lambda r: r if any(m["finish_reason"] == "cancelled" for m in r[1]) else None)(db_rows(db)), what="cancelled reply saved")
+    cancelled = [m for m in msgs if m["finish_reason"] == "cancelled"][0]
+    assert 0 < len(cancelled["content"].split()) < 400
+
+    # Reload: the conversation is in the sidebar; opening it restores the messages.
+    page.reload()
+    page.wait_for_selector("#msg textarea")
+    item = page.locator("#conv-list label", has_text="Tell me a story about a parrot")
+    item.wait_for()
+    assert page.locator("[data-testid='bot']").count() == 0
+    item.click()
+    wait_until(lambda: "word79" in bot_text(page), what="reopened conversation")
+    assert "Now a very long one" in page.locator("[data-testid='user']").all_inner_texts()[-1]
+    assert "long-story" in page.locator("#model-picker input").input_value()
+    assert "Stopped" in bot_text(page), "the stopped reply is marked when reopened"
+    page.screenshot(path=str(artifacts / "04-reopened.png"))
+
+    # Switch model and continue: the follow-up goes to the new model with the whole history.
+    pick_model(page, "anthropic:echo")
+    send(page, "What did I ask first?")
+    wait_until(lambda: "You said: What did I ask first?" in bot_text(page), what="echo reply")
+    req = [r for r in fake_server.requests if r.provider == "anthropic" and r.model == "echo"][-1]
+    assert len(req.json["messages"]) == 5
+
+    # A failing provider: a clear notice, the partial text kept, no stack trace.
+    page.locator("#new-chat").click()
+    wait_until(lambda: page.locator("[data-testid='bot']").count() == 0, what="new chat")
+    pick_model(page, "gemini:drop-after-5")
+    send(page, "This one will fail")
+    wait_until(lambda: "cut off" in bot_text(page).lower(), what="error notice")
+    assert "Traceback" not in page.content()
+    page.screenshot(path=str(artifacts / "05-error.png"))
+
+
+def test_screenshot_for_readme(server, page, artifacts):
+    proc, _ = server
+    open_app(page, proc.url)
+    pick_model(page, "demo:parley-demo")
+    send(page, "What can you do?")
+    wait_until(lambda: "first token" in bot_text(page), timeout=30, what="demo reply")
+    time.sleep(0.5)
+    shot = artifacts / "readme.png"
+    page.screenshot(path=str(shot))
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    shutil.copy(shot, docs / "screenshot.png")
+
+
+def test_two_users_see_only_their_own_chats(fake_server, browser, tmp_path, artifacts):
+    db = f"sqlite:///{tmp_path / 'auth.db'}"
+    env = app_env(fake_server, db, APP_USERS="alice:wonderland,bob:builder")
+    with AppProcess(env) as proc:
+        def login(name, password):
+            ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+            pg = ctx.new_page()
+            pg.set_default_timeout(20_000)
+            pg.goto(proc.url)
+            pg.get_by_label("username").fill(name)
+            pg.get_by_label("password").fill(password)
+            pg.get_by_role("button", name="Login").click()
+            pg.wait_for_selector("#msg textarea")
+            return ctx, pg
+
+        ctx_a, alice = login("alice", "wonderland")
+        pick_model(alice, "openai:gpt-test")
+        send(alice, "alice's private plans")
+        wait_until(lambda: "first token" in bot_text(alice), what="alice reply")
+        alice.locator("#conv-list label", has_text="alice's private plans").wait_for()
+        assert "Signed in as" in alice.content() and "alice" in alice.locator(".parley-muted").first.inner_text()
+
+        ctx_b, bob = login("bob", "builder")
+        send(bob, "bob's notes")
+        wait_until(lambda: "first token" in bot_text(bob), what="bob reply")
+        bob.locator("#conv-list label", has_text="bob's notes").wait_for()
+        assert bob.locator("#conv-list label", has_text="alice").count() == 0
+        bob.locator("#conv-search input, #conv-search textarea").first.fill("private")
+        bob.locator("#conv-search input, #conv-search textarea").first.press("Enter")
+        wait_until(lambda: "No messages match" in bob.locator("#search-hits").inner_text(), what="empty search for bob")
+        bob.screenshot(path=str(artifacts / "06-bob.png"))
+        ctx_a.close()
+        ctx_b.close()
+
+        convs, _ = db_rows(db)
+        owners = {c["title"]: c["owner"] for c in convs}
+        assert owners["alice's private plans"] == "user:alice" and owners["bob's notes"] == "user:bob"
