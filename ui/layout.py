@@ -7,7 +7,11 @@ from dataclasses import dataclass
 import gradio as gr
 
 from chat.types import Params, param_bounds
+from ui.batch import build_batch_tab
 from ui.chat import ChatHandler
+from ui.compare import build_compare_tab
+from ui.context import TabContext
+from ui.dashboard import build_dashboard_tab
 from ui.services import Services
 from ui.sidebar import SidebarHandlers
 
@@ -43,6 +47,42 @@ class ChatView:
 def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.Slider:
     lo, hi = param_bounds(name)
     return gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info)
+
+
+def _build_chat(services: Services, chat_handler: ChatHandler, model, system_prompt, param_inputs, conversation_id, owner):
+    """The chat tab: a ChatInterface whose extra inputs are the sidebar controls."""
+    chatbot = gr.Chatbot(
+        height="75vh", editable="user", layout="bubble", elem_id="chatbot", show_label=False,
+        latex_delimiters=[
+            {"left": "$$", "right": "$$", "display": True},
+            {"left": "$", "right": "$", "display": False},
+            {"left": "\\(", "right": "\\)", "display": False},
+            {"left": "\\[", "right": "\\]", "display": True},
+        ],
+        placeholder="### Ask anything\nReplies stream from the model picked in the sidebar; every turn is saved.",
+        buttons=["copy", "copy_all"],
+        feedback_options=("Like", "Dislike"),
+    )
+    chat = gr.ChatInterface(
+        chat_handler.respond,
+        chatbot=chatbot,
+        textbox=gr.Textbox(placeholder="Message Parley…", show_label=False, max_lines=12, submit_btn=True, stop_btn=True, elem_id="msg"),
+        additional_inputs=[model, system_prompt, *param_inputs, conversation_id, owner],
+        additional_outputs=[conversation_id],
+        api_name="chat",
+        concurrency_limit=None,
+        cache_examples=False,
+        examples=[[e] for e in EXAMPLES],
+        run_examples_on_click=True,
+        editable=True,
+        fill_height=True,
+        save_history=False,
+        validator=lambda message, *rest: gr.validate(
+            len(message or "") <= services.config.max_message_chars,
+            f"Messages are limited to {services.config.max_message_chars:,} characters.",
+        ),
+    )
+    return chat, chatbot
 
 
 def build_ui(services: Services) -> gr.Blocks:
@@ -104,37 +144,17 @@ def build_ui(services: Services) -> gr.Blocks:
                 upload = gr.UploadButton("Import JSON", file_types=[".json"], size="sm")
 
         param_inputs = [temperature, top_p, max_tokens, seed, effort]
-        chatbot = gr.Chatbot(
-            height="75vh", editable="user", layout="bubble", elem_id="chatbot", show_label=False,
-            latex_delimiters=[
-                {"left": "$$", "right": "$$", "display": True},
-                {"left": "$", "right": "$", "display": False},
-                {"left": "\\(", "right": "\\)", "display": False},
-                {"left": "\\[", "right": "\\]", "display": True},
-            ],
-            placeholder="### Ask anything\nReplies stream from the model picked in the sidebar; every turn is saved.",
-            buttons=["copy", "copy_all"],
-            feedback_options=("Like", "Dislike"),
-        )
-        chat = gr.ChatInterface(
-            chat_handler.respond,
-            chatbot=chatbot,
-            textbox=gr.Textbox(placeholder="Message Parley…", show_label=False, max_lines=12, submit_btn=True, stop_btn=True, elem_id="msg"),
-            additional_inputs=[model, system_prompt, *param_inputs, conversation_id, owner],
-            additional_outputs=[conversation_id],
-            api_name="chat",
-            concurrency_limit=None,
-            cache_examples=False,
-            examples=[[e] for e in EXAMPLES],
-            run_examples_on_click=True,
-            editable=True,
-            fill_height=True,
-            save_history=False,
-            validator=lambda message, *rest: gr.validate(
-                len(message or "") <= services.config.max_message_chars,
-                f"Messages are limited to {services.config.max_message_chars:,} characters.",
-            ),
-        )
+        tabs_ctx = TabContext(services=services, owner=owner, model=model, system_prompt=system_prompt,
+                              params=param_inputs, model_choices=choices)
+        with gr.Tabs(elem_id="main-tabs"):
+            with gr.Tab("💬 Chat", id="chat", elem_id="tab-chat"):
+                chat, chatbot = _build_chat(services, chat_handler, model, system_prompt, param_inputs, conversation_id, owner)
+            with gr.Tab("⚖️ Compare", id="compare", elem_id="tab-compare"):
+                build_compare_tab(tabs_ctx)
+            with gr.Tab("📊 Dashboard", id="dashboard", elem_id="tab-dashboard"):
+                build_dashboard_tab(tabs_ctx)
+            with gr.Tab("🗂 Batch", id="batch", elem_id="tab-batch"):
+                build_batch_tab(tabs_ctx)
 
         # identity first, then the list; models are listed live in a separate event so a slow
         # provider never delays the page.

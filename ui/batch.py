@@ -1,0 +1,11 @@
+"""The batch tab (being built)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui.context import TabContext
+
+
+def build_batch_tab(ctx: TabContext) -> None:
+    gr.Markdown("Not built yet.")

@@ -1,0 +1,11 @@
+"""The compare tab (being built)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui.context import TabContext
+
+
+def build_compare_tab(ctx: TabContext) -> None:
+    gr.Markdown("Not built yet.")
