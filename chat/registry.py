@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from chat.errors import NotConfigured
@@ -16,6 +18,7 @@ from chat.types import ModelInfo
 __all__ = ["Registry", "Settings", "load_dotenv_file", "DEMO_REF"]
 
 log = logging.getLogger(__name__)
+KEYED_CLIENTS = 256  # users' own keys kept as clients, least recently used dropped
 
 DEMO_REF = f"demo:{DEMO_MODEL}"
 LIST_TTL = 600.0  # seconds a live model listing is reused
@@ -38,6 +41,8 @@ class Registry:
         self.providers: dict[str, Provider] = {}
         self._unconfigured: dict[str, tuple[str, str]] = {}  # name -> (label, reason)
         self._listed: dict[str, tuple[float, list[ModelInfo]]] = {}  # name -> (expires at, models)
+        # Providers built with users' own keys, by (provider, sha256 of the key): never the key itself.
+        self._keyed: OrderedDict[tuple[str, str], Provider] = OrderedDict()
         self._clock = clock
         self._list_timeout = list_timeout
         self._ttl = ttl
@@ -182,6 +187,48 @@ class Registry:
         if sep:
             raise NotConfigured(f"Unknown provider '{name}' in '{ref}'. Configured providers: {known}.", provider=name)
         raise NotConfigured(f"Unknown model '{ref}': use provider:model (configured providers: {known}).")
+
+    def resolve_with_key(self, ref: str, api_key: str | None) -> tuple[Provider, ModelInfo]:
+        """Like `resolve`, but with a user's own key (kept in memory only, one client per key).
+
+        With a key, the three standard providers work even when the server has no key for them.
+        """
+        api_key = (api_key or "").strip()
+        if not api_key:
+            return self.resolve(ref)
+        name, sep, model = (ref or "").strip().partition(":")
+        if not sep or not model:
+            return self.resolve(ref)
+        cache_key = (name, hashlib.sha256(api_key.encode()).hexdigest())
+        provider = self._keyed.get(cache_key)
+        if provider is None:
+            base = self.providers.get(name) or self._standard_provider(name)
+            if base is None:
+                return self.resolve(ref)
+            provider = base.with_api_key(api_key)
+            self._keyed[cache_key] = provider
+            while len(self._keyed) > KEYED_CLIENTS:
+                self._keyed.popitem(last=False)
+        else:
+            self._keyed.move_to_end(cache_key)
+        return provider, provider.model_info(model)
+
+    def _standard_provider(self, name: str) -> Provider | None:
+        """A keyless template of a standard provider, for a user who brings their own key."""
+        s = self.settings
+        if name == "openai":
+            from chat.providers.openai import OpenAIProvider
+
+            return None if OpenAIProvider.sdk_missing() else OpenAIProvider(api_key="", base_url=s.openai_base_url)
+        if name == "anthropic":
+            from chat.providers.anthropic import AnthropicProvider
+
+            return None if AnthropicProvider.sdk_missing() else AnthropicProvider(api_key="", base_url=s.anthropic_base_url)
+        if name == "gemini":
+            from chat.providers.gemini import GeminiProvider
+
+            return None if GeminiProvider.sdk_missing() else GeminiProvider(api_key="", base_url=s.gemini_base_url)
+        return None
 
     @property
     def default_model(self) -> str:

@@ -74,6 +74,7 @@ class ChatHandler:
         max_tokens: int | None = None,
         seed: int | None = None,
         effort: str | None = "default",
+        api_key: str = "",
         conversation_id: str | None = None,
         owner_state: str | None = None,
         request: gr.Request = None,  # type: ignore[assignment]
@@ -95,13 +96,18 @@ class ChatHandler:
             yield notice(params_error(e) if isinstance(e, ValidationError) else f"Invalid parameters: {e}. Nothing was sent."), conversation_id
             return
         try:
-            provider, info = self.s.registry.resolve(model or self.s.registry.default_model)
+            provider, info = self.s.registry.resolve_with_key(model or self.s.registry.default_model, api_key)
         except ChatError as e:
             yield notice(e.message), conversation_id
             return
         verdict = await self.s.limiter.hit(owner)
         if not verdict.allowed:
             yield notice(verdict.message), conversation_id
+            return
+
+        flagged = await self._moderate(text)
+        if flagged is not None:
+            yield await self._refuse(owner, conversation_id, history, text, info, flagged)
             return
 
         system_prompt = clean_text(system_prompt or "")
@@ -131,6 +137,40 @@ class ChatHandler:
             notes.append(NOT_SAVED)
         if notes and finished:
             yield result_bubbles(turn.result, label, notes=notes), conv
+
+    # -- moderation -----------------------------------------------------------------------
+
+    async def _moderate(self, text: str) -> list[str] | None:
+        """With MODERATION=openai: the categories a message is flagged for, or None when it may pass."""
+        if self.s.config.moderation != "openai":
+            return None
+        moderator = self.s.registry.providers.get("openai")
+        if moderator is None or not hasattr(moderator, "moderate"):
+            log.warning("MODERATION=openai but OpenAI is not configured: messages are not checked")
+            return None
+        try:
+            flagged = await moderator.moderate(text)
+        except ChatError as e:
+            # Fail open, loudly: an outage of the moderation endpoint must not stop every chat.
+            log.warning("moderation check failed (%s); the message was let through", e.kind)
+            return None
+        return flagged or None
+
+    async def _refuse(self, owner: str, conversation_id: str | None, history: list[Any], text: str,
+                      info: ModelInfo, categories: list[str]) -> tuple[list[gr.ChatMessage], str | None]:
+        """A polite refusal; the message is stored, flagged, with no provider call."""
+        reply = ("I can't help with that message: it was flagged by the moderation check "
+                 f"({', '.join(sorted(set(categories)))}). Please rephrase it.")
+        ids = await self._begin(owner, conversation_id, history, text, info, "", {})
+        if isinstance(ids, StorageError):
+            return notice(reply), conversation_id
+        try:
+            await self.s.db(repo.finish_turn, owner=owner, message_id=ids.assistant_message_id, content=reply,
+                            provider=info.provider, model=info.id, finish_reason="content_filter",
+                            error="flagged by moderation: " + ", ".join(sorted(set(categories))))
+        except StorageError as e:
+                log.warning("could not save a flagged turn: %s", e)
+        return notice(reply), str(ids.conversation_id)
 
     # -- storage --------------------------------------------------------------------------
 

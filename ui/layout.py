@@ -49,7 +49,7 @@ def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.S
     return gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info)
 
 
-def _build_chat(services: Services, chat_handler: ChatHandler, model, system_prompt, param_inputs, conversation_id, owner):
+def _build_chat(services: Services, chat_handler: ChatHandler, model, system_prompt, param_inputs, api_key, conversation_id, owner):
     """The chat tab: a ChatInterface whose extra inputs are the sidebar controls."""
     chatbot = gr.Chatbot(
         height="75vh", editable="user", layout="bubble", elem_id="chatbot", show_label=False,
@@ -67,7 +67,7 @@ def _build_chat(services: Services, chat_handler: ChatHandler, model, system_pro
         chat_handler.respond,
         chatbot=chatbot,
         textbox=gr.Textbox(placeholder="Message Parley…", show_label=False, max_lines=12, submit_btn=True, stop_btn=True, elem_id="msg"),
-        additional_inputs=[model, system_prompt, *param_inputs, conversation_id, owner],
+        additional_inputs=[model, system_prompt, *param_inputs, api_key, conversation_id, owner],
         additional_outputs=[conversation_id],
         api_name="chat",
         concurrency_limit=None,
@@ -121,6 +121,11 @@ def build_ui(services: Services) -> gr.Blocks:
                 max_tokens = _slider("max_tokens", "Max tokens", Params.model_fields["max_tokens"].default, 1, "Longest reply")
                 seed = gr.Number(value=None, label="Seed", precision=0, minimum=0, info="Empty for random")
                 effort = gr.Radio(["default", "low", "medium", "high"], value="default", label="Reasoning effort")
+            with gr.Accordion("Use your own API key", open=False):
+                api_key = gr.Textbox(
+                    value="", type="password", show_label=False, placeholder="Key for the chosen model's provider",
+                    info="Used for your replies in this session only: never stored, logged or shown.", elem_id="byok",
+                )
             gr.Markdown("### Conversations")
             with gr.Row():
                 new_chat = gr.Button("➕ New chat", size="sm", variant="primary", elem_id="new-chat")
@@ -148,7 +153,7 @@ def build_ui(services: Services) -> gr.Blocks:
                               params=param_inputs, model_choices=choices)
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab("💬 Chat", id="chat", elem_id="tab-chat"):
-                chat, chatbot = _build_chat(services, chat_handler, model, system_prompt, param_inputs, conversation_id, owner)
+                chat, chatbot = _build_chat(services, chat_handler, model, system_prompt, param_inputs, api_key, conversation_id, owner)
             with gr.Tab("⚖️ Compare", id="compare", elem_id="tab-compare"):
                 build_compare_tab(tabs_ctx)
             with gr.Tab("📊 Dashboard", id="dashboard", elem_id="tab-dashboard"):

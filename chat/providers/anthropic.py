@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -118,6 +120,13 @@ class AnthropicProvider(Provider):
     def warm(self) -> None:
         self._client.get()
 
+    def with_api_key(self, api_key: str) -> "Provider":
+        """The same provider with a user's own key and a client of its own."""
+        clone = copy.copy(self)
+        clone._api_key = api_key
+        clone._client = LoopClient(clone._build_client)
+        return clone
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -231,6 +240,16 @@ def _body_kind(body: Any) -> str | None:
     return None
 
 
+class ThinkingCall(ToolCall):
+    """A tool call with the signed thinking blocks that came before it in the same reply.
+
+    With thinking on, the API refuses the next step of a tool loop (400) unless the assistant message
+    that asked for the tool comes back with its thinking blocks, signature and all, unchanged.
+    """
+
+    thinking: tuple[dict[str, Any], ...] = ()
+
+
 class EventReader:
     """Turns raw Messages stream events into ours. Finish comes only with message_stop."""
 
@@ -242,6 +261,8 @@ class EventReader:
         self.model: str | None = None
         self._blocks: dict[int, dict[str, Any]] = {}  # content block index -> tool_use state
         self._tool_count = 0
+        self._thinking: dict[int, dict[str, Any]] = {}  # content block index -> thinking block being streamed
+        self._signed: list[dict[str, Any]] = []  # finished thinking blocks, for the next tool call
 
     def feed(self, event: Any) -> list[StreamEvent]:
         kind = getattr(event, "type", None)
@@ -262,6 +283,11 @@ class EventReader:
                 self._blocks[event.index] = {"index": index, "id": block.id, "name": block.name, "args": "",
                                              "initial": initial}
                 return [ToolCallDelta(index=index, id=block.id, name=block.name, arguments="")]
+            if getattr(block, "type", None) == "thinking":
+                self._thinking[event.index] = {"type": "thinking", "thinking": getattr(block, "thinking", "") or "",
+                                               "signature": getattr(block, "signature", "") or ""}
+            elif getattr(block, "type", None) == "redacted_thinking":
+                self._thinking[event.index] = {"type": "redacted_thinking", "data": getattr(block, "data", "")}
             if getattr(block, "type", None) == "text" and getattr(block, "text", ""):
                 return [TextDelta(block.text)]
             return []
@@ -271,7 +297,13 @@ class EventReader:
             if dtype == "text_delta":
                 return [TextDelta(delta.text)] if delta.text else []
             if dtype == "thinking_delta":
+                if event.index in self._thinking:
+                    self._thinking[event.index]["thinking"] += delta.thinking or ""
                 return [ReasoningDelta(delta.thinking)] if delta.thinking else []
+            if dtype == "signature_delta":
+                if event.index in self._thinking:
+                    self._thinking[event.index]["signature"] = delta.signature
+                return []
             if dtype == "input_json_delta":
                 call = self._blocks.get(event.index)
                 if call is None:
@@ -280,10 +312,18 @@ class EventReader:
                 return [ToolCallDelta(index=call["index"], arguments=delta.partial_json)] if delta.partial_json else []
             return []  # signature_delta, citations_delta, unknown kinds
         if kind == "content_block_stop":
+            thinking = self._thinking.pop(event.index, None)
+            if thinking is not None:
+                self._signed.append(thinking)
+                return []
             call = self._blocks.pop(event.index, None)
             if call is None:
                 return []
             args = call["args"] or (json.dumps(call["initial"]) if call["initial"] else "{}")
+            if self._signed:
+                done = ThinkingCall(id=call["id"], name=call["name"], arguments=args, thinking=tuple(self._signed))
+                self._signed = []
+                return [ToolCallEvent(done)]
             return [ToolCallEvent(ToolCall(id=call["id"], name=call["name"], arguments=args))]
         if kind == "message_delta":
             delta = event.delta
@@ -332,6 +372,9 @@ def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
             blocks.append({"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content})
         else:
             role = m.role
+            for c in m.tool_calls if m.role == "assistant" else ():
+                # Thinking first, as the model wrote it: the API checks these blocks within a tool loop.
+                blocks.extend(dict(b) for b in (c.thinking if isinstance(c, ThinkingCall) else ()))
             if m.content.strip():
                 blocks.append({"type": "text", "text": m.content})
             for c in m.tool_calls if m.role == "assistant" else ():

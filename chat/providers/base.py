@@ -57,5 +57,9 @@ class Provider:
         """Import the SDK and build the client now (from a worker thread at start-up), so that
         the first request never imports seconds of SDK code on the event loop."""
 
+    def with_api_key(self, api_key: str) -> "Provider":
+        """This provider using another key (bring your own key); providers without keys return self."""
+        return self
+
     async def aclose(self) -> None:
         """Close the SDK client, if one was built."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import base64
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
@@ -72,6 +75,16 @@ def _curated() -> list[ModelInfo]:
     ]
 
 
+class SignedCall(ToolCall):
+    """A function call with the thought signature Gemini attached to it (base64), sent back with the call.
+
+    Gemini 3 refuses the next step of a tool loop (400) unless every function call of the current turn
+    comes back with its signature, so the signature rides on the call through the loop's history.
+    """
+
+    signature: str | None = None
+
+
 def _name(value: Any) -> str | None:
     """The wire name of a genai enum (or a plain string the SDK did not know)."""
     if value is None:
@@ -127,6 +140,13 @@ class GeminiProvider(Provider):
 
     def warm(self) -> None:
         self._client.get()
+
+    def with_api_key(self, api_key: str) -> "Provider":
+        """The same provider with a user's own key and a client of its own."""
+        clone = copy.copy(self)
+        clone._api_key = api_key
+        clone._client = LoopClient(clone._build_client, closer=_close_client)
+        return clone
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -336,7 +356,13 @@ class ChunkReader:
                 fc = part.function_call
                 index = self.calls
                 self.calls += 1
-                call = ToolCall(id=fc.id or f"call_{index}", name=fc.name or "", arguments=json.dumps(fc.args or {}))
+                signature = getattr(part, "thought_signature", None)
+                fields = {"id": fc.id or f"call_{index}", "name": fc.name or "", "arguments": json.dumps(fc.args or {})}
+                call = (
+                    SignedCall(**fields, signature=base64.b64encode(signature).decode("ascii"))
+                    if signature
+                    else ToolCall(**fields)
+                )
                 events.append(ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments))
                 events.append(ToolCallEvent(call))
             elif part.text:
@@ -383,7 +409,11 @@ def to_gemini_contents(messages: Sequence[Message]) -> list[Any]:
                 parts.append(types.Part(text=m.content))
             for c in m.tool_calls if m.role == "assistant" else ():
                 names[c.id] = c.name
-                parts.append(types.Part(function_call=types.FunctionCall(name=c.name, args=parse_args(c.arguments))))
+                signature = c.signature if isinstance(c, SignedCall) else None
+                parts.append(types.Part(
+                    function_call=types.FunctionCall(name=c.name, args=parse_args(c.arguments)),
+                    thought_signature=base64.b64decode(signature) if signature else None,
+                ))
         if not parts:
             continue
         if turns and turns[-1][0] == role:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -157,6 +159,25 @@ class OpenAIProvider(Provider):
 
     def warm(self) -> None:
         self._client.get()
+
+    async def moderate(self, text: str) -> list[str]:
+        """The moderation categories the text is flagged for (empty when it is fine)."""
+        state = StreamState()
+        with error_boundary(state, lambda e, s: self._map_error(e, s, "(moderation)")):
+            result = await self._client.get().moderations.create(input=text)
+        flagged: list[str] = []
+        for item in result.results:
+            if item.flagged:
+                cats = item.categories.model_dump() if hasattr(item.categories, "model_dump") else dict(item.categories)
+                flagged.extend(name for name, hit in cats.items() if hit) or flagged.append("flagged")
+        return flagged
+
+    def with_api_key(self, api_key: str) -> "Provider":
+        """The same provider with a user's own key and a client of its own."""
+        clone = copy.copy(self)
+        clone._api_key = api_key
+        clone._client = LoopClient(clone._build_client)
+        return clone
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -19,8 +19,10 @@ def chromium_path() -> str | None:
     return os.environ.get("PARLEY_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module. Module scope matters: Playwright's sync API keeps an event
+    loop running in this thread while it is open, which would break every asyncio test after it."""
     path = chromium_path()
     if not path:
         pytest.skip("Chromium not found (install Debian's chromium or set PARLEY_CHROMIUM)")

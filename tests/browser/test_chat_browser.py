@@ -30,7 +30,14 @@ def open_app(page, url):
     page.goto(url)
     page.wait_for_selector("#msg textarea")
     # The sidebar list and the owner id arrive with the load events.
+    wait_ready(page)
+
+
+def wait_ready(page):
+    """The load events have run: the greeting names the owner (so the list is loaded too)."""
     page.wait_for_function("() => document.querySelector('#model-picker input') !== null")
+    page.locator(".parley-muted", has_text="aved").or_(page.locator(".parley-muted", has_text="Signed in")).first.wait_for()
+    page.wait_for_timeout(300)
 
 
 def pick_model(page, ref):
@@ -108,6 +115,7 @@ def test_stream_stop_reload_reopen_switch_and_error(server, page, artifacts, fak
     # Reload: the conversation is in the sidebar; opening it restores the messages.
     page.reload()
     page.wait_for_selector("#msg textarea")
+    wait_ready(page)
     item = page.locator("#conv-list label", has_text="Tell me a story about a parrot")
     item.wait_for()
     assert page.locator("[data-testid='bot']").count() == 0
@@ -162,6 +170,7 @@ def test_two_users_see_only_their_own_chats(fake_server, browser, tmp_path, arti
             pg.get_by_label("password").fill(password)
             pg.get_by_role("button", name="Login").click()
             pg.wait_for_selector("#msg textarea")
+            wait_ready(pg)
             return ctx, pg
 
         ctx_a, alice = login("alice", "wonderland")
