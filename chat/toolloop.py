@@ -64,7 +64,7 @@ class ToolRecord:
         """What the model reads back: the result, or the error prefixed so it cannot pass for a result."""
         if self.error is not None:
             return f"Error: {self.error}"
-        return self.result or ""
+        return self.result or "(no output)"  # an empty result would read like a lost one
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -186,10 +186,14 @@ class ToolLoop:
         self._specs = [t.spec() for t in offered]
         self.result = ToolLoopResult(provider=model.provider, model=model.id)
         self._changed: Callable[[], None] = _nothing
+        self._used = False
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def _drive(self) -> None:
+        if self._used:
+            raise RuntimeError("a ToolLoop runs once: build a new one for another reply")
+        self._used = True
         r = self.result
         r.started = time.perf_counter()
         history = list(self.history)

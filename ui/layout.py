@@ -163,9 +163,7 @@ def build_ui(services: Services) -> gr.Blocks:
 
         # identity first, then the list; models are listed live in a separate event so a slow
         # provider never delays the page.
-        demo.load(side.on_load, [browser_id], [owner, browser_id, greeting], api_visibility="private").then(
-            side.list_choices, [owner], [conv_list, hits], api_visibility="private"
-        )
+        demo.load(side.on_load, [browser_id], [owner, browser_id, greeting, conv_list, hits], api_visibility="private")
         demo.load(side.on_model_change, [model], [model_info, *param_inputs], api_visibility="private")
         demo.load(side.refresh_models, [model], [model], api_visibility="private")
         model.change(side.on_model_change, [model], [model_info, *param_inputs], api_visibility="private")

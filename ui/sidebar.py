@@ -37,8 +37,9 @@ class SidebarHandlers:
 
     # -- identity --------------------------------------------------------------------------
 
-    def on_load(self, browser_id: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        """Give this browser a lasting random id (unless a login names the user) and greet."""
+    async def on_load(self, browser_id: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """Give this browser a lasting random id (unless a login names the user), greet, and list
+        the conversations, all in one event so that no later refresh can be overtaken by it."""
         if not valid_browser_id(browser_id):
             browser_id = new_browser_id()
         owner = owner_for(request, profile, browser_id)
@@ -47,7 +48,8 @@ class SidebarHandlers:
             greeting = "Chats are saved on the server for **this browser**."
         else:
             greeting = f"Signed in as **{html.escape(who)}**."
-        return owner, browser_id, greeting
+        conv_list, hits = await self.list_choices(owner, request)
+        return owner, browser_id, greeting, conv_list, hits
 
     # -- models ----------------------------------------------------------------------------
 

@@ -310,7 +310,7 @@ class EventReader:
                     return []
                 call["args"] += delta.partial_json
                 return [ToolCallDelta(index=call["index"], arguments=delta.partial_json)] if delta.partial_json else []
-            return []  # signature_delta, citations_delta, unknown kinds
+            return []  # citations_delta, unknown kinds
         if kind == "content_block_stop":
             thinking = self._thinking.pop(event.index, None)
             if thinking is not None:

@@ -30,7 +30,7 @@ MAX_RESULT_CHARS = 20_000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 
 #: `search(owner, query, limit)` over the owner's saved conversations, sync or async, supplied by the UI.
-SearchFn = Callable[[str, str, int], "Awaitable[list[dict[str, Any]]] | list[dict[str, Any]]"]
+SearchFn = Callable[[str, str, int], Awaitable[list[dict[str, Any]]] | list[dict[str, Any]]]
 
 
 class ToolError(ChatError):
@@ -92,9 +92,12 @@ class Tool:
         A parameter annotated `ToolContext` receives the run's context. The description defaults to the
         docstring. Raises TypeError when the function cannot be described to a model.
         """
-        name = name or fn.__name__
+        name = name or getattr(fn, "__name__", "")
         if not _NAME.match(name):
-            raise TypeError(f"tool name {name!r} must be letters, digits, '_' or '-' (a letter or '_' first, 64 at most)")
+            raise TypeError(
+                f"tool name {name!r} must be letters, digits, '_' or '-' (a letter or '_' first, 64 at most); "
+                "pass name=..."
+            )
         description = (description or inspect.getdoc(fn) or "").strip()
         if not description:
             raise TypeError(f"tool {name!r} needs a description (a docstring or description=...)")

@@ -18,7 +18,8 @@ _ZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+){0,3}$")
 
 @functools.lru_cache(maxsize=1)
 def _zones() -> tuple[str, ...]:
-    return tuple(sorted(z for z in zoneinfo.available_timezones() if "/" in z and not z.startswith(("posix/", "right/"))))
+    zones = zoneinfo.available_timezones()
+    return tuple(sorted(z for z in zones if "/" in z and not z.startswith(("posix/", "right/"))))
 
 
 def zone(name: str) -> zoneinfo.ZoneInfo:

@@ -41,6 +41,9 @@ class Scenario:
     echo: bool = False
     replay: str | None = None
     replay_fix_final_blank_line: bool = True
+    # The reply once the request carries tool results: `then` after one round of tool calls, `then.then`
+    # after two, and so on (the last scenario of the chain repeats). Lets a test drive a tool loop.
+    then: Scenario | None = None
 
     def replace(self, **changes: Any) -> Scenario:
         """Return a copy with some knobs changed."""
@@ -60,9 +63,21 @@ class Scenario:
             p = FIXTURES_DIR / self.replay
         return p
 
+    def after_tool_rounds(self, rounds: int) -> Scenario:
+        """The scenario for a request that already holds `rounds` rounds of tool calls (follows `then`)."""
+        sc = self
+        for _ in range(rounds):
+            if sc.then is None:
+                break
+            sc = sc.then
+        return sc
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
         """Build from JSON (used by the control endpoint); unknown keys raise TypeError."""
+        then = data.get("then")
+        if isinstance(then, dict):
+            data = {**data, "then": cls.from_dict(then)}
         return cls(**data)
 
 

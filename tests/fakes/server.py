@@ -436,6 +436,7 @@ class FakeServer:
             await conn.send_json(sc.fail_status, wire.openai_error(sc.fail_status, etype=sc.fail_type),
                                  {**hdrs, **self._retry_headers(sc)})
             return True
+        sc = sc.after_tool_rounds(_tool_rounds("openai", body))
         if sc.prompt_blocked:
             await conn.send_json(400, wire.openai_error(
                 400, "The response was filtered due to the prompt triggering content management policy. "
@@ -484,6 +485,7 @@ class FakeServer:
                                                                       request_id=rid),
                                  {**hdrs, **self._retry_headers(sc)})
             return True
+        sc = sc.after_tool_rounds(_tool_rounds("anthropic", body))
         texts = [("system", _content_text(body.get("system")))] if body.get("system") else []
         texts += [(m.get("role", ""), _content_text(m.get("content")))
                   for m in body.get("messages") or [] if isinstance(m, dict)]
@@ -534,6 +536,7 @@ class FakeServer:
                                  {**hdrs, **self._retry_headers(sc)}, indent=2)
             return True
         body = req.json if isinstance(req.json, dict) else {}
+        sc = sc.after_tool_rounds(_tool_rounds("gemini", body))
         texts = []
         if isinstance(body.get("systemInstruction"), dict):
             texts.append(("system", _parts_text(body["systemInstruction"].get("parts"))))
@@ -750,6 +753,25 @@ def _parts_text(parts: Any) -> str:
     if not isinstance(parts, list):
         return ""
     return " ".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+
+def _tool_rounds(provider: str, body: dict[str, Any]) -> int:
+    """How many assistant messages in the request asked for tools (rounds of a tool loop so far)."""
+    if provider == "gemini":
+        return sum(
+            1 for c in body.get("contents") or []
+            if isinstance(c, dict) and c.get("role") == "model"
+            and any(isinstance(p, dict) and ("functionCall" in p or "function_call" in p) for p in c.get("parts") or [])
+        )
+    rounds = 0
+    for m in body.get("messages") or []:
+        if not isinstance(m, dict) or m.get("role") != "assistant":
+            continue
+        content = m.get("content")
+        if m.get("tool_calls") or (isinstance(content, list) and any(
+                isinstance(b, dict) and b.get("type") == "tool_use" for b in content)):
+            rounds += 1
+    return rounds
 
 
 def _count_prompt(texts: list[tuple[str, str]]) -> int:
