@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 from gradio_client import Client
@@ -141,3 +143,47 @@ def test_default_model_is_the_demo_without_keys(fake_server, tmp_path):
         client = Client(url, verbose=False)
         reply = client.predict(message="hello demo", api_name="/chat")
         assert "demo" in answer_of(reply).lower() and "hello demo" in answer_of(reply)
+
+
+def test_tools_run_in_a_chat_turn_are_shown_stored_and_restored(app, fake_server):
+    url, services = app
+    for name, provider in (("calc-openai", "openai"), ("calc-anthropic", "anthropic"), ("calc-gemini", "gemini")):
+        fake_server.set_scenario(name, Scenario(
+            tool_calls=[{"name": "calculator", "arguments": {"expression": "6*7"}}],
+            then=Scenario(text="The answer is 42.", tokens=4),
+        ))
+        client = Client(url, verbose=False)
+        final = client.predict(message=f"what is 6 times 7 ({provider})?", model=f"{provider}:{name}",
+                               system_prompt="", tools=True, api_name="/chat")
+        assert "The answer is 42." in answer_of(final)
+        blocks = [m for m in final if (m.get("metadata") or {}).get("title", "").startswith("🛠 calculator")]
+        assert blocks and "42" in blocks[0]["content"] and "6*7" in blocks[0]["content"]
+        assert blocks[0]["metadata"]["status"] == "done"
+        # the tool result went back to the model in this provider's wire shape
+        second = [r for r in fake_server.requests if r.model == name][-1]
+        assert "42" in json.dumps(second.json)
+
+        convs, msgs = rows(services)
+        conv = next(c for c in convs if c["title"].startswith(f"what is 6 times 7 ({provider})"))
+        reply = [m for m in msgs if m["conversation_id"] == conv["id"] and m["role"] == "assistant"][0]
+        calls = reply["tool_calls"] if isinstance(reply["tool_calls"], list) else json.loads(reply["tool_calls"])
+        assert calls[0]["name"] == "calculator" and calls[0]["result"].strip() == "42"
+        assert reply["content"].endswith("The answer is 42.")
+
+        # reopening the conversation shows the tool block again
+        from ui.convert import stored_to_chatbot
+        from storage import repository as repo
+        from sqlmodel import Session
+
+        with Session(services.engine) as s:
+            detail = repo.get_conversation(session=s, owner=conv["owner"], conversation_id=conv["id"])
+        restored = stored_to_chatbot(detail.messages)
+        assert any((m.get("metadata") or {}).get("title", "").startswith("🛠 calculator") for m in restored)
+
+
+def test_tools_are_off_unless_asked(app, fake_server):
+    url, _ = app
+    fake_server.set_scenario("plain-no-tools", Scenario(text="plain answer", tokens=2))
+    Client(url, verbose=False).predict(message="hi", model="openai:plain-no-tools", system_prompt="", api_name="/chat")
+    sent = [r for r in fake_server.requests if r.model == "plain-no-tools"][-1]
+    assert "tools" not in sent.json

@@ -19,7 +19,9 @@ from chat.turn import Turn, TurnResult
 from chat.types import ModelInfo, Params
 from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable
-from ui.convert import NOTICE_PREFIX, content_text, result_bubbles, to_messages, user_turns
+from chat.toolloop import ToolLoop
+from chat.tools import ToolContext
+from ui.convert import NOTICE_PREFIX, content_text, output_tokens_of, result_bubbles, to_messages, user_turns
 from ui.identity import owner_for
 from ui.services import Services
 from ui.store import start_turn
@@ -28,6 +30,16 @@ log = logging.getLogger("parley.chat")
 turn_log = logging.getLogger("parley.turns")
 
 NOT_SAVED = "💾 This turn could not be saved (the database is unavailable). The reply is shown but will not be in your history."
+
+
+def _tool_record(t: Any) -> dict[str, Any]:
+    """A tool call as stored with the reply."""
+    return {
+        "id": (t.id or t.key)[:200], "name": (t.name or "tool")[:200], "arguments": (t.arguments or "{}")[:100_000],
+        "result": t.result[:1_000_000] if t.result is not None else None,
+        "error": t.error[:100_000] if t.error is not None else (("stopped" if t.status == "cancelled" else None)),
+        "duration_ms": max(int(t.duration_ms), 0) if t.duration_ms is not None else None,
+    }
 
 
 def notice(text: str) -> list[gr.ChatMessage]:
@@ -75,6 +87,7 @@ class ChatHandler:
         seed: int | None = None,
         effort: str | None = "default",
         api_key: str = "",
+        tools: bool = False,
         conversation_id: str | None = None,
         owner_state: str | None = None,
         request: gr.Request = None,  # type: ignore[assignment]
@@ -115,7 +128,12 @@ class ChatHandler:
         label = model_label(info, provider.label)
         sent = params.for_provider(info.params or provider.accepts)
 
-        turn = Turn(provider, info, messages, params, policy=self.s.policy)
+        toolbox = self.s.toolbox
+        if tools and toolbox is not None and info.supports_tools:
+            turn: Any = ToolLoop(provider, info, messages, params, tools=toolbox,
+                                 context=ToolContext(owner=owner, search=self._search_tool), policy=self.s.policy)
+        else:
+            turn = Turn(provider, info, messages, params, policy=self.s.policy)
         # The user message is saved while the provider call starts: both are on the first-token path.
         save_task = asyncio.ensure_future(self._begin(owner, conversation_id, history, text, info, system_prompt, sent))
         notes: list[str] = []
@@ -201,7 +219,12 @@ class ChatHandler:
             return False, conversation_id
         return value, str(value.conversation_id)
 
-    async def _finish(self, owner: str, ids: Any, r: TurnResult, params: dict[str, Any]) -> bool:
+    async def _search_tool(self, owner: str, query: str, limit: int) -> list[dict[str, Any]]:
+        """The conversation-search tool's view of the store: this owner's messages only."""
+        hits = await self.s.db(repo.search_messages, owner=owner, query=query, limit=limit)
+        return [{"conversation": h.title, "role": h.role, "snippet": h.snippet, "when": h.created_at.isoformat()} for h in hits]
+
+    async def _finish(self, owner: str, ids: Any, r: Any, params: dict[str, Any]) -> bool:
         if not ids:
             return False
         try:
@@ -216,19 +239,20 @@ class ChatHandler:
                 model_version=r.model_version,
                 params=params,
                 input_tokens=r.input_tokens,
-                output_tokens=r.output_tokens if r.output_tokens is not None else (r.text_tokens if r.text else None),
+                output_tokens=output_tokens_of(r),
                 reasoning_tokens=r.reasoning_tokens,
                 ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
                 duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
                 finish_reason=(r.finish_reason.value if r.finish_reason else "cancelled"),
                 error=r.error.message if r.error else None,
+                tool_calls=[_tool_record(t) for t in getattr(r, "tools", ())] or None,
             )
             return True
         except StorageError as e:
             log.warning("could not save the reply of %s: %s", owner, e)
             return False
 
-    def _log_turn(self, owner: str, conversation_id: str | None, r: TurnResult, saved: bool, text: str) -> None:
+    def _log_turn(self, owner: str, conversation_id: str | None, r: Any, saved: bool, text: str) -> None:
         """One structured line per turn; message content only when LOG_CONTENT asks for it."""
         record: dict[str, Any] = {
             "event": "turn",
@@ -237,7 +261,8 @@ class ChatHandler:
             "model": r.ref,
             "outcome": r.finish_reason.value if r.finish_reason else None,
             "error_kind": r.error.kind if r.error else None,
-            "attempts": r.attempts,
+            "attempts": getattr(r, "attempts", None) or sum(getattr(x, "attempts", 0) for x in getattr(r, "steps", ())),
+            "tool_calls": len(getattr(r, "tools", ())),
             "ttft_ms": round(r.ttft_ms, 1) if r.ttft_ms is not None else None,
             "duration_ms": round(r.duration_ms, 1) if r.duration_ms is not None else None,
             "input_tokens": r.input_tokens,

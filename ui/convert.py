@@ -108,12 +108,14 @@ def reply_bubbles(
     input_tokens: int | None = None,
     dropped_messages: int = 0,
     notes: Sequence[str] = (),
+    tools: Sequence[Any] = (),
 ) -> list[gr.ChatMessage]:
-    """The assistant bubbles for one reply: reasoning (collapsible), the answer, then a metrics line."""
+    """The assistant bubbles for one reply: reasoning and tool calls (collapsible), the answer, then a metrics line."""
     bubbles: list[gr.ChatMessage] = []
     if reasoning:
-        status = "done" if (text or finished) else "pending"
+        status = "done" if (text or finished or tools) else "pending"
         bubbles.append(gr.ChatMessage(role="assistant", content=reasoning, metadata={"title": REASONING_TITLE, "status": status}))
+    bubbles.extend(tool_bubble(t) for t in tools)
     if text:
         bubbles.append(gr.ChatMessage(role="assistant", content=text))
     reason = finish_reason.value if isinstance(finish_reason, FinishReason) else finish_reason
@@ -137,9 +139,32 @@ def reply_bubbles(
         if dropped_messages:
             line += f" · {dropped_messages} older messages left out to fit the context"
         bubbles.append(gr.ChatMessage(role="assistant", content="", metadata={"title": line, "status": "done"}))
-    elif not text and not reasoning:
+    elif not text and not reasoning and not tools:
         bubbles.append(gr.ChatMessage(role="assistant", content="", metadata={"title": f"{label} is thinking…", "status": "pending"}))
     return bubbles
+
+
+def tool_bubble(record: Any) -> gr.ChatMessage:
+    """A collapsible block for one tool call: name, arguments, result or error, duration, status."""
+    name = _field(record, "name") or "tool"
+    status = _field(record, "status") or "done"
+    error = _field(record, "error")
+    result = _field(record, "result")
+    duration = _field(record, "duration_ms")
+    title = f"🛠 {name}"
+    if status == "cancelled":
+        title += " (stopped)"
+    elif error:
+        title += " (error)"
+    body = [f"**Arguments**\n```json\n{_field(record, 'arguments') or '{}'}\n```"]
+    if error:
+        body.append(f"**Error**\n```\n{error}\n```")
+    elif result is not None:
+        body.append(f"**Result**\n```\n{result}\n```")
+    metadata: dict[str, Any] = {"title": title, "status": "pending" if status == "pending" else "done"}
+    if duration is not None:
+        metadata["duration"] = round(duration / 1000, 3)
+    return gr.ChatMessage(role="assistant", content="\n\n".join(body), metadata=metadata)
 
 
 def _note(text: str) -> gr.ChatMessage:
@@ -151,8 +176,26 @@ def _first_sentence(text: str, limit: int = 140) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
-def result_bubbles(result: TurnResult, label: str, *, notes: Sequence[str] = ()) -> list[gr.ChatMessage]:
-    """Bubbles for a live or finished turn."""
+def output_tokens_of(result: Any) -> int | None:
+    """Reported output tokens, else an estimate of the answer's (a turn or a tool loop)."""
+    if result.output_tokens is not None:
+        return result.output_tokens
+    if not result.text:
+        return None
+    text_tokens = getattr(result, "text_tokens", None)
+    return text_tokens if text_tokens is not None else round(len(result.text) / 4)
+
+
+def speed_of(result: Any) -> float | None:
+    """Tokens per second of a turn, or of a tool loop's last step."""
+    if isinstance(result, TurnResult):
+        return result.tokens_per_second
+    turn = getattr(result, "turn", None)
+    return turn.tokens_per_second if turn is not None else None
+
+
+def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = ()) -> list[gr.ChatMessage]:
+    """Bubbles for a live or finished turn (a TurnResult, or a tool loop's result)."""
     return reply_bubbles(
         text=result.text,
         reasoning=result.reasoning,
@@ -161,11 +204,12 @@ def result_bubbles(result: TurnResult, label: str, *, notes: Sequence[str] = ())
         finish_reason=result.finish_reason,
         error=result.error.message if result.error else None,
         ttft_ms=result.ttft_ms,
-        tokens_per_second=result.tokens_per_second,
-        output_tokens=result.output_tokens if result.output_tokens is not None else (result.text_tokens if result.text else None),
+        tokens_per_second=speed_of(result),
+        output_tokens=output_tokens_of(result),
         input_tokens=result.input_tokens,
-        dropped_messages=result.dropped_messages,
+        dropped_messages=getattr(result, "dropped_messages", 0) or sum(getattr(s, "dropped_messages", 0) for s in getattr(result, "steps", [])[:1]),
         notes=notes,
+        tools=getattr(result, "tools", ()),
     )
 
 
@@ -197,6 +241,7 @@ def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None) -> list[di
                 tokens_per_second=tps,
                 output_tokens=out_tokens,
                 input_tokens=_field(m, "input_tokens"),
+                tools=_field(m, "tool_calls") or (),
             )
             value.extend(_as_dict(b) for b in bubbles)
     return value

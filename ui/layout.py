@@ -49,7 +49,7 @@ def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.S
     return gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info)
 
 
-def _build_chat(services: Services, chat_handler: ChatHandler, model, system_prompt, param_inputs, api_key, conversation_id, owner):
+def _build_chat(services: Services, chat_handler: ChatHandler, model, system_prompt, param_inputs, api_key, use_tools, conversation_id, owner):
     """The chat tab: a ChatInterface whose extra inputs are the sidebar controls."""
     chatbot = gr.Chatbot(
         height="75vh", editable="user", layout="bubble", elem_id="chatbot", show_label=False,
@@ -67,7 +67,7 @@ def _build_chat(services: Services, chat_handler: ChatHandler, model, system_pro
         chat_handler.respond,
         chatbot=chatbot,
         textbox=gr.Textbox(placeholder="Message Parley…", show_label=False, max_lines=12, submit_btn=True, stop_btn=True, elem_id="msg"),
-        additional_inputs=[model, system_prompt, *param_inputs, api_key, conversation_id, owner],
+        additional_inputs=[model, system_prompt, *param_inputs, api_key, use_tools, conversation_id, owner],
         additional_outputs=[conversation_id],
         api_name="chat",
         concurrency_limit=None,
@@ -114,6 +114,7 @@ def build_ui(services: Services) -> gr.Blocks:
             if missing:
                 with gr.Accordion("More providers", open=False):
                     gr.Markdown(missing, elem_classes=["parley-muted"])
+            use_tools = gr.Checkbox(False, label="🛠 Let the model use tools", info="Calculator, time zones, search your chats", elem_id="use-tools")
             system_prompt = gr.Textbox(value="", label="System prompt", lines=2, max_lines=8, placeholder="You are a helpful assistant.")
             with gr.Accordion("Parameters", open=False):
                 temperature = _slider("temperature", "Temperature", 1.0, 0.05, "Higher is more varied")
@@ -153,7 +154,7 @@ def build_ui(services: Services) -> gr.Blocks:
                               params=param_inputs, model_choices=choices)
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab("💬 Chat", id="chat", elem_id="tab-chat"):
-                chat, chatbot = _build_chat(services, chat_handler, model, system_prompt, param_inputs, api_key, conversation_id, owner)
+                chat, chatbot = _build_chat(services, chat_handler, model, system_prompt, param_inputs, api_key, use_tools, conversation_id, owner)
             with gr.Tab("⚖️ Compare", id="compare", elem_id="tab-compare"):
                 build_compare_tab(tabs_ctx)
             with gr.Tab("📊 Dashboard", id="dashboard", elem_id="tab-dashboard"):
@@ -164,9 +165,9 @@ def build_ui(services: Services) -> gr.Blocks:
         # identity first, then the list; models are listed live in a separate event so a slow
         # provider never delays the page.
         demo.load(side.on_load, [browser_id], [owner, browser_id, greeting, conv_list, hits], api_visibility="private")
-        demo.load(side.on_model_change, [model], [model_info, *param_inputs], api_visibility="private")
+        demo.load(side.on_model_change, [model], [model_info, *param_inputs, use_tools], api_visibility="private")
         demo.load(side.refresh_models, [model], [model], api_visibility="private")
-        model.change(side.on_model_change, [model], [model_info, *param_inputs], api_visibility="private")
+        model.change(side.on_model_change, [model], [model_info, *param_inputs, use_tools], api_visibility="private")
 
         list_outputs = [conv_list, hits]
         refresh.click(side.list_choices, [owner, search], list_outputs, api_visibility="private")

@@ -30,6 +30,8 @@ class Services:
     engine: Engine
     limiter: RateLimiter
     policy: TurnPolicy
+    #: Tools models may call (None when the operator's tools module failed to load).
+    toolbox: Any = None
     # Storage calls are synchronous: they run here, never on the event loop.
     #: Set once every configured SDK is imported and its client built.
     warmed: threading.Event = field(default_factory=threading.Event)
@@ -51,5 +53,12 @@ class Services:
             idle_timeout=config.idle_timeout,
             coalesce_interval=config.coalesce_ms / 1000,
         )
+        from chat.tools import ToolsModuleError, toolbox_from_env
+
+        try:
+            toolbox = toolbox_from_env()
+        except ToolsModuleError as e:
+            log.error("tools are off: %s", e)
+            toolbox = None
         return cls(config=config, registry=registry, engine=engine,
-                   limiter=RateLimiter(config.rate_limit, config.redis_url), policy=policy)
+                   limiter=RateLimiter(config.rate_limit, config.redis_url), policy=policy, toolbox=toolbox)

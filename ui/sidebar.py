@@ -85,14 +85,15 @@ class SidebarHandlers:
         try:
             provider, info = self.s.registry.resolve(model)
         except ChatError as e:
-            return (f"⚠️ {html.escape(e.message)}", *[gr.update(visible=False) for _ in PARAM_NAMES])
+            return (f"⚠️ {html.escape(e.message)}", *[gr.update(visible=False) for _ in PARAM_NAMES], gr.update(visible=False))
         accepted = info.params or provider.accepts
         bits = [f"**{html.escape(provider.label)}** · `{html.escape(info.id)}`"]
         if info.demo:
             bits.append("offline demo: no key needed, replies are canned")
         if info.context_window:
             bits.append(f"{info.context_window:,} tokens context")
-        return (" · ".join(bits), *[gr.update(visible=name in accepted) for name in PARAM_NAMES])
+        tools_ok = info.supports_tools and self.s.toolbox is not None
+        return (" · ".join(bits), *[gr.update(visible=name in accepted) for name in PARAM_NAMES], gr.update(visible=tools_ok))
 
     # -- conversations ---------------------------------------------------------------------
 

@@ -195,3 +195,21 @@ def test_two_users_see_only_their_own_chats(fake_server, browser, tmp_path, arti
         convs, _ = db_rows(db)
         owners = {c["title"]: c["owner"] for c in convs}
         assert owners["alice's private plans"] == "user:alice" and owners["bob's notes"] == "user:bob"
+
+
+def test_tool_calls_show_as_blocks_in_the_chat(server, page, artifacts, fake_server):
+    proc, _ = server
+    fake_server.set_scenario("calc-browser", Scenario(
+        tool_calls=[{"name": "calculator", "arguments": {"expression": "2**10"}}],
+        then=Scenario(text="Two to the tenth is 1024.", tokens=6),
+    ))
+    open_app(page, proc.url)
+    pick_model(page, "openai:calc-browser")
+    page.locator("#use-tools input[type=checkbox]").check()
+    send(page, "What is 2 to the 10th?")
+    wait_until(lambda: "Two to the tenth is 1024." in bot_text(page), what="answer after the tool")
+    block = page.locator("[data-testid='bot']", has_text="calculator")
+    block.first.wait_for()
+    assert "🛠 calculator" in bot_text(page)
+    page.locator("button", has_text="calculator").first.click() if page.locator("button", has_text="calculator").count() else None
+    page.screenshot(path=str(artifacts / "07-tools.png"))
