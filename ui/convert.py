@@ -47,8 +47,9 @@ def to_messages(history: Iterable[Any], message: Any = None, system_prompt: str 
     dropped; consecutive assistant bubbles are joined into one message.
     """
     out: list[Message] = []
-    if system_prompt and system_prompt.strip():
-        out.append(Message(role="system", content=clean_text(system_prompt.strip())))
+    system = clean_text(system_prompt or "").strip()
+    if system:
+        out.append(Message(role="system", content=system))
     for item in history or ():
         role = _field(item, "role")
         if role not in ("user", "assistant"):
