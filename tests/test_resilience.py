@@ -84,7 +84,7 @@ def pg_database():
     if not (shutil.which("pg_ctlcluster") and os.path.isdir("/etc/postgresql") and os.geteuid() == 0):
         pytest.skip("stopping PostgreSQL needs pg_ctlcluster and root")
     name = "parley_resilience_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
