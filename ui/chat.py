@@ -21,7 +21,7 @@ from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable
 from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
-from ui.convert import NOTICE_PREFIX, content_text, output_tokens_of, result_bubbles, to_messages, user_turns
+from ui.convert import NOTICE_PREFIX, content_text, output_tokens_of, result_bubbles, to_messages, user_texts
 from ui.identity import owner_for
 from ui.services import Services
 from ui.store import start_turn
@@ -200,7 +200,7 @@ class ChatHandler:
                 start_turn,
                 owner=owner,
                 conversation_id=conversation_id,
-                keep_user_turns=user_turns(history),
+                history_user_texts=user_texts(history),
                 content=text,
                 provider=info.provider,
                 model=info.id,

@@ -48,6 +48,7 @@ class AppConfig:
     database_url: str | None = None
     redis_url: str | None = None
     rate_limit: str | None = "20/minute"
+    rate_prefix: str = "parley"  # Redis key prefix: replicas of one deployment share it
     max_message_chars: int = 32_000
     first_token_timeout: float = 60.0
     idle_timeout: float = 60.0
@@ -67,6 +68,7 @@ class AppConfig:
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
             rate_limit=env.get("RATE_LIMIT", "20/minute"),
+            rate_prefix=env.get("PARLEY_RATE_PREFIX") or "parley",
             max_message_chars=int(_float(env, "MAX_MESSAGE_CHARS", 32_000)),
             first_token_timeout=_float(env, "FIRST_TOKEN_TIMEOUT", 60.0),
             idle_timeout=_float(env, "IDLE_TIMEOUT", 60.0),

@@ -71,6 +71,11 @@ def to_messages(history: Iterable[Any], message: Any = None, system_prompt: str 
     return out
 
 
+def user_texts(history: Iterable[Any]) -> list[str]:
+    """The texts of the user messages in a Gradio history, in order."""
+    return [clean_text(content_text(_field(item, "content"))) for item in history or () if _field(item, "role") == "user"]
+
+
 def user_turns(history: Iterable[Any]) -> int:
     """How many user messages a Gradio history holds (display-only bubbles excluded)."""
     return sum(1 for item in history or () if _field(item, "role") == "user")

@@ -61,4 +61,4 @@ class Services:
             log.error("tools are off: %s", e)
             toolbox = None
         return cls(config=config, registry=registry, engine=engine,
-                   limiter=RateLimiter(config.rate_limit, config.redis_url), policy=policy, toolbox=toolbox)
+                   limiter=RateLimiter(config.rate_limit, config.redis_url, prefix=config.rate_prefix), policy=policy, toolbox=toolbox)

@@ -11,12 +11,20 @@ from storage.errors import NotFound
 from storage.models import TurnIds
 
 
+def _norm(text: str) -> str:
+    return " ".join((text or "").split())
+
+
+def _same_turns(shown: list[str], stored: list[str]) -> bool:
+    return len(shown) == len(stored) and all(_norm(a) == _norm(b) for a, b in zip(shown, stored))
+
+
 def start_turn(
     *,
     session: Session,
     owner: str,
     conversation_id: str | None,
-    keep_user_turns: int,
+    history_user_texts: list[str],
     content: str,
     provider: str,
     model: str,
@@ -27,7 +35,10 @@ def start_turn(
 
     A new conversation is created when none is open (or the open one was deleted). When the
     chat shows fewer user turns than are stored (Retry, Undo, Edit), the stored turns after
-    them are removed first, so what is saved is always what the user sees.
+    them are removed first, so what is saved is always what the user sees. Stored turns are
+    only ever removed when the chat's user messages match the stored ones: a chat that does
+    not match what is stored (a stale page, a client that lost its history) starts a new
+    conversation instead, so nothing saved is lost.
     """
     if conversation_id:
         try:
@@ -35,9 +46,16 @@ def start_turn(
         except NotFound:
             conversation_id = None
         else:
-            users = [m.position for m in detail.messages if m.role == "user"]
-            if len(users) > keep_user_turns:
-                repo.truncate_after(session=session, owner=owner, conversation_id=conversation_id, position=users[keep_user_turns])
+            users = [m for m in detail.messages if m.role == "user"]
+            keep = len(history_user_texts)
+            if not _same_turns(history_user_texts, [m.content for m in users[:keep]]):
+                conversation_id = None
+            elif len(users) > keep:
+                retry_of_first = keep == 0 and _norm(users[0].content) == _norm(content)
+                if keep == 0 and not retry_of_first:
+                    conversation_id = None  # an empty chat that is not a Retry: keep the stored turns
+                else:
+                    repo.truncate_after(session=session, owner=owner, conversation_id=conversation_id, position=users[keep].position)
     if not conversation_id:
         conv = repo.create_conversation(
             session=session, owner=owner, first_prompt=content,
