@@ -63,3 +63,13 @@ def test_a_deleted_conversation_starts_a_new_one(session):
     conv = turn(session, None, [], "one")
     repo.delete_conversation(session=session, owner=OWNER, conversation_id=conv)
     assert turn(session, conv, ["one"], "two") != conv
+
+
+def test_undo_removes_the_last_turn_only_when_the_store_matches(session):
+    from ui.store import undo_last_turn
+
+    conv = turn(session, None, [], "one")
+    turn(session, conv, ["one"], "two")
+    assert undo_last_turn(session=session, owner=OWNER, conversation_id=conv, history_user_texts=["stale"]) == 0
+    assert undo_last_turn(session=session, owner=OWNER, conversation_id=conv, history_user_texts=["one", "two"]) == 2
+    assert [c for _, c in stored(session, conv)] == ["one", "re: one"]

@@ -184,6 +184,7 @@ def build_ui(services: Services) -> gr.Blocks:
         # Clearing the chat starts a new conversation; the saved one stays in the list.
         chatbot.clear(lambda: None, None, [conversation_id], api_visibility="private")
         chatbot.like(side.feedback, [chatbot, conversation_id, owner], None, api_visibility="private")
+        chatbot.undo(side.undo, [chatbot, conversation_id, owner], None, api_visibility="private")
 
         rename.click(side.rename, [conversation_id, title, owner], [conv_list], api_visibility="private")
         pin.click(side.toggle_pin, [conversation_id, owner], [conv_list], api_visibility="private")

@@ -17,9 +17,10 @@ from chat.types import PARAM_NAMES, ModelInfo, Params
 from storage import repository as repo
 from storage.errors import NotFound, StorageError
 from ui.config import new_browser_id
-from ui.convert import stored_to_chatbot, user_turns
+from ui.convert import stored_to_chatbot, user_texts, user_turns
 from ui.identity import display_name, owner_for, valid_browser_id
 from ui.services import Services
+from ui.store import undo_last_turn
 
 log = logging.getLogger("parley.sidebar")
 
@@ -239,6 +240,18 @@ class SidebarHandlers:
             return gr.skip()
         gr.Info(f"Imported {len(created) if hasattr(created, '__len__') else created} conversation(s).")
         return (await self.list_choices(owner, request))[0]
+
+    async def undo(self, history: list[Any], conversation_id: str | None, owner: str, request: gr.Request):
+        """Undo removes the last turn from the store too, so a reload shows what the chat shows."""
+        owner = owner_for(request, None, owner)
+        if not conversation_id:
+            return
+        try:
+            await self.s.db(undo_last_turn, owner=owner, conversation_id=conversation_id, history_user_texts=user_texts(history))
+        except NotFound:
+            return
+        except StorageError as e:
+            gr.Warning(e.message)
 
     async def feedback(self, data: gr.LikeData, history: list[Any], conversation_id: str | None, owner: str, request: gr.Request):
         """Save a like / dislike on the stored reply the bubble belongs to."""

@@ -66,3 +66,12 @@ def start_turn(
         session=session, owner=owner, conversation_id=conversation_id, content=content,
         provider=provider, model=model, params=params, system_prompt=system_prompt or None,
     )
+
+
+def undo_last_turn(*, session: Session, owner: str, conversation_id: str, history_user_texts: list[str]) -> int:
+    """Undo: remove the last user turn and its reply, if the store matches what the chat showed."""
+    detail = repo.get_conversation(session=session, owner=owner, conversation_id=conversation_id)
+    users = [m for m in detail.messages if m.role == "user"]
+    if not users or not _same_turns(history_user_texts, [m.content for m in users]):
+        return 0
+    return repo.truncate_after(session=session, owner=owner, conversation_id=conversation_id, position=users[-1].position)

@@ -213,3 +213,31 @@ def test_tool_calls_show_as_blocks_in_the_chat(server, page, artifacts, fake_ser
     assert "🛠 calculator" in bot_text(page)
     page.locator("button", has_text="calculator").first.click() if page.locator("button", has_text="calculator").count() else None
     page.screenshot(path=str(artifacts / "07-tools.png"))
+
+
+def test_undo_and_retry_keep_the_store_in_step(server, page, fake_server):
+    proc, db = server
+    open_app(page, proc.url)
+    pick_model(page, "anthropic:echo")
+    send(page, "first line for undo")
+    wait_until(lambda: "You said: first line for undo" in bot_text(page), what="first reply")
+    send(page, "second line to undo")
+    wait_until(lambda: "You said: second line to undo" in bot_text(page), what="second reply")
+    page.get_by_label("Undo").last.click()
+    wait_until(lambda: "second line to undo" not in bot_text(page), what="undo in the chat")
+    assert page.locator("#msg textarea").input_value() == "second line to undo", "Undo puts the text back"
+
+    def stored_users():
+        _, msgs = db_rows(db)
+        convs, _ = db_rows(db)
+        conv = next(c for c in convs if c["title"] == "first line for undo")
+        return [m["content"] for m in msgs if m["conversation_id"] == conv["id"] and m["role"] == "user"]
+
+    wait_until(lambda: stored_users() == ["first line for undo"], what="undo in the store")
+    page.get_by_label("Retry").last.click()
+    wait_until(lambda: len([r for r in fake_server.requests if r.model == "echo" and "first line for undo" in str(r.json)]) >= 2, what="retry request")
+    wait_until(lambda: "You said: first line for undo" in bot_text(page), what="retried reply")
+    time.sleep(0.5)
+    assert stored_users() == ["first line for undo"], "Retry replaced the turn instead of adding one"
+    _, msgs = db_rows(db)
+    assert len([m for m in msgs if m["content"] == "You said: first line for undo"]) == 1
