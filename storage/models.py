@@ -41,6 +41,15 @@ FINISH_REASONS: frozenset[str] = frozenset(
 )
 PENDING = "pending"
 INTERRUPTED = "interrupted"
+#: conversation.kind values
+KIND_CHAT = "chat"
+KIND_COMPARE_PANE = "compare_pane"
+CONVERSATION_KINDS: frozenset[str] = frozenset({KIND_CHAT, KIND_COMPARE_PANE})
+#: compare mode: panes per run, and what a vote may say
+MIN_PANES = 2
+MAX_PANES = 4
+Verdict = Literal["slot", "tie", "both_bad"]
+VERDICTS: frozenset[str] = frozenset({"slot", "tie", "both_bad"})
 
 
 def utcnow() -> datetime:
@@ -70,12 +79,15 @@ class ConversationCreate(ConversationBase):
 class Conversation(ConversationBase, table=True):
     __tablename__ = "conversation"
     __table_args__ = (
-        # list_conversations: WHERE owner=? AND archived=? ORDER BY pinned DESC, updated_at DESC, id DESC
-        sa.Index("ix_conversation_owner_list", "owner", "archived", "pinned", "updated_at", "id"),
+        # list_conversations: WHERE owner=? AND kind=? AND archived=? ORDER BY pinned DESC, updated_at DESC, id DESC
+        sa.Index("ix_conversation_owner_list", "owner", "kind", "archived", "pinned", "updated_at", "id"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     owner: str = Field(max_length=OWNER_MAX)
+    # "chat", or "compare_pane" for the hidden per-pane conversations of compare mode (kept out of
+    # the sidebar list). Not in ConversationBase: exports and imports are of chats only.
+    kind: str = Field(default=KIND_CHAT, max_length=16, sa_column_kwargs={"server_default": KIND_CHAT})
     created_at: datetime = Field(default_factory=utcnow)
     # Last activity (a message added or finished); renaming, pinning and archiving leave it alone.
     updated_at: datetime = Field(default_factory=utcnow)
@@ -183,3 +195,108 @@ class ModelStats(SQLModel):
     ttft_p95_ms: float | None
     error_rate: float
     tokens_per_second: float | None
+
+
+# --- compare mode ---------------------------------------------------------------------------
+#
+# One prompt sent to 2-4 panes is a `comparison`. Each pane's reply is an ordinary assistant
+# message in a hidden per-pane conversation (kind "compare_pane"), so metrics, usage statistics
+# and search reuse the message columns, and a follow-up prompt continues each pane's history.
+# `comparison_pane` ties a run's slot (the order shown, A, B, ...) to that message.
+
+
+class Comparison(SQLModel, table=True):
+    __tablename__ = "comparison"
+    __table_args__ = (sa.Index("ix_comparison_owner_created", "owner", "created_at"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    owner: str = Field(max_length=OWNER_MAX)
+    prompt: str = Field(sa_type=sa.Text)
+    #: True when the names were hidden (and the panes shuffled) until the vote.
+    blind: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ComparisonPane(SQLModel, table=True):
+    __tablename__ = "comparison_pane"
+    __table_args__ = (sa.UniqueConstraint("comparison_id", "slot", name="uq_comparison_pane_slot"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    comparison_id: uuid.UUID = Field(foreign_key="comparison.id", ondelete="CASCADE")
+    slot: int = Field(ge=0, lt=MAX_PANES)
+    message_id: uuid.UUID = Field(foreign_key="message.id", ondelete="CASCADE", index=True)
+    #: USD at the price table the user had when the reply finished; None when unpriced.
+    cost_usd: float | None = None
+
+
+class ComparisonVote(SQLModel, table=True):
+    __tablename__ = "comparison_vote"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    # Unique: one vote per run.
+    comparison_id: uuid.UUID = Field(foreign_key="comparison.id", ondelete="CASCADE", unique=True)
+    owner: str = Field(max_length=OWNER_MAX, index=True)
+    verdict: str = Field(max_length=16)
+    winner_slot: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PaneStart(SQLModel):
+    """One pane of a new run: its model, settings and (for a follow-up) its pane conversation."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    provider: str = Field(min_length=1, max_length=NAME_MAX)
+    model: str = Field(min_length=1, max_length=NAME_MAX)
+    params: dict[str, Any] | None = None
+    system_prompt: str | None = None
+    conversation_id: uuid.UUID | None = None
+
+
+class PaneIds(SQLModel):
+    slot: int
+    conversation_id: uuid.UUID
+    assistant_message_id: uuid.UUID
+
+
+class ComparisonIds(SQLModel):
+    """What begin_comparison created."""
+
+    comparison_id: uuid.UUID
+    panes: list[PaneIds]
+
+
+class ComparisonVotePublic(SQLModel):
+    comparison_id: uuid.UUID
+    verdict: str
+    winner_slot: int | None
+    created_at: datetime
+
+
+class ComparisonPanePublic(SQLModel):
+    slot: int
+    conversation_id: uuid.UUID
+    system_prompt: str | None
+    cost_usd: float | None
+    message: MessagePublic
+
+
+class ComparisonDetail(SQLModel):
+    """One run with its panes in slot order and its vote (None before the vote)."""
+
+    id: uuid.UUID
+    prompt: str
+    blind: bool
+    created_at: datetime
+    panes: list[ComparisonPanePublic]
+    vote: ComparisonVotePublic | None
+
+
+class VoteRecord(SQLModel):
+    """A vote as the leaderboard needs it: the models by slot ("provider:model") and the verdict."""
+
+    comparison_id: uuid.UUID
+    models: list[str]
+    verdict: str
+    winner_slot: int | None
+    blind: bool

@@ -95,7 +95,7 @@ def test_init_db_is_idempotent_and_models_match_head(empty_engine):
         migrated -= {"search"}  # PostgreSQL's generated tsvector, deliberately not in the model
         assert migrated == {c.name for c in table.columns}, table.name
     with empty_engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
 
 
 def _old_rows(dialect: str):

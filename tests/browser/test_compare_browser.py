@@ -1,0 +1,185 @@
+"""Compare mode in a real browser: a blind run leaks no model name over the wire, a vote reveals and stores it."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.apphelpers import AppProcess, app_env
+from tests.fakes import Scenario
+
+pytestmark = pytest.mark.browser
+
+MODEL_A = "openai:gpt-5-mini"
+MODEL_B = "anthropic:claude-sonnet-4-6"
+# Every spelling that would give a pane away: refs, model ids, provider names and labels.
+SECRETS = ["gpt-5-mini", "claude-sonnet-4-6", "openai", "anthropic", "claude", "sonnet", "gpt-5"]
+
+# Records every byte the page receives through fetch (Gradio's client streams SSE with fetch) and
+# EventSource, so the test sees the raw data and not only what is drawn.
+CAPTURE = """
+window.__rx = [];
+const origFetch = window.fetch;
+window.fetch = async (...args) => {
+  const resp = await origFetch(...args);
+  try {
+    const url = typeof args[0] === 'string' ? args[0] : (args[0] && args[0].url) || '';
+    const copy = resp.clone();
+    (async () => {
+      const reader = copy.body.getReader();
+      const dec = new TextDecoder();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        window.__rx.push(url + ' ' + dec.decode(value, { stream: true }));
+      }
+    })();
+  } catch (e) {}
+  return resp;
+};
+const OrigES = window.EventSource;
+if (OrigES) {
+  window.EventSource = function (url, opts) {
+    const es = new OrigES(url, opts);
+    es.addEventListener('message', (e) => window.__rx.push(url + ' ' + e.data));
+    return es;
+  };
+  window.EventSource.prototype = OrigES.prototype;
+}
+"""
+
+
+def wait_until(predicate, timeout=20.0, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(fake_server, tmp_path_factory):
+    db = f"sqlite:///{tmp_path_factory.mktemp('comparedb') / 'parley.db'}"
+    poem = "Autumn wind rises; the lantern sways above a sleeping harbor, and gulls drift home through amber light. "
+    prose = "A short answer: the harbor sleeps, the wind turns cold, and the boats come in before the evening tide. "
+    fake_server.set_scenario("gpt-5-mini", Scenario(text=poem * 2, rate=60))
+    fake_server.set_scenario("claude-sonnet-4-6", Scenario(text=prose * 2, rate=45))
+    with AppProcess(app_env(fake_server, db)) as proc:
+        yield proc, db
+
+
+def pick(page, selector: str, value: str) -> None:
+    box = page.locator(f"{selector} input")
+    box.click()
+    box.fill(value)
+    box.press("Enter")
+    page.locator("#cmp-msg textarea").click()
+
+
+def received(page) -> str:
+    return "\n".join(page.evaluate("window.__rx"))
+
+
+def test_blind_vote_hides_names_on_the_wire_then_reveals_and_stores(server, page, artifacts):
+    proc, db = server
+    page.add_init_script(CAPTURE)
+    page.goto(proc.url)
+    page.get_by_role("tab", name=re.compile("Compare")).click()
+    page.wait_for_selector("#cmp-msg textarea")
+    pick(page, "#cmp-model-0", MODEL_A)
+    pick(page, "#cmp-model-1", MODEL_B)
+    page.locator("#cmp-blind input[type=checkbox]").check()
+    time.sleep(0.3)
+    page.evaluate("window.__rx = []")
+
+    page.locator("#cmp-msg textarea").fill("Write two sentences about a harbor at dusk.")
+    page.locator("#cmp-send").click()
+    vote = page.locator("#cmp-vote-0")
+    vote.wait_for(state="visible", timeout=20_000)
+    panes = page.locator("#cmp-pane-0, #cmp-pane-1")
+    wait_until(lambda: "Autumn" in page.locator("#cmp-pane-0, #cmp-pane-1").all_inner_texts().__str__(), what="replies")
+    page.screenshot(path=str(artifacts / "compare-blind-before-vote.png"), full_page=False)
+
+    wire = received(page)
+    assert "Autumn wind" in wire and "harbor sleeps" in wire, "the capture saw the streamed replies"
+    assert "process_generating" in wire or "process_completed" in wire
+    lowered = wire.lower()
+    for secret in SECRETS:
+        assert secret not in lowered, f"{secret!r} was sent to the browser before the vote"
+    shown = " ".join(panes.all_inner_texts() + [page.locator("#cmp-status").inner_text(), page.locator("#cmp-vote").inner_text()])
+    assert "Model A" in shown and "Model B" in shown
+    for secret in SECRETS:
+        assert secret not in shown.lower()
+
+    vote.click()  # "A is better"
+    page.wait_for_function("document.querySelector('#cmp-status').innerText.includes('Vote saved')")
+    status = page.locator("#cmp-status").inner_text()
+    headers = page.locator("#cmp-header-0").inner_text() + " " + page.locator("#cmp-header-1").inner_text()
+    assert "gpt-5-mini" in headers and "claude-sonnet-4-6" in headers, headers
+    page.locator("#cmp-charts").wait_for(state="visible")
+    time.sleep(0.8)  # let the charts draw
+    page.screenshot(path=str(artifacts / "compare-after-vote.png"), full_page=True)
+
+    engine = sa.create_engine(db)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(sa.text(
+                "select v.verdict, v.winner_slot, m.provider || ':' || m.model as ref, p.slot, cmp.blind "
+                "from comparison_vote v join comparison cmp on cmp.id = v.comparison_id "
+                "join comparison_pane p on p.comparison_id = v.comparison_id join message m on m.id = p.message_id "
+                "order by p.slot")).mappings().all()  # fmt: skip
+            kinds = c.execute(sa.text("select kind, count(*) from conversation group by kind")).all()
+    finally:
+        engine.dispose()
+    assert {r["ref"] for r in rows} == {MODEL_A, MODEL_B}
+    assert all(r["verdict"] == "slot" and r["winner_slot"] == 0 and r["blind"] for r in rows)
+    winner = next(r["ref"] for r in rows if r["slot"] == 0)
+    assert winner.split(":", 1)[1] in status, "the status names the model that won"
+    assert dict(kinds) == {"compare_pane": 2}
+
+    page.get_by_role("tab", name=re.compile("Leaderboard")).click()
+    page.wait_for_function("document.querySelector('#cmp-board-plot') && document.querySelector('#cmp-board-plot').innerText.includes('#1')")
+    board = page.locator("#cmp-board-table").inner_text()
+    assert winner in board
+    time.sleep(0.5)
+    page.screenshot(path=str(artifacts / "compare-leaderboard.png"), full_page=True)
+
+
+def test_three_panes_stream_live_one_fails_and_stop_keeps_every_pane(server, page, artifacts, fake_server):
+    proc, _ = server
+    fake_server.set_scenario("gemini-2.5-flash-lite", Scenario(tokens=200, rate=25))
+    page.goto(proc.url)
+    page.get_by_role("tab", name=re.compile("Compare")).click()
+    page.wait_for_selector("#cmp-msg textarea")
+    page.locator("#cmp-count label", has_text="3").click()
+    page.locator("#cmp-model-2").wait_for(state="visible")
+    pick(page, "#cmp-model-0", "openai:rate-25-tokens-200")
+    pick(page, "#cmp-model-1", "anthropic:drop-after-5")
+    pick(page, "#cmp-model-2", "gemini:gemini-2.5-flash-lite")
+    page.locator("#cmp-temp-2 input").fill("0.3")
+    page.locator("#cmp-temp-2 input").press("Enter")
+    page.locator("#cmp-msg textarea").fill("Tell me everything about lighthouses.")
+    page.locator("#cmp-send").click()
+
+    # Live: the good panes stream while the failing one already shows its error.
+    wait_until(lambda: "consectetur5" in page.locator("#cmp-chat-0").inner_text(), what="pane A streaming")
+    wait_until(lambda: "cut off" in page.locator("#cmp-chat-1").inner_text().lower(), what="pane B's error")
+    assert "streaming" in page.locator("#cmp-metrics-0").inner_text().lower()
+    page.screenshot(path=str(artifacts / "compare-three-panes-live.png"), full_page=True)
+
+    page.locator("#cmp-stop").click()
+    page.wait_for_function("document.querySelector('#cmp-status').innerText.includes('Stopped')")
+    wait_until(lambda: "Stopped" in page.locator("#cmp-chat-0").inner_text(), what="pane A marked stopped")
+    for i in (0, 2):
+        text = page.locator(f"#cmp-chat-{i}").inner_text()
+        assert "lorem0" in text and "Stopped" in text and "ipsum199" not in text
+    assert "cancelled" in page.locator("#cmp-metrics-0").inner_text()
+    assert "temperature 0.3" in page.locator("#cmp-header-2").inner_text()
+    page.locator("#cmp-vote-0").wait_for(state="visible")
+    records = fake_server.stream_log
+    wait_until(lambda: any(r.model == "rate-25-tokens-200" and r.client_closed for r in records), what="stream closed")

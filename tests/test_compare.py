@@ -1,0 +1,310 @@
+"""Compare mode against the fake provider servers: concurrency, isolation, blind mode, votes,
+leaderboard scoping, exports, prices and the /compare API."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from contextlib import aclosing
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from sqlmodel import Session
+
+from storage import repository as repo
+from storage.models import Conversation
+from tests.apphelpers import app_env, in_process_app
+from ui.compare import build_compare_tab
+from ui.compare_export import CSV_COLUMNS
+from ui.config import AppConfig
+from ui.context import TabContext
+from ui.services import Services
+from chat.registry import Registry, Settings
+
+FAST3 = ["openai:rate-20-tokens-20", "anthropic:rate-20-tokens-20", "gemini:rate-20-tokens-20"]
+
+
+@pytest.fixture(scope="module")
+def app(fake_server, tmp_path_factory):
+    db = tmp_path_factory.mktemp("comparedb") / "parley.db"
+    with in_process_app(app_env(fake_server, f"sqlite:///{db}")) as (url, services):
+        assert services.warmed.wait(30), "SDK clients are built before anything is timed"
+        client = Client(url, verbose=False)
+        # One call through every provider first: the first request of an SDK client is slow.
+        client.predict(message="warm up", models=["openai:fast", "anthropic:fast", "gemini:fast"], api_name="/compare")
+        yield url, services
+
+
+@pytest.fixture(scope="module")
+def loop():
+    """One event loop for the handler tests: SDK clients stay bound to the loop they first ran on."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def tab(app, fake_server):
+    """The compare tab on services of its own (same database as the app), with handles on its handlers."""
+    _, app_services = app
+    env = app_env(fake_server, "unused")
+    services = Services.build(AppConfig.from_env(env), Registry.from_settings(Settings.from_env(env)), app_services.engine)
+    with gr.Blocks():
+        ctx = TabContext(
+            services=services, owner=gr.State(None), model=gr.Dropdown(), system_prompt=gr.Textbox(),
+            params=[gr.Slider(0, 2, value=1.0), gr.Slider(0, 1, value=1.0), gr.Slider(1, 65536, value=512),
+                    gr.Number(value=None), gr.Radio(["default", "low"], value="default")],
+            model_choices=[("Fast", "openai:fast")],
+        )  # fmt: skip
+        ui = build_compare_tab(ctx)
+    return ui
+
+
+def request(user: str) -> SimpleNamespace:
+    return SimpleNamespace(username=user, session_hash=f"s-{user}")
+
+
+def run_data(ui, message, models, *, blind=False, session=None, temperatures=(), system_prompts=(), prices=None):
+    data = {ui.message: message, ui.pane_count: len(models), ui.blind: blind, ui.session: session if session is not None else {},
+            ui.prices_state: prices, ui.ctx.owner: None, ui.ctx.system_prompt: ""}  # fmt: skip
+    for c, v in zip(ui.ctx.params, [1.0, 1.0, 512, None, "default"]):
+        data[c] = v
+    for i in range(4):
+        data[ui.models[i]] = models[i] if i < len(models) else ""
+        data[ui.temperatures[i]] = temperatures[i] if i < len(temperatures) else ""
+        data[ui.system_prompts[i]] = system_prompts[i] if i < len(system_prompts) else ""
+    return data
+
+
+def wire(update: dict) -> str:
+    """An update as the browser gets it: each value through its component's postprocess, as JSON.
+
+    gr.State values never leave the server (Gradio sends null for them), so they are left out.
+    """
+    out = {}
+    for component, value in update.items():
+        if isinstance(component, gr.State):
+            continue
+        if not (isinstance(value, dict) and value.get("__type__") == "update"):
+            value = component.postprocess(value)
+            value = value.model_dump() if hasattr(value, "model_dump") else value
+        out[str(component.elem_id or component._id)] = value
+    return json.dumps(out, default=str)
+
+
+def collect(loop, ui, data, user):
+    async def go():
+        updates = []
+        async with aclosing(ui.handlers.run(data, request(user))) as gen:
+            async for update in gen:
+                updates.append(update)
+        return updates
+
+    return loop.run_until_complete(go())
+
+
+# -- the /compare API ------------------------------------------------------------------------------
+
+
+def test_api_panes_stream_in_parallel(app):
+    url, _ = app
+    client = Client(url, verbose=False)
+    started = time.perf_counter()
+    out = client.predict(message="Count for me", models=FAST3, api_name="/compare")
+    elapsed = time.perf_counter() - started
+    assert [o["model"] for o in out] == FAST3
+    for o in out:
+        assert o["finish_reason"] == "stop" and o["error"] is None
+        assert o["text"].split()[-1] == "enim19" and o["output_tokens"] == 20
+        assert o["duration_ms"] >= 900, "each pane takes about a second"
+        assert o["ttft_ms"] is not None and o["tokens_per_second"] > 10
+        assert set(o) == {"model", "text", "ttft_ms", "tokens_per_second", "output_tokens", "input_tokens",
+                          "duration_ms", "finish_reason", "error", "cost"}  # fmt: skip
+    assert sum(o["duration_ms"] for o in out) / 1000 > 2.7
+    assert elapsed < 2.0, f"three 1-second panes took {elapsed:.2f} s: they did not run at once"
+
+
+def test_api_failing_pane_does_not_block_or_break_the_other(app):
+    url, _ = app
+    client = Client(url, verbose=False)
+    started = time.perf_counter()
+    bad, good = client.predict(message="go", models=["openai:drop-after-5", "gemini:rate-20-tokens-20"], api_name="/compare")
+    assert time.perf_counter() - started < 2.0
+    assert bad["finish_reason"] == "error" and bad["error"] and len(bad["text"].split()) == 5
+    assert good["finish_reason"] == "stop" and good["error"] is None and len(good["text"].split()) == 20
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"message": "hi", "models": ["openai:fast"]}, "2 to 4 models"),
+        ({"message": "hi", "models": ["openai:fast"] * 5}, "2 to 4 models"),
+        ({"message": "hi", "models": ["openai:fast", "nosuch:model"]}, "Unknown provider"),
+        ({"message": "   ", "models": ["openai:fast", "gemini:fast"]}, "empty prompt"),
+    ],
+)
+def test_api_refuses_bad_requests_with_a_clear_error(app, fake_server, kwargs, words):
+    url, _ = app
+    before = len(fake_server.requests)
+    with pytest.raises(AppError, match=words):
+        Client(url, verbose=False).predict(**kwargs, api_name="/compare")
+    assert len(fake_server.requests) == before, "nothing was sent to a provider"
+
+
+def test_api_is_listed_with_its_parameters(app):
+    url, _ = app
+    params = Client(url, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"]["/compare"]["parameters"]
+    assert [p["parameter_name"] for p in params][:2] == ["message", "models"]
+
+
+def test_api_runs_are_saved_as_hidden_panes_that_stats_count(app):
+    url, services = app
+    Client(url, verbose=False).predict(message="stats please", models=["openai:tokens-7", "gemini:tokens-9"], api_name="/compare")
+    with services.engine.connect() as c:
+        convs = c.execute(sa.select(Conversation.__table__).where(Conversation.__table__.c.title == "stats please")).mappings().all()
+    assert len(convs) == 2 and {c["kind"] for c in convs} == {"compare_pane"}
+    owner = convs[0]["owner"]
+    with Session(services.engine) as s:
+        assert all(c.title != "stats please" for c in repo.list_conversations(session=s, owner=owner))
+        stats = {(x.provider, x.model): x for x in repo.usage_stats(session=s, owner=owner)}
+        assert stats[("openai", "tokens-7")].output_tokens == 7 and stats[("gemini", "tokens-9")].count == 1
+        [run] = repo.export_comparisons(session=s, owner=owner)
+    assert run.prompt == "stats please" and [p.message.output_tokens for p in run.panes] == [7, 9]
+
+
+# -- the tab's handlers ----------------------------------------------------------------------------
+
+
+def test_blind_run_sends_no_name_until_the_vote_then_reveals_and_stores_it(tab, app, loop):
+    _, services = app
+    models = ["openai:rate-60-tokens-30", "gemini:error-after-5"]
+    session: dict = {}
+    updates = collect(loop, tab, run_data(tab, "Blind question", models, blind=True, session=session), "blinder")
+    assert len(updates) >= 3, "the panes streamed in several updates"
+    sent = [wire(u) for u in updates]
+    for text in sent:
+        for secret in ("openai", "gemini", "rate-60-tokens-30", "error-after-5", "google", "OpenAI", "Gemini"):
+            assert secret.lower() not in text.lower(), f"{secret} reached the browser before the vote"
+    final = updates[-1]
+    assert final[tab.headers[0]].startswith("### Model A") and final[tab.vote_row]["visible"] is True
+    # The failing pane shows its (redacted) error; the good pane finished.
+    bubbles = final[tab.chatbots[0]] + final[tab.chatbots[1]]
+    assert any((b.get("metadata") or {}).get("title", "").startswith("⚠️") for b in bubbles)
+    assert sum(1 for b in bubbles if "lorem0" in b["content"] and "consectetur5" in b["content"]) >= 1
+    assert "after the vote" in final[tab.metrics[0]], "costs would give the model away"
+
+    out = loop.run_until_complete(tab.handlers.vote("tie", session, None, request("blinder")))
+    revealed = wire(out)
+    assert "rate-60-tokens-30" in revealed and "error-after-5" in revealed
+    assert "Vote saved" in out[tab.status] and out[tab.vote_row]["visible"] is False
+    with Session(services.engine) as s:
+        [record] = repo.comparison_votes(session=s, owner="user:blinder")
+    assert record.verdict == "tie" and record.blind and sorted(record.models) == sorted(models)
+    assert record.models == session["refs"], "the stored slots are the shuffled display order"
+    again = loop.run_until_complete(tab.handlers.vote("0", session, None, request("blinder")))
+    assert "no finished comparison" in again[tab.status]
+
+
+def test_follow_up_continues_each_pane_and_a_changed_setup_starts_over(tab, fake_server, loop):
+    session: dict = {}
+    models = ["anthropic:echo", "openai:echo"]
+    collect(loop, tab, run_data(tab, "first words", models, session=session), "follower")
+    first_ids = [p["conversation_id"] for p in session["panes"]]
+    collect(loop, tab, run_data(tab, "second words", models, session=session), "follower")
+    assert [p["conversation_id"] for p in session["panes"]] == first_ids
+    last = [r for r in fake_server.requests if r.model == "echo" and r.provider == "openai"][-1]
+    assert [m["content"] for m in last.json["messages"]] == ["first words", "You said: first words", "second words"]
+    # Another temperature in pane 2: a sweep, and a new comparison with new pane conversations.
+    collect(loop, tab, run_data(tab, "third", models, session=session, temperatures=["", "0.3"]), "follower")
+    assert not set(p["conversation_id"] for p in session["panes"]) & set(first_ids)
+    sent = [r for r in fake_server.requests if r.model == "echo" and r.provider == "openai"][-1]
+    assert sent.json["temperature"] == 0.3 and len(sent.json["messages"]) == 1
+
+
+def test_stop_keeps_and_saves_every_panes_partial_text(tab, app, loop):
+    _, services = app
+    session: dict = {}
+    data = run_data(tab, "long answers", ["openai:slow", "anthropic:slow"], session=session)
+
+    async def stream_then_stop():
+        async with aclosing(tab.handlers.run(data, request("stopper"))) as gen:
+            started = time.monotonic()
+            async for _ in gen:
+                if time.monotonic() - started > 0.6:
+                    break  # what Gradio does on Stop: the generator is closed mid-stream
+
+    loop.run_until_complete(stream_then_stop())
+    shown = loop.run_until_complete(tab.handlers.stop(session, None, request("stopper")))
+    assert "Stopped" in shown[tab.status] and session["running"] is False
+    with Session(services.engine) as s:
+        [run] = repo.export_comparisons(session=s, owner="user:stopper")
+    for pane in run.panes:
+        assert pane.message.finish_reason == "cancelled"
+        assert 3 <= len(pane.message.content.split()) < 40
+
+
+def test_leaderboard_is_owner_scoped_unless_shared(tab, app, loop):
+    services = tab.handlers.s
+    for user, winner in (("ann", 0), ("ann", 0), ("ben", 1)):
+        session: dict = {}
+        collect(loop, tab, run_data(tab, "rate us", ["openai:tokens-3", "gemini:tokens-4"], session=session), user)
+        loop.run_until_complete(tab.handlers.vote(str(winner), session, None, request(user)))
+    mine = loop.run_until_complete(tab.handlers.board(False, None, request("ann")))
+    table = mine[tab.board_table]
+    assert list(table["model"]) == ["openai:tokens-3", "gemini:tokens-4"]
+    assert list(table["votes"]) == [2, 2] and "2** votes (your votes)" in mine[tab.board_note]
+    assert "<svg" in mine[tab.board_plot] and "100%" in mine[tab.board_matrix]
+    services.config.shared_leaderboard = True
+    try:
+        everyone = loop.run_until_complete(tab.handlers.board(False, None, request("ann")))
+    finally:
+        services.config.shared_leaderboard = False
+    assert "everyone" in everyone[tab.board_note]
+    shared = everyone[tab.board_table].set_index("model")["votes"]  # other tests' voters are in there too
+    assert shared["openai:tokens-3"] == 3 and shared["gemini:tokens-4"] == 3
+
+
+def test_exports_have_the_documented_columns(tab, loop):
+    session: dict = {}
+    collect(loop, tab, run_data(tab, "=export me", ["openai:tokens-5", "anthropic:tokens-6"], session=session), "exporter")
+    loop.run_until_complete(tab.handlers.vote("1", session, None, request("exporter")))
+    csv_out = loop.run_until_complete(tab.handlers.export("csv", None, request("exporter")))
+    rows = list(csv.reader(io.StringIO(Path(csv_out[tab.download]["value"]).read_text())))
+    assert rows[0] == CSV_COLUMNS
+    body = [dict(zip(rows[0], r)) for r in rows[1:]]
+    assert [r["model"] for r in body] == ["openai:tokens-5", "anthropic:tokens-6"]
+    assert [r["won"] for r in body] == ["false", "true"] and body[0]["winner_model"] == "anthropic:tokens-6"
+    assert body[0]["prompt"] == "'=export me", "formula-like cells are defused"
+    assert body[1]["output_tokens"] == "6" and body[1]["finish_reason"] == "stop"
+
+    jsonl_out = loop.run_until_complete(tab.handlers.export("jsonl", None, request("exporter")))
+    [record] = [json.loads(line) for line in Path(jsonl_out[tab.download]["value"]).read_text().splitlines()]
+    assert set(record) == {"comparison_id", "created_at", "prompt", "blind", "vote", "panes"}
+    assert record["vote"]["winner_model"] == "anthropic:tokens-6" and record["prompt"] == "=export me"
+    assert set(record["panes"][0]) >= {"slot", "label", "model", "text", "ttft_ms", "tokens_per_second", "cost_usd", "finish_reason"}
+    other = loop.run_until_complete(tab.handlers.export("jsonl", None, request("nobody")))
+    assert Path(other[tab.download]["value"]).read_text() == ""
+
+
+def test_edited_prices_are_validated_and_used(tab, loop):
+    bad = pd.DataFrame([{"model": "openai:*", "input_per_m": -1, "output_per_m": 2, "note": ""}])
+    out = tab.handlers.apply_prices(bad, None, request("payer"))
+    assert "negative" in out[tab.price_status] and tab.prices_state not in out
+    good = pd.DataFrame([{"model": "openai:*", "input_per_m": 1000, "output_per_m": 2000, "note": "test"}])
+    out = tab.handlers.apply_prices(good, None, request("payer"))
+    rows = out[tab.prices_state]
+    session: dict = {}
+    updates = collect(loop, tab, run_data(tab, "price me", ["openai:tokens-10", "gemini:tokens-10"], session=session,
+                                          prices=rows), "payer")  # fmt: skip
+    openai_cost, gemini_cost = (m.cost for m in session["metrics"])
+    assert openai_cost == pytest.approx((session["metrics"][0].input_tokens * 1000 + 10 * 2000) / 1e6)
+    assert gemini_cost is None and "no price" in updates[-1][tab.metrics[1]]

@@ -1,0 +1,135 @@
+"""The compare leaderboard: stored votes → pairwise battles → Bradley–Terry table, rating plot, win matrix."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+
+from compare.ratings import Leaderboard, Vote, leaderboard
+from storage.models import VoteRecord
+
+ROUNDS = 200
+TABLE_COLUMNS = ["rank", "model", "rating", "95% CI", "votes", "win rate"]
+
+
+def battles_of(record: VoteRecord) -> list[Vote]:
+    """Pairwise battles from one vote of a 2-4 pane run.
+
+    "slot": the winner beat each other pane; "tie" / "both_bad": every pair tied. Panes of the same
+    model (a parameter sweep) are not a battle, and each pair of models counts once per vote.
+    """
+    models = record.models
+    seen: set[frozenset[str]] = set()
+    out: list[Vote] = []
+    if record.verdict == "slot":
+        if record.winner_slot is None or not 0 <= record.winner_slot < len(models):
+            return []
+        winner = models[record.winner_slot]
+        for other in models:
+            pair = frozenset((winner, other))
+            if other != winner and pair not in seen:
+                seen.add(pair)
+                out.append(Vote(winner, other, "a"))
+        return out
+    outcome = "tie" if record.verdict == "tie" else "both_bad"
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            pair = frozenset((a, b))
+            if a != b and pair not in seen:
+                seen.add(pair)
+                out.append(Vote(a, b, outcome))  # type: ignore[arg-type]
+    return out
+
+
+def build_board(records: Iterable[VoteRecord], *, rounds: int = ROUNDS) -> Leaderboard:
+    votes = [v for r in records for v in battles_of(r)]
+    return leaderboard(votes, rounds=rounds, seed=0)
+
+
+def table_frame(board: Leaderboard) -> pd.DataFrame:
+    """The leaderboard as shown: rank, model, rating, CI, votes, win rate."""
+    rows = [
+        {"rank": r.rank, "model": r.model, "rating": round(r.rating),
+         "95% CI": f"{round(r.ci_low)} – {round(r.ci_high)}", "votes": r.votes,
+         "win rate": "–" if r.win_rate is None else f"{r.win_rate:.0%}"}
+        for r in board.ratings
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def rating_plot_html(board: Leaderboard) -> str:
+    """A forest plot: each model's rating as a dot with its 95% interval as a bar (inline SVG)."""
+    if not board.ratings:
+        return "<div class='cmp-empty'>No votes yet. Run a comparison and vote: the ratings appear here.</div>"
+    rows = board.ratings
+    lo = min(r.ci_low for r in rows)
+    hi = max(r.ci_high for r in rows)
+    lo, hi = math.floor((lo - 20) / 50) * 50, math.ceil((hi + 20) / 50) * 50
+    width, label_w, right_pad, row_h, top = 760, 240, 70, 34, 30
+    plot_w = width - label_w - right_pad
+    height = top + row_h * len(rows) + 10
+
+    def x(v: float) -> float:
+        return label_w + (v - lo) / (hi - lo) * plot_w
+
+    parts = [f"<svg class='cmp-forest' viewBox='0 0 {width} {height}' width='100%' role='img' "
+             f"aria-label='Ratings with 95% intervals' xmlns='http://www.w3.org/2000/svg'>"]
+    step = 50 if hi - lo <= 400 else 100 if hi - lo <= 1000 else 250
+    tick = math.ceil(lo / step) * step
+    while tick <= hi:
+        parts.append(f"<line x1='{x(tick):.1f}' y1='{top - 8}' x2='{x(tick):.1f}' y2='{height - 6}' class='grid'/>"
+                     f"<text x='{x(tick):.1f}' y='{top - 12}' class='tick'>{tick}</text>")
+        tick += step
+    if lo <= 1000 <= hi:
+        parts.append(f"<line x1='{x(1000):.1f}' y1='{top - 8}' x2='{x(1000):.1f}' y2='{height - 6}' class='mean'/>")
+    for i, r in enumerate(rows):
+        cy = top + row_h * i + row_h / 2
+        name = html.escape(r.model if len(r.model) <= 34 else r.model[:33] + "…")
+        parts.append(
+            f"<g><title>{html.escape(r.model)}: {r.rating:.0f} (95% CI {r.ci_low:.0f}–{r.ci_high:.0f}), {r.votes} votes</title>"
+            f"<text x='{label_w - 10}' y='{cy + 4:.1f}' class='name'>#{r.rank} {name}</text>"
+            f"<line x1='{x(r.ci_low):.1f}' y1='{cy:.1f}' x2='{x(r.ci_high):.1f}' y2='{cy:.1f}' class='ci'/>"
+            f"<line x1='{x(r.ci_low):.1f}' y1='{cy - 6:.1f}' x2='{x(r.ci_low):.1f}' y2='{cy + 6:.1f}' class='ci'/>"
+            f"<line x1='{x(r.ci_high):.1f}' y1='{cy - 6:.1f}' x2='{x(r.ci_high):.1f}' y2='{cy + 6:.1f}' class='ci'/>"
+            f"<circle cx='{x(r.rating):.1f}' cy='{cy:.1f}' r='6' class='dot'/>"
+            f"<text x='{x(r.ci_high) + 8:.1f}' y='{cy + 4:.1f}' class='val'>{r.rating:.0f}</text></g>"
+        )
+    parts.append("</svg>")
+    return "<div class='cmp-plot'><div class='cmp-plot-title'>Rating with 95% bootstrap interval "  \
+        "<span class='parley-muted'>(1000 = average; +400 = 10:1 odds)</span></div>" + "".join(parts) + "</div>"
+
+
+def _cell_colour(share: float) -> str:
+    """Red (loses) through neutral to green (wins), readable in light and dark themes."""
+    hue = 120 * share  # 0 red, 60 amber, 120 green
+    return f"hsla({hue:.0f}, 70%, 45%, {0.25 + 0.55 * abs(share - 0.5) * 2:.2f})"
+
+
+def win_matrix_html(board: Leaderboard) -> str:
+    """The pairwise win matrix as a heat map: share of row-vs-column battles the row model won."""
+    if not board.ratings:
+        return ""
+    order = board.models
+    head = "".join(f"<th title='{html.escape(m)}'>{html.escape(_short(m))}</th>" for m in order)
+    body = []
+    for a in order:
+        cells = []
+        for b in order:
+            share = board.win_matrix[a][b]
+            n = board.battles[a][b]
+            if a == b or share is None:
+                cells.append("<td class='na'>–</td>")
+            else:
+                cells.append(f"<td style='background:{_cell_colour(share)}' title='{html.escape(a)} vs {html.escape(b)}: "
+                             f"{share:.0%} of {n} battles'>{share:.0%}<small>{n}</small></td>")
+        body.append(f"<tr><th title='{html.escape(a)}'>{html.escape(_short(a))}</th>{''.join(cells)}</tr>")
+    return ("<div class='cmp-plot'><div class='cmp-plot-title'>Win matrix <span class='parley-muted'>(row model's "
+            "share of wins against the column model; ties count half; small number = battles)</span></div>"
+            f"<table class='cmp-matrix'><tr><th></th>{head}</tr>{''.join(body)}</table></div>")
+
+
+def _short(ref: str) -> str:
+    return ref if len(ref) <= 28 else ref[:27] + "…"
