@@ -53,7 +53,7 @@ def params_from_inputs(temperature: Any, top_p: Any, max_tokens: Any, seed: Any,
         temperature=temperature if temperature not in ("", None) else None,
         top_p=top_p if top_p not in ("", None) else None,
         max_tokens=int(max_tokens) if max_tokens not in ("", None) else Params.model_fields["max_tokens"].default,
-        seed=int(seed) if seed not in ("", None) else None,
+        seed=int(seed) if seed not in ("", None, 0, "0") else None,  # 0 is the widget's "random"
         effort=None if effort in ("", None, "default") else effort,
     )
 

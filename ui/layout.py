@@ -120,7 +120,8 @@ def build_ui(services: Services) -> gr.Blocks:
                 temperature = _slider("temperature", "Temperature", 1.0, 0.05, "Higher is more varied")
                 top_p = _slider("top_p", "Top p", 1.0, 0.01, "Nucleus sampling")
                 max_tokens = _slider("max_tokens", "Max tokens", Params.model_fields["max_tokens"].default, 1, "Longest reply")
-                seed = gr.Number(value=None, label="Seed", precision=0, minimum=0, info="Empty for random")
+                # The browser sends an empty Number as 0, so 0 is the "random" value.
+                seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1, info="0 for random; another value repeats replies")
                 effort = gr.Radio(["default", "low", "medium", "high"], value="default", label="Reasoning effort")
             with gr.Accordion("Use your own API key", open=False):
                 api_key = gr.Textbox(

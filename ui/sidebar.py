@@ -143,7 +143,7 @@ class SidebarHandlers:
             p.get("temperature", defaults.temperature if defaults.temperature is not None else 1.0),
             p.get("top_p", 1.0),
             p.get("max_tokens", defaults.max_tokens),
-            p.get("seed"),
+            p.get("seed") or 0,
             p.get("effort") or "default",
             gr.update(value=c.title),
         )
