@@ -1,0 +1,118 @@
+"""The dashboard and batch tabs in a real browser: numbers after chatting, a batch run from an upload."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.apphelpers import AppProcess, app_env
+
+pytestmark = pytest.mark.browser
+
+
+def wait_until(predicate, timeout=20.0, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pick_model(page, ref):
+    box = page.locator("#model-picker input")
+    box.click()
+    box.fill(ref)
+    box.press("Enter")
+    page.locator("#msg textarea").click()
+    squash = lambda t: "".join(ch for ch in t.lower() if ch.isalnum())  # noqa: E731
+    wait_until(lambda: squash(ref.split(":", 1)[1]) in squash(box.input_value()), what=f"model {ref}")
+
+
+def chat(page, ref, text, done_marker):
+    pick_model(page, ref)
+    page.locator("#msg textarea").fill(text)
+    page.locator("#msg textarea").press("Enter")
+    bots = page.locator("[data-testid='bot']")
+    wait_until(lambda: done_marker in " ".join(bots.all_inner_texts()).lower(), what=f"reply from {ref}")
+    # the reply is saved in the handler's finally, just after the last update
+    page.wait_for_timeout(300)
+
+
+@pytest.fixture(scope="module")
+def server(fake_server, tmp_path_factory):
+    db = f"sqlite:///{tmp_path_factory.mktemp('dashbrowser') / 'parley.db'}"
+    with AppProcess(app_env(fake_server, db)) as proc:
+        yield proc
+
+
+def test_dashboard_after_chatting_and_a_batch_run(server, page, artifacts, tmp_path):
+    page.goto(server.url)
+    page.wait_for_selector("#msg textarea")
+    page.locator(".parley-muted", has_text="aved").first.wait_for()  # the owner is known
+
+    chat(page, "openai:fast", "Hello there", "first token")
+    chat(page, "openai:rate-200-tokens-60", "Tell me more", "first token")
+    chat(page, "openai:fail-401-always", "This one fails", "⚠️")
+
+    # Opening the tab loads it: no Refresh click needed.
+    page.locator("#tab-dashboard-button, button[role='tab']:has-text('Dashboard')").first.click()
+    table = page.locator("#dash-table")
+    table.wait_for()
+    wait_until(lambda: "fail-401-always" in table.inner_text(), what="dashboard table")
+    text = table.inner_text()
+    assert "fast" in text and "rate-200-tokens-60" in text
+    assert "**3** replies" not in page.locator("#dash-summary").inner_text()
+    summary = page.locator("#dash-summary").inner_text()
+    assert "3 replies from 3 models" in summary and "1 failed" in summary
+    # The plots are drawn (Vega renders into a canvas or an svg).
+    page.locator("#dash-errors canvas, #dash-errors svg").first.wait_for()
+    page.locator("#dash-activity canvas, #dash-activity svg").first.wait_for()
+    page.wait_for_timeout(700)  # let the plots finish their transition
+    page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+
+    # Another period is one click; an empty period says so.
+    page.locator("#dash-period label", has_text="Last hour").click()
+    wait_until(lambda: "3 replies" in page.locator("#dash-summary").inner_text(), what="last hour")
+
+    # Batch: upload, two models (one failing), run, see the summary and downloads.
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "q1", "prompt": "Name three primes."}\n{"id": "q2", "prompt": "Say hi in French."}\n'
+                       '{"id": "q3", "prompt": "What is 2+2?"}\n', encoding="utf-8")
+    page.locator("button[role='tab']:has-text('Batch')").first.click()
+    page.locator("#batch-file input[type=file]").set_input_files(str(prompts))
+    models = page.locator("#batch-models input")
+    models.click()
+    for ref in ("openai:fast", "openai:fail-401-always"):
+        models.fill(ref)
+        models.press("Enter")
+    models.press("Escape")
+    page.locator("#batch-run").click()
+    status = page.locator("#batch-status")
+    try:
+        wait_until(lambda: "Finished" in status.inner_text(), timeout=30, what="batch finished")
+    except AssertionError:
+        page.screenshot(path=str(artifacts / "batch-failure.png"), full_page=True)
+        raise
+    assert "6/6 done, 3 errors" in status.inner_text() or "9/9 done, 3 errors" in status.inner_text()
+    summary_table = page.locator("#batch-summary").inner_text()
+    assert "openai:fast" in summary_table and "openai:fail-401-always" in summary_table
+    downloads = "".join(page.locator("#batch-downloads").inner_text().split())
+    assert "batch-results.jsonl" in downloads and "batch-results.csv" in downloads
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(artifacts / "batch.png"), full_page=True)
+
+    # Stop mid-run: the finished rows stay and are offered for download.
+    models.click()
+    models.fill("openai:slow")
+    models.press("Enter")
+    models.press("Escape")
+    page.locator("#batch-run").click()
+    wait_until(lambda: "Running" in status.inner_text(), what="second batch running")
+    page.locator("#batch-stop").click()
+    wait_until(lambda: "Stopped" in status.inner_text(), what="batch stopped")
+    assert "were not run" in status.inner_text()
+    assert "batch-results.jsonl" in "".join(page.locator("#batch-downloads").inner_text().split())
+    assert page.locator("#batch-run").is_enabled()
