@@ -73,3 +73,12 @@ def test_undo_removes_the_last_turn_only_when_the_store_matches(session):
     assert undo_last_turn(session=session, owner=OWNER, conversation_id=conv, history_user_texts=["stale"]) == 0
     assert undo_last_turn(session=session, owner=OWNER, conversation_id=conv, history_user_texts=["one", "two"]) == 2
     assert [c for _, c in stored(session, conv)] == ["one", "re: one"]
+
+
+def test_undo_accepts_a_chat_already_popped(session):
+    from ui.store import undo_last_turn
+
+    conv = turn(session, None, [], "one")
+    turn(session, conv, ["one"], "two")
+    assert undo_last_turn(session=session, owner=OWNER, conversation_id=conv, history_user_texts=["one"]) == 2
+    assert [c for _, c in stored(session, conv)] == ["one", "re: one"]

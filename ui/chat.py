@@ -139,21 +139,25 @@ class ChatHandler:
         notes: list[str] = []
         ids = None
         conv = conversation_id
+        yielded_conv = conversation_id
         finished = False
         try:
             async for r in turn.updates():
                 if ids is None and save_task.done():
                     ids, conv = self._ids(save_task.result(), conversation_id, notes)
                 yield result_bubbles(r, label, notes=notes), conv
+                yielded_conv = conv
             finished = True
         finally:
             if ids is None:
                 ids, conv = self._ids(await asyncio.shield(save_task), conversation_id, notes)
             saved = await asyncio.shield(self._finish(owner, ids, turn.result, sent))
             self._log_turn(owner, conv, turn.result, saved, text)
-        if not saved and ids is not None:
+        if not saved and ids and NOT_SAVED not in notes:
             notes.append(NOT_SAVED)
-        if notes and finished:
+        # A fast reply can end before the user message is saved: the chat must still learn the
+        # conversation id (and any note), or the next message would start a new conversation.
+        if finished and (notes or conv != yielded_conv):
             yield result_bubbles(turn.result, label, notes=notes), conv
 
     # -- moderation -----------------------------------------------------------------------

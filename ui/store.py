@@ -69,9 +69,18 @@ def start_turn(
 
 
 def undo_last_turn(*, session: Session, owner: str, conversation_id: str, history_user_texts: list[str]) -> int:
-    """Undo: remove the last user turn and its reply, if the store matches what the chat showed."""
+    """Undo: remove the last user turn and its reply, if the store matches what the chat showed.
+
+    The chat may arrive before or after Gradio's own undo popped the turn, so both a chat that
+    shows every stored turn and one that shows all but the last are accepted.
+    """
     detail = repo.get_conversation(session=session, owner=owner, conversation_id=conversation_id)
-    users = [m for m in detail.messages if m.role == "user"]
-    if not users or not _same_turns(history_user_texts, [m.content for m in users]):
+    stored = [m for m in detail.messages if m.role == "user"]
+    texts = [m.content for m in stored]
+    if stored and _same_turns(history_user_texts, texts):
+        cut = stored[-1]
+    elif stored and _same_turns(history_user_texts, texts[:-1]):
+        cut = stored[len(history_user_texts)]
+    else:
         return 0
-    return repo.truncate_after(session=session, owner=owner, conversation_id=conversation_id, position=users[-1].position)
+    return repo.truncate_after(session=session, owner=owner, conversation_id=conversation_id, position=cut.position)

@@ -183,7 +183,11 @@ def test_two_users_see_only_their_own_chats(fake_server, browser, tmp_path, arti
         ctx_b, bob = login("bob", "builder")
         send(bob, "bob's notes")
         wait_until(lambda: "first token" in bot_text(bob), what="bob reply")
-        bob.locator("#conv-list label", has_text="bob's notes").wait_for()
+        try:
+            bob.locator("#conv-list label", has_text="bob's notes").wait_for()
+        except Exception:
+            bob.screenshot(path=str(artifacts / "fail-bob.png"))
+            raise
         assert bob.locator("#conv-list label", has_text="alice").count() == 0
         bob.locator("#conv-search input, #conv-search textarea").first.fill("private")
         bob.locator("#conv-search input, #conv-search textarea").first.press("Enter")
@@ -239,5 +243,6 @@ def test_undo_and_retry_keep_the_store_in_step(server, page, fake_server):
     wait_until(lambda: "You said: first line for undo" in bot_text(page), what="retried reply")
     time.sleep(0.5)
     assert stored_users() == ["first line for undo"], "Retry replaced the turn instead of adding one"
-    _, msgs = db_rows(db)
-    assert len([m for m in msgs if m["content"] == "You said: first line for undo"]) == 1
+    convs, msgs = db_rows(db)
+    mine = [m for m in msgs if m["content"] == "You said: first line for undo"]
+    assert len(mine) == 1, (convs, msgs)
