@@ -579,7 +579,7 @@ _SQLITE_SEARCH = sa.text(
     FROM message_fts
     JOIN message AS m ON m.rowid = message_fts.rowid
     JOIN conversation AS c ON c.id = m.conversation_id
-    WHERE message_fts MATCH :query AND m.owner = :owner AND c.owner = :owner
+    WHERE message_fts MATCH :query AND m.owner = :owner AND c.owner = :owner AND c.kind = 'chat'
     ORDER BY m.created_at DESC, m.position DESC
     LIMIT :limit
     """
@@ -590,7 +590,7 @@ _PG_SEARCH = sa.text(
     SELECT m.id, m.conversation_id, c.title, m.role, m.content, m.reasoning, m.created_at
     FROM message AS m
     JOIN conversation AS c ON c.id = m.conversation_id
-    WHERE m.search @@ plainto_tsquery('simple', :query) AND m.owner = :owner AND c.owner = :owner
+    WHERE m.search @@ plainto_tsquery('simple', :query) AND m.owner = :owner AND c.owner = :owner AND c.kind = 'chat'
     ORDER BY m.created_at DESC, m.position DESC
     LIMIT :limit
     """
@@ -599,7 +599,9 @@ _PG_SEARCH = sa.text(
 
 @_guarded
 def search_messages(*, session: Session, owner: str, query: str, limit: int = 50) -> list[SearchHit]:
-    """This owner's messages containing every word of `query`, newest first, with a marked snippet.
+    """This owner's chat messages containing every word of `query`, newest first, with a marked snippet.
+
+    Compare panes are left out: opening one from the sidebar would reveal a blind pane's model.
 
     Whatever `query` holds (quotes, operators, SQL) is searched for as words. A query without any
     letter or digit finds nothing.

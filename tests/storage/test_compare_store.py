@@ -197,3 +197,12 @@ def test_migration_from_0002_keeps_chats_and_downgrade_keeps_messages(empty_engi
         assert c.execute(text("SELECT count(*) FROM conversation")).scalar_one() == 1
         assert c.execute(text("SELECT content FROM message")).scalars().all() == ["old message"]
     db.init_db(empty_engine)
+
+
+def test_search_leaves_compare_panes_out(session):
+    conv = repo.create_conversation(session=session, owner="alice", first_prompt="zebra facts")
+    repo.begin_turn(session=session, owner="alice", conversation_id=conv.id, content="tell me about zebra stripes")
+    run(session, "alice", "zebra blind question", ["openai:gpt-x", "anthropic:claude-y"], blind=True,
+        replies={0: "zebra answer one", 1: "zebra answer two"})
+    hits = repo.search_messages(session=session, owner="alice", query="zebra")
+    assert [h.conversation_id for h in hits] == [conv.id], "only the chat is found, never a (blind) pane"
