@@ -24,6 +24,7 @@ CSS = """
 #search-hits .hit { font-size: .85em; margin: 4px 0; padding: 4px 6px; border-left: 3px solid var(--color-accent); }
 #search-hits mark { background: #fde68a; color: inherit; padding: 0 1px; }
 footer { display: none !important; }
+#dash-table table, #dash-table th, #dash-table td { font-family: var(--font) !important; }
 """
 
 EXAMPLES = [
