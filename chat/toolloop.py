@@ -20,7 +20,7 @@ from typing import Any, Literal
 from chat.errors import ChatError
 from chat.providers.base import Provider
 from chat.tools.base import Tool, Toolbox, ToolContext, ToolError
-from chat.turn import SleepFn, Turn, TurnPolicy, TurnResult
+from chat.turn import SleepFn, Turn, TurnPolicy, TurnResult, coalesce
 from chat.types import FinishReason, Message, ModelInfo, Params, ToolCall, ToolCallDelta, ToolCallEvent
 
 log = logging.getLogger("parley.toolloop")
@@ -323,34 +323,12 @@ class ToolLoop:
         changed = asyncio.Event()
         self._changed = changed.set
         r = self.result
-        task = asyncio.create_task(self._drive())
-        task.add_done_callback(lambda _t: changed.set())
-        loop = asyncio.get_running_loop()
-        last = float("-inf")
         try:
-            while not task.done():
-                await changed.wait()
-                wait = last + interval - loop.time()
-                if wait > 0 and not task.done():
-                    try:
-                        await asyncio.wait_for(asyncio.shield(task), wait)
-                    except TimeoutError:
-                        pass
-                changed.clear()
-                if task.done():
-                    break
-                last = loop.time()
-                yield r
-            task.result()  # re-raise anything unexpected from the loop
-            yield r
+            async with aclosing(coalesce(asyncio.create_task(self._drive()), changed, r, interval)) as updates:
+                async for value in updates:
+                    yield value
         finally:
             self._changed = _nothing
-            if not task.done():
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
             if not r.done:
                 r.finish_reason = FinishReason.CANCELLED
 

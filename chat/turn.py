@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from chat.context import trim_messages
 from chat.errors import ChatError, FirstTokenTimeout, IdleTimeout, StreamError
@@ -114,6 +115,41 @@ class TurnResult:
 
 
 SleepFn = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
+
+
+async def coalesce(task: asyncio.Task, changed: asyncio.Event, value: T, interval: float) -> AsyncIterator[T]:
+    """Yield `value` (updated in place by `task`) after each change: at once the first time, then at
+    most once per `interval`, and always once more when `task` ends. Closing the iterator early
+    cancels `task`; an unexpected error in `task` is raised here.
+    """
+    task.add_done_callback(lambda _t: changed.set())
+    loop = asyncio.get_running_loop()
+    last = float("-inf")
+    try:
+        while not task.done():
+            await changed.wait()
+            wait = last + interval - loop.time()
+            if wait > 0 and not task.done():
+                # Let more tokens gather; wake early only when the task ends.
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), wait)
+                except TimeoutError:
+                    pass
+            changed.clear()
+            if task.done():
+                break
+            last = loop.time()
+            yield value
+        task.result()
+        yield value
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
 
 class Turn:
@@ -253,35 +289,13 @@ class Turn:
                 async for _ in events:
                     changed.set()
 
-        task = asyncio.create_task(pump())
-        task.add_done_callback(lambda _t: changed.set())
-        loop = asyncio.get_running_loop()
-        last = float("-inf")
         try:
-            while not task.done():
-                await changed.wait()
-                wait = last + interval - loop.time()
-                if wait > 0 and not task.done():
-                    # Let more tokens gather; wake early only when the turn ends.
-                    try:
-                        await asyncio.wait_for(asyncio.shield(task), wait)
-                    except TimeoutError:
-                        pass
-                changed.clear()
-                if task.done():
-                    break
-                last = loop.time()
-                yield r
-            task.result()  # re-raise anything unexpected from the pump
-            yield r
+            async with aclosing(coalesce(asyncio.create_task(pump()), changed, r, interval)) as updates:
+                async for value in updates:
+                    yield value
         finally:
-            if not task.done():
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                r.finish_reason = r.finish_reason if r.done else FinishReason.CANCELLED
+            if not r.done:
+                r.finish_reason = FinishReason.CANCELLED
 
     async def run(self) -> TurnResult:
         """Run to the end and return the result (for batch runs and tests)."""
