@@ -18,6 +18,7 @@ from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
 from storage.db import init_db, make_engine  # noqa: E402
 from storage.repository import mark_interrupted  # noqa: E402
 from ui.config import AppConfig  # noqa: E402
+from ui.gradio_patches import lazy_session_config  # noqa: E402
 from ui.layout import CSS, build_ui  # noqa: E402
 from ui.services import Services  # noqa: E402
 
@@ -41,10 +42,12 @@ def create_app(env: dict[str, str] | None = None) -> tuple[gr.Blocks, Services]:
         interrupted = mark_interrupted(session=session)
     if interrupted:
         log.info("marked %d replies interrupted by the last shutdown", interrupted)
+    lazy_session_config()
     services = Services.build(config, registry, engine)
     # SDK imports take seconds: do them beside start-up, never on the event loop.
     threading.Thread(target=_warm, args=(services,), name="parley-warm", daemon=True).start()
     demo = build_ui(services)
+    services.demo = demo
     demo.queue(default_concurrency_limit=None, max_size=None)
     demo.max_threads = MAX_THREADS
     return demo, services

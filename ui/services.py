@@ -32,6 +32,8 @@ class Services:
     policy: TurnPolicy
     #: Tools models may call (None when the operator's tools module failed to load).
     toolbox: Any = None
+    #: The built gr.Blocks (set by app.create_app).
+    demo: Any = None
     # Storage calls are synchronous: they run here, never on the event loop.
     #: Set once every configured SDK is imported and its client built.
     warmed: threading.Event = field(default_factory=threading.Event)
