@@ -27,8 +27,12 @@ log = logging.getLogger("parley")
 MAX_THREADS = 200  # also Gradio's number of queue worker slots, for async events too
 
 
-def create_app(env: dict[str, str] | None = None) -> tuple[gr.Blocks, Services]:
-    """Build the services and the UI from the environment (with `.env` loaded)."""
+def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple[gr.Blocks, Services]:
+    """Build the services and the UI from the environment (with `.env` loaded).
+
+    `warm` imports the provider SDKs in a background thread now; `main` does it once the server
+    answers instead, so that seconds of imports do not compete with start-up for the CPU.
+    """
     if env is None:
         load_dotenv_file()
         env = dict(os.environ)
@@ -44,13 +48,18 @@ def create_app(env: dict[str, str] | None = None) -> tuple[gr.Blocks, Services]:
         log.info("marked %d replies interrupted by the last shutdown", interrupted)
     lazy_session_config()
     services = Services.build(config, registry, engine)
-    # SDK imports take seconds: do them beside start-up, never on the event loop.
-    threading.Thread(target=_warm, args=(services,), name="parley-warm", daemon=True).start()
+    if warm:
+        start_warming(services)
     demo = build_ui(services)
     services.demo = demo
     demo.queue(default_concurrency_limit=None, max_size=None)
     demo.max_threads = MAX_THREADS
     return demo, services
+
+
+def start_warming(services: Services) -> None:
+    """SDK imports take seconds: do them in a thread, never on the event loop."""
+    threading.Thread(target=_warm, args=(services,), name="parley-warm", daemon=True).start()
 
 
 def _warm(services: Services) -> None:
@@ -90,8 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("httpx", "httpx2", "openai", "anthropic", "google_genai", "httpcore", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
-    app, services = create_app()
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(services))
+    app, services = create_app(warm=False)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
+               **launch_kwargs(services))
+    start_warming(services)
+    app.block_thread()
 
 
 _built: tuple[gr.Blocks, Services] | None = None
