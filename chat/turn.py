@@ -65,7 +65,10 @@ class TurnResult:
 
     provider: str
     model: str
-    text: str = ""
+    # The answer arrives in thousands of small pieces: they are joined when read, not per token.
+    _chunks: list[str] = field(default_factory=list)
+    _joined: str = ""
+    _joined_count: int = 0
     reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     input_tokens: int | None = None
@@ -84,6 +87,17 @@ class TurnResult:
     first_text_at: float | None = None
     ended: float | None = None
     text_chunks: int = 0
+
+    @property
+    def text(self) -> str:
+        """The answer so far."""
+        if self._joined_count != len(self._chunks):
+            self._joined = "".join(self._chunks)
+            self._joined_count = len(self._chunks)
+        return self._joined
+
+    def add_text(self, piece: str) -> None:
+        self._chunks.append(piece)
 
     @property
     def done(self) -> bool:
@@ -233,6 +247,10 @@ class Turn:
         policy = self.policy
         loop = asyncio.get_running_loop()
         first = True
+        # Moving the idle deadline costs a timer per token: move it at most this often instead
+        # (the timeout may then fire up to this much early, a small share of it).
+        resched_every = min(0.5, policy.idle_timeout / 4)
+        resched_at = 0.0
         stream = self.provider.stream(self.model.id, self.messages, self.params, tools=self.tools)
         try:
             async with asyncio.timeout(policy.first_token_timeout) as deadline, aclosing(stream):
@@ -247,7 +265,10 @@ class Turn:
                         first = False
                         if r.ttft_ms is None:
                             r.ttft_ms = (time.perf_counter() - r.started) * 1000
-                    deadline.reschedule(loop.time() + policy.idle_timeout)
+                    now = loop.time()
+                    if now >= resched_at:
+                        deadline.reschedule(now + policy.idle_timeout)
+                        resched_at = now + resched_every
                     self._apply(event)
                     yield event
         except TimeoutError as e:
@@ -260,7 +281,7 @@ class Turn:
         if isinstance(event, TextDelta):
             if r.first_text_at is None:
                 r.first_text_at = time.perf_counter()
-            r.text += event.text
+            r.add_text(event.text)
             r.text_chunks += 1
         elif isinstance(event, ReasoningDelta):
             r.reasoning += event.text
