@@ -234,8 +234,9 @@ def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None) -> list[di
             duration = _field(m, "duration_ms")
             out_tokens = _field(m, "output_tokens")
             tps = None
-            if out_tokens and duration and ttft is not None and duration > ttft:
-                tps = max(out_tokens - (_field(m, "reasoning_tokens") or 0) - 1, 0) / ((duration - ttft) / 1000) or None
+            answer_tokens = (out_tokens or 0) - (_field(m, "reasoning_tokens") or 0)
+            if answer_tokens >= 10 and duration and ttft is not None and duration > ttft:  # as TurnResult does
+                tps = (answer_tokens - 1) / ((duration - ttft) / 1000)
             bubbles = reply_bubbles(
                 text=_field(m, "content") or "",
                 reasoning=_field(m, "reasoning") or "",
