@@ -29,6 +29,7 @@ import numpy as np
 
 from chat.errors import ChatError, InvalidInput
 from chat.providers.base import Provider
+from chat.toolloop import ToolLoop
 from chat.turn import Turn, TurnPolicy, TurnResult
 from chat.types import Message, ModelInfo, Params
 from compare.pricing import PriceError, PriceTable
@@ -57,6 +58,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     "cost",            # USD at the price table's rates; None when the model or usage is unknown
     "attempts",        # tries the turn made (1 = no retry)
     "started_at",      # UTC ISO 8601, when the pair got its concurrency slot
+    "tool_calls",      # with --tools: the calls made, [{name, arguments, result, error}], else []
 )
 
 _SNIFF_JSONL = (".jsonl", ".ndjson", ".json")
@@ -172,8 +174,9 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def result_row(prompt: Prompt, result: TurnResult, *, started_at: str, prices: PriceTable) -> dict[str, Any]:
-    """The JSONL row for one finished turn (keys: RESULT_FIELDS)."""
+def result_row(prompt: Prompt, result: Any, *, started_at: str, prices: PriceTable) -> dict[str, Any]:
+    """The JSONL row for one finished turn, or tool loop (keys: RESULT_FIELDS)."""
+    step = getattr(result, "turn", None)  # a tool loop's last step carries the speed
     ref = result.ref
     cost = prices.cost(ref, result.input_tokens, result.output_tokens)
     return {
@@ -186,12 +189,14 @@ def result_row(prompt: Prompt, result: TurnResult, *, started_at: str, prices: P
         "error_kind": result.error.kind if result.error else None,
         "ttft_ms": _round(result.ttft_ms, 1),
         "duration_ms": _round(result.duration_ms, 1),
-        "tokens_per_second": _round(result.tokens_per_second, 2),
+        "tokens_per_second": _round(result.tokens_per_second if isinstance(result, TurnResult) else (step.tokens_per_second if step else None), 2),
         "input_tokens": result.input_tokens,
         "output_tokens": result.output_tokens,
         "cost": _round(cost, 10),
-        "attempts": result.attempts,
+        "attempts": result.attempts if isinstance(result, TurnResult) else sum(t.attempts for t in result.steps),
         "started_at": started_at,
+        "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result, "error": t.error}
+                       for t in getattr(result, "tools", ())],
     }
 
 
@@ -248,6 +253,8 @@ def rows_to_csv(rows: Iterable[Mapping[str, Any]], *, columns: Sequence[str] = R
             v = r.get(c)
             if v is None:
                 v = ""
+            elif isinstance(v, (list, dict)):
+                v = json.dumps(v, ensure_ascii=False) if v else ""
             elif isinstance(v, str) and escape_formulas and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
                 v = "'" + v
             cells.append(v)
@@ -406,6 +413,7 @@ async def run_batch(
     progress: Callable[[int, int], None] | None = None,
     system: str | None = None,
     prices: PriceTable | None = None,
+    tools: Any = None,
 ) -> BatchSummary:
     """Run every prompt × model, appending each finished row to `out_path` (JSONL) at once.
 
@@ -414,6 +422,7 @@ async def run_batch(
     `system` applies to prompts without their own. Costs use `prices` (default: the built-in table).
     Cancelling the task stops the run; finished rows stay written, unfinished pairs run next time.
     Raises a ChatError subclass (NotConfigured, BatchError) before running anything when the input is unusable.
+    With `tools` (a chat.tools.Toolbox), models that support tools may call them, as in a chat.
     """
     if concurrency < 1:
         raise BatchError(f"Concurrency must be at least 1, got {concurrency}.")
@@ -453,7 +462,10 @@ async def run_batch(
             messages.append(Message(role="user", content=prompt.prompt))
             async with semaphore:
                 started_at = _utc_now()
-                result = await Turn(provider, info, messages, params, policy=policy).run()
+                if tools is not None and info.supports_tools:
+                    result = await ToolLoop(provider, info, messages, params, tools=tools, policy=policy).run()
+                else:
+                    result = await Turn(provider, info, messages, params, policy=policy).run()
             row = result_row(prompt, result, started_at=started_at, prices=prices)
             # Written from the event loop thread only, one whole line at a time: rows never interleave.
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -538,6 +550,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="sampling temperature (models that refuse it ignore it)")
     p.add_argument("--prices", help="prices file (TOML/JSON) for the cost column; default PARLEY_PRICES_FILE or ./prices.toml")
     p.add_argument("--csv", help="also write the final rows of this job as CSV to this path")
+    p.add_argument("--tools", action="store_true", help="let models that support tools call them (calculator, time; PARLEY_TOOLS_MODULE)")
     return p
 
 
@@ -579,8 +592,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def go() -> BatchSummary:
         registry = Registry.from_settings(settings)
         try:
+            toolbox = None
+            if args.tools:
+                from chat.tools import toolbox_from_env
+
+                toolbox = toolbox_from_env()
             return await run_batch(registry, prompts, models, out_path=args.out, concurrency=args.concurrency,
-                                   params=params, system=args.system, prices=prices, progress=_progress_printer())
+                                   params=params, system=args.system, prices=prices, progress=_progress_printer(),
+                                   tools=toolbox)
         finally:
             await registry.aclose()
 

@@ -318,3 +318,20 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, capsys, arg
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert not (tmp_path / "r.jsonl").exists()
+
+
+async def test_batch_runs_can_use_tools(registry, fake_server, tmp_path):
+    from chat.tools import toolbox_from_env
+    from tests.fakes import Scenario as S
+
+    fake_server.set_scenario("batch-calc", S(tool_calls=[{"name": "calculator", "arguments": {"expression": "3*14"}}],
+                                             then=S(text="It is 42.", tokens=3)))
+    out = tmp_path / "tools.jsonl"
+    summary = await run_batch(registry, prompts(2), ["openai:batch-calc"], out_path=out, tools=toolbox_from_env({}))
+    assert summary.errors == 0
+    rows = lines(out)
+    assert all(r["text"].endswith("It is 42.") for r in rows)
+    assert all(r["tool_calls"][0]["name"] == "calculator" and r["tool_calls"][0]["result"].strip() == "42" for r in rows)
+    assert "calculator" in rows_to_csv(rows)
+    plain = await run_batch(registry, prompts(1), ["openai:gpt-test"], out_path=tmp_path / "plain.jsonl")
+    assert lines(tmp_path / "plain.jsonl")[0]["tool_calls"] == [] and plain.errors == 0
