@@ -67,8 +67,9 @@ def params_error(e: ValidationError) -> str:
 
 
 def model_label(info: ModelInfo, provider_label: str) -> str:
-    label = f"{provider_label} · {info.display}"
-    return label + " (offline demo)" if info.demo and "demo" not in label.lower() else label
+    if info.demo:  # its own label already says what it is ("Parley demo (offline)")
+        return info.display if "demo" in info.display.lower() else f"{info.display} (offline demo)"
+    return f"{provider_label} · {info.display}"
 
 
 class ChatHandler:
