@@ -52,7 +52,9 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
         start_warming(services)
     demo = build_ui(services)
     services.demo = demo
-    demo.queue(default_concurrency_limit=None, max_size=None)
+    # status_update_rate: Gradio's "auto" tells every waiting event about every start, which grows
+    # with the square of a burst (about 5,000 messages for 100 users arriving together).
+    demo.queue(default_concurrency_limit=None, max_size=None, status_update_rate=5)
     demo.max_threads = MAX_THREADS
     return demo, services
 

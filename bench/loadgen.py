@@ -34,6 +34,8 @@ class Result:
     ttlt: float | None = None
     error: str | None = None
     messages: int = 0
+    joined: float | None = None  # the join POST answered
+    started: float | None = None  # process_starts: the queue handed the event to a worker
 
 
 @dataclass
@@ -121,6 +123,7 @@ class GradioChat:
         try:
             r = await self.client.post(f"{self.url}/gradio_api/queue/join",
                                        json={"data": data, "fn_index": self.fn_index, "session_hash": session})
+            result.joined = time.perf_counter() - start
             if r.status_code != 200:
                 result.error = f"join {r.status_code}: {r.text[:200]}"
                 return result
@@ -140,6 +143,8 @@ class GradioChat:
                             result.error = "completed without the last token"
                         if result.ttft is None:  # the whole reply came in one message
                             result.ttft = result.ttlt
+                    elif result.started is None and '"process_starts"' in line:
+                        result.started = time.perf_counter() - start
                     elif '"close_stream"' in line:
                         break
                     elif '"unexpected_error"' in line or '"queue_full"' in line:

@@ -129,6 +129,28 @@ class App(Process):
         self.stop()
         raise RuntimeError(f"{self.name} did not start:\n{self.output()}")
 
+    def settle(self, below: float = 0.15, window: float = 0.5, timeout: float = 20.0) -> float:
+        """Wait until the process uses less than `below` of a core over `window` s (its start-up tail ends).
+
+        Parley keeps working for a second or two after /config first answers; measuring then would charge
+        that work to the first scenario. Returns the last measured share.
+        """
+        deadline = time.perf_counter() + timeout
+        share = 1.0
+        while time.perf_counter() < deadline:
+            c0 = self.cpu()
+            time.sleep(window)
+            share = (self.cpu() - c0) / window
+            if share < below:
+                break
+        return share
+
+    def idle_share(self, seconds: float = 3.0) -> float:
+        """Share of one core the idle server uses (Gradio's queue loop polls every 1 ms)."""
+        c0 = self.cpu()
+        time.sleep(seconds)
+        return (self.cpu() - c0) / seconds
+
 
 class Parley(App):
     """`python app.py` with its own fresh SQLite database, every provider pointed at the fake."""

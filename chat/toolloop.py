@@ -313,7 +313,7 @@ class ToolLoop:
 
     # -- consumers ----------------------------------------------------------------------------
 
-    async def updates(self, interval: float | None = None) -> AsyncIterator[ToolLoopResult]:
+    async def updates(self, interval: float | Callable[[], float] | None = None) -> AsyncIterator[ToolLoopResult]:
         """The result after changes: the first change at once, then at most one update per `interval`.
 
         The same `ToolLoopResult` object each time (text so far, tool records, `turn` = current step);

@@ -132,18 +132,21 @@ SleepFn = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
 
 
-async def coalesce(task: asyncio.Task, changed: asyncio.Event, value: T, interval: float) -> AsyncIterator[T]:
+async def coalesce(task: asyncio.Task, changed: asyncio.Event, value: T,
+                   interval: float | Callable[[], float]) -> AsyncIterator[T]:
     """Yield `value` (updated in place by `task`) after each change: at once the first time, then at
     most once per `interval`, and always once more when `task` ends. Closing the iterator early
-    cancels `task`; an unexpected error in `task` is raised here.
+    cancels `task`; an unexpected error in `task` is raised here. `interval` may be a function,
+    read before every wait, so that a server under load can space updates out.
     """
+    pace = interval if callable(interval) else (lambda: interval)
     task.add_done_callback(lambda _t: changed.set())
     loop = asyncio.get_running_loop()
     last = float("-inf")
     try:
         while not task.done():
             await changed.wait()
-            wait = last + interval - loop.time()
+            wait = last + pace() - loop.time()
             if wait > 0 and not task.done():
                 # Let more tokens gather; wake early only when the task ends.
                 try:
@@ -294,7 +297,7 @@ class Turn:
 
     # -- the coalesced feed for a UI -------------------------------------------------------
 
-    async def updates(self, interval: float | None = None) -> AsyncIterator[TurnResult]:
+    async def updates(self, interval: float | Callable[[], float] | None = None) -> AsyncIterator[TurnResult]:
         """The result after changes: the first token at once, then at most one update per `interval`.
 
         Each update carries the whole text so far (the same `TurnResult` object, updated in place),

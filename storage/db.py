@@ -17,14 +17,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from storage.errors import StorageUnavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+#: The newest migration revision. init_db skips importing Alembic when the database is already
+#: there (a test checks this matches Alembic's own head).
+HEAD_REVISION = "0003"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SPACES_DATA_DIR = Path("/data")  # Hugging Face Spaces persistent storage, when enabled
@@ -91,6 +98,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any, *, busy_timeout_ms: 
 
 def alembic_config() -> Config:
     """An Alembic config pointing at storage/migrations (no alembic.ini needed)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
@@ -98,6 +107,8 @@ def alembic_config() -> Config:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database behind `engine` to `revision` (tests use this for older revisions)."""
+    from alembic import command
+
     config = alembic_config()
     try:
         with engine.begin() as connection:
@@ -110,8 +121,24 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         raise StorageUnavailable(f"Could not reach the database to prepare it: {_short(e)}") from e
 
 
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, read with plain SQL (None for a new database)."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except OperationalError:
+        return None  # no such table yet (or the database is not there: migrate() will say so)
+    except Exception:  # noqa: BLE001 - e.g. PostgreSQL's UndefinedTable: let migrate() decide
+        return None
+
+
 def init_db(engine: Engine) -> None:
-    """Bring the schema to the newest revision, keeping existing data. Run once at start-up."""
+    """Bring the schema to the newest revision, keeping existing data. Run once at start-up.
+
+    An up-to-date database is recognised without importing Alembic (a tenth of a second of start-up).
+    """
+    if current_revision(engine) == HEAD_REVISION:
+        return
     migrate(engine, "head")
 
 

@@ -86,7 +86,8 @@ def test_run_two_models_one_failing_gives_summary_and_downloads(view, tmp_path, 
     table = list(csv.DictReader(io.StringIO(Path(csv_path).read_text())))
     assert len(table) == 6 and {t["prompt_id"] for t in table} == {"q0", "q1", "q2"}
 
-    sent = [r for r in fake_server.requests if r.model == "fast" and r.json["messages"][-1]["content"] == "question 1"][-1]
+    sent = [r for r in fake_server.requests if r.model == "fast" and r.provider == "openai" and r.json
+            and r.json.get("messages") and r.json["messages"][-1]["content"] == "question 1"][-1]
     assert sent.json["messages"][0] == {"role": "system", "content": "Be brief."}
     assert sent.json.get("max_tokens") == 64 or sent.json.get("max_completion_tokens") == 64
 

@@ -448,7 +448,9 @@ def build_batch_tab(ctx: TabContext) -> BatchView:
                                label=f"Results (first {PREVIEW_ROWS} rows)", elem_id="batch-results",
                                column_widths=["7%", "13%", "16%", "30%", "13%", "7%", "7%", "7%"])
     # The session's last run; its directory goes when the next run starts or the session ends.
-    run_state = gr.State(None, delete_callback=handlers._discard)
+    # A lambda, not the bound method: Gradio deep-copies the page config on every load, and a bound
+    # method would drag the handler's services (SDK clients, locks) into that copy.
+    run_state = gr.State(None, delete_callback=lambda run: handlers._discard(run))
     view = BatchView(file=file, models=models, concurrency=concurrency, system=system, max_tokens=max_tokens,
                      run_button=run_button, stop_button=stop_button, status=status, summary=summary,
                      results=results, downloads=downloads, output_group=output_group, run_state=run_state,

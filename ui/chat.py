@@ -142,14 +142,16 @@ class ChatHandler:
         conv = conversation_id
         yielded_conv = conversation_id
         finished = False
+        self.s.active_streams += 1
         try:
-            async for r in turn.updates():
+            async for r in turn.updates(self.s.update_interval):
                 if ids is None and save_task.done():
                     ids, conv = self._ids(save_task.result(), conversation_id, notes)
                 yield result_bubbles(r, label, notes=notes), conv
                 yielded_conv = conv
             finished = True
         finally:
+            self.s.active_streams -= 1
             if ids is None:
                 ids, conv = self._ids(await asyncio.shield(save_task), conversation_id, notes)
             saved = await asyncio.shield(self._finish(owner, ids, turn.result, sent))

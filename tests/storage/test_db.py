@@ -174,3 +174,24 @@ def test_downgrade_to_first_revision_and_back(empty_engine):
     db.init_db(empty_engine)
     with Session(empty_engine) as session:
         assert len(repo.search_messages(session=session, owner="alice", query="downgrade")) == 1
+
+
+def test_head_revision_constant_matches_alembic():
+    from alembic.script import ScriptDirectory
+
+    from storage.db import HEAD_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+
+
+def test_init_db_on_an_up_to_date_database_does_not_import_alembic(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    code = ("import sys; from storage.db import make_engine, init_db, current_revision; e = make_engine({url!r}); "
+            "init_db(e); print(current_revision(e), 'alembic' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", code.format(url=url)], capture_output=True, text=True, check=True)
+    second = subprocess.run([sys.executable, "-c", code.format(url=url)], capture_output=True, text=True, check=True)
+    assert first.stdout.split() == ["0003", "True"], first.stderr
+    assert second.stdout.split() == ["0003", "False"], second.stderr
