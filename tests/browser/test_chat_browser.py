@@ -58,8 +58,8 @@ def send(page, text):
 
 
 def bot_text(page) -> str:
-    bots = page.locator("[data-testid='bot']")
-    return " ".join(bots.nth(i).inner_text() for i in range(bots.count()))
+    # One read of every bubble: counting and then reading by index races with bubbles going away (Undo).
+    return " ".join(page.locator("[data-testid='bot']").all_inner_texts())
 
 
 def db_rows(url: str):
