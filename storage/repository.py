@@ -508,6 +508,29 @@ def _tool_calls(calls: object) -> list[dict[str, Any]] | None:
 
 
 @_guarded
+def save_partial(
+    *, session: Session, owner: str, message_id: uuid.UUID | str, content: str, reasoning: str | None = None
+) -> bool:
+    """Keep the text of a reply still streaming, so a server that dies mid-reply loses little of it.
+
+    Writes only while the reply is pending: a late call never overwrites a finished reply.
+    Returns whether it wrote.
+    """
+    owner = check_owner(owner)
+    mid = parse_id(message_id, "message")
+    content = clean_text(content, "reply", optional=True) or ""
+    reasoning = clean_text(reasoning, "reasoning", optional=True)
+    table = Message.__table__
+    result = session.execute(
+        sa.update(table)
+        .where(table.c.id == mid, table.c.owner == owner, table.c.finish_reason == PENDING)
+        .values(content=content, reasoning=reasoning)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+@_guarded
 def mark_interrupted(*, session: Session, before: datetime | None = None) -> int:
     """At start-up, turn every reply left "pending" (server stopped mid-reply) into "interrupted".
 

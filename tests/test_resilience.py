@@ -30,9 +30,11 @@ def test_killed_mid_reply_keeps_the_question_and_marks_the_reply_interrupted(fak
         client = Client(proc.url, verbose=False)
         job = client.submit(message="a question before the crash", model="openai:rate-10-tokens-200", system_prompt="", api_name="/chat")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(answer(o) for o in job.outputs()):
+        # Stream for over 3 s (the reply so far is saved every 2 s), then kill the server.
+        while time.monotonic() < deadline and not any(len(answer(o).split()) >= 35 for o in job.outputs()):
             time.sleep(0.1)
-        assert any(answer(o) for o in job.outputs()), "the reply had started streaming"
+        streamed = max((answer(o) for o in job.outputs()), key=len)
+        assert len(streamed.split()) >= 35, "the reply had been streaming for a while"
         proc.kill()
     finally:
         proc.stop()
@@ -45,6 +47,8 @@ def test_killed_mid_reply_keeps_the_question_and_marks_the_reply_interrupted(fak
             rows = c.execute(sa.text("select role, content, finish_reason from message order by position")).mappings().all()
         assert rows[0]["role"] == "user" and rows[0]["content"] == "a question before the crash"
         assert rows[1]["finish_reason"] == "interrupted"
+        kept = rows[1]["content"]
+        assert len(kept.split()) >= 15 and streamed.startswith(kept.strip()), "most of the reply so far was kept"
         # and the app keeps working
         reply = Client(again.url, verbose=False).predict(message="still there?", model="openai:gpt-test", system_prompt="", api_name="/chat")
         assert "lorem" in answer(reply)

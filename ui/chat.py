@@ -29,6 +29,9 @@ from ui.store import start_turn
 log = logging.getLogger("parley.chat")
 turn_log = logging.getLogger("parley.turns")
 
+#: While a reply streams, its text so far is saved this often (seconds), for a server that dies mid-reply.
+PARTIAL_SAVE_EVERY = 2.0
+
 NOT_SAVED = "💾 This turn could not be saved (the database is unavailable). The reply is shown but will not be in your history."
 
 
@@ -75,6 +78,7 @@ def model_label(info: ModelInfo, provider_label: str) -> str:
 class ChatHandler:
     def __init__(self, services: Services):
         self.s = services
+        self._background: set[asyncio.Task] = set()
 
     async def respond(
         self,
@@ -143,10 +147,16 @@ class ChatHandler:
         yielded_conv = conversation_id
         finished = False
         self.s.active_streams += 1
+        loop = asyncio.get_running_loop()
+        partial_due = loop.time() + PARTIAL_SAVE_EVERY
         try:
             async for r in turn.updates(self.s.update_interval):
                 if ids is None and save_task.done():
                     ids, conv = self._ids(save_task.result(), conversation_id, notes)
+                if ids and loop.time() >= partial_due:
+                    # Off the stream's path: the stream never waits for the database.
+                    partial_due = loop.time() + PARTIAL_SAVE_EVERY
+                    self._spawn(self._save_partial(owner, ids, r.text, r.reasoning))
                 yield result_bubbles(r, label, notes=notes), conv
                 yielded_conv = conv
             finished = True
@@ -198,6 +208,19 @@ class ChatHandler:
         return notice(reply), str(ids.conversation_id)
 
     # -- storage --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
+
+    async def _save_partial(self, owner: str, ids: Any, text: str, reasoning: str) -> None:
+        """Keep the reply so far: if the server dies now, the user finds it, marked interrupted."""
+        try:
+            await self.s.db(repo.save_partial, owner=owner, message_id=ids.assistant_message_id,
+                            content=text, reasoning=reasoning or None)
+        except StorageError as e:
+            log.info("could not save a partial reply: %s", e)
 
     async def _begin(self, owner: str, conversation_id: str | None, history: list[Any], text: str,
                      info: ModelInfo, system_prompt: str, params: dict[str, Any]) -> Any:

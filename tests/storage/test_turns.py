@@ -224,3 +224,20 @@ def test_begin_on_missing_conversation_writes_nothing(session, count_rows):
     with pytest.raises(NotFound):
         repo.begin_turn(session=session, owner="alice", conversation_id=uuid.uuid4(), content="hi")
     assert count_rows() == (0, 0)
+
+
+def test_save_partial_keeps_a_streaming_reply_and_never_touches_a_finished_one(session):
+    from storage.errors import NotFound as _NotFound  # noqa: F401 - ids of others just do nothing
+
+    conv = repo.create_conversation(session=session, owner="alice", first_prompt="long story")
+    ids = repo.begin_turn(session=session, owner="alice", conversation_id=conv.id, content="long story")
+    assert repo.save_partial(session=session, owner="alice", message_id=ids.assistant_message_id, content="Once upon")
+    assert not repo.save_partial(session=session, owner="bob", message_id=ids.assistant_message_id, content="pwned")
+    assert repo.mark_interrupted(session=session) == 1
+    reply = repo.get_conversation(session=session, owner="alice", conversation_id=conv.id).messages[-1]
+    assert (reply.content, reply.finish_reason) == ("Once upon", "interrupted")
+
+    ids2 = repo.begin_turn(session=session, owner="alice", conversation_id=conv.id, content="again")
+    repo.finish_turn(session=session, owner="alice", message_id=ids2.assistant_message_id, content="The end.", finish_reason="stop")
+    assert not repo.save_partial(session=session, owner="alice", message_id=ids2.assistant_message_id, content="late")
+    assert repo.get_conversation(session=session, owner="alice", conversation_id=conv.id).messages[-1].content == "The end."
