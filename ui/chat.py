@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +13,7 @@ from pydantic import ValidationError
 
 from chat.context import clean_text
 from chat.errors import ChatError
-from chat.turn import Turn, TurnResult
+from chat.turn import Turn
 from chat.types import ModelInfo, Params
 from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat.providers.base import Provider
-from chat.turn import Turn, TurnResult
+from chat.turn import Turn, TurnResult, coalesce
 from chat.types import FinishReason, Message, ModelInfo, Params
 from compare.pricing import PriceTable
 from storage import repository as repo
 from storage.errors import StorageError
 from storage.models import ComparisonIds
+from ui.convert import output_tokens_of
 from ui.services import Services
 
 log = logging.getLogger("parley.compare")
@@ -97,11 +98,6 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def output_tokens_of(r: TurnResult) -> int | None:
-    """Reported output tokens, else the estimate a chat reply also stores."""
-    return r.output_tokens if r.output_tokens is not None else (r.text_tokens if r.text else None)
-
-
 def metrics_of(r: TurnResult, prices: PriceTable, *, now: float | None = None) -> PaneMetrics:
     """The live or final metrics of one pane's turn; the duration runs on while it streams."""
     duration = r.duration_ms
@@ -147,24 +143,17 @@ async def stream_concurrently(turns: Sequence[Turn], interval: float = UPDATE_IN
             changed.set()
 
     tasks = [asyncio.create_task(pump(t)) for t in turns]
-    loop = asyncio.get_running_loop()
-    last = float("-inf")
+    # One future for every pane: the shared coalescing wakes early only when they have all ended,
+    # and closing it early cancels them all.
+    together = asyncio.gather(*tasks, return_exceptions=True)
     try:
-        while not all(t.done() for t in tasks):
-            await changed.wait()
-            wait = last + interval - loop.time()
-            if wait > 0:
-                # Let tokens gather; wake early only when every pane has finished.
-                await asyncio.wait(tasks, timeout=wait)
-            changed.clear()
-            if all(t.done() for t in tasks):
-                break
-            last = loop.time()
-            yield
-        for turn, task in zip(turns, tasks):
-            if not task.cancelled() and task.exception() is not None:
-                log.error("compare pane %s failed unexpectedly", turn.result.ref, exc_info=task.exception())
-        yield
+        async with aclosing(coalesce(together, changed, None, interval)) as updates:
+            async for _ in updates:
+                if together.done():
+                    for turn, task in zip(turns, tasks):
+                        if not task.cancelled() and task.exception() is not None:
+                            log.error("compare pane %s failed unexpectedly", turn.result.ref, exc_info=task.exception())
+                yield
     finally:
         pending = [t for t in tasks if not t.done()]
         for t in pending:

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.apphelpers import AppProcess, app_env
+from tests.browser.test_chat_browser import wait_until
 from tests.fakes import Scenario
 
 pytestmark = pytest.mark.browser
@@ -50,16 +51,6 @@ if (OrigES) {
   window.EventSource.prototype = OrigES.prototype;
 }
 """
-
-
-def wait_until(predicate, timeout=20.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

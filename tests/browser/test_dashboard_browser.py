@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from tests.apphelpers import AppProcess, app_env
+from tests.browser.test_chat_browser import pick_model, wait_until
 
 pytestmark = pytest.mark.browser
-
-
-def wait_until(predicate, timeout=20.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def pick_model(page, ref):
-    box = page.locator("#model-picker input")
-    box.click()
-    box.fill(ref)
-    box.press("Enter")
-    page.locator("#msg textarea").click()
-    squash = lambda t: "".join(ch for ch in t.lower() if ch.isalnum())  # noqa: E731
-    wait_until(lambda: squash(ref.split(":", 1)[1]) in squash(box.input_value()), what=f"model {ref}")
 
 
 def chat(page, ref, text, done_marker):
