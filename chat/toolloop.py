@@ -332,9 +332,19 @@ class ToolLoop:
             if not r.done:
                 r.finish_reason = FinishReason.CANCELLED
 
-    async def run(self) -> ToolLoopResult:
-        """Run to the end and return the result (for batch runs and tests)."""
-        await self._drive()
+    async def run(self, on_change: Callable[[], None] | None = None) -> ToolLoopResult:
+        """Run to the end and return the result (for batch runs and tests).
+
+        `on_change` is called after every change, uncoalesced: for a caller that merges several
+        loops into one feed of its own (compare panes), where a second coalescing layer per loop
+        would only add latency.
+        """
+        if on_change is not None:
+            self._changed = on_change
+        try:
+            await self._drive()
+        finally:
+            self._changed = _nothing
         return self.result
 
 

@@ -1,5 +1,5 @@
 """Compare mode against the fake provider servers: concurrency, isolation, blind mode, votes,
-leaderboard scoping, exports, prices and the /compare API."""
+leaderboard scoping, exports, prices, tools and the /compare API."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from sqlmodel import Session
 
+from chat.tools import Toolbox, builtin_tools, tool
 from storage import repository as repo
 from storage.models import Conversation
 from tests.apphelpers import app_env, in_process_app
+from tests.fakes import Scenario
 from ui.compare import build_compare_tab
 from ui.compare_export import CSV_COLUMNS
 from ui.config import AppConfig
@@ -31,6 +33,8 @@ from ui.services import Services
 from chat.registry import Registry, Settings
 
 FAST3 = ["openai:rate-20-tokens-20", "anthropic:rate-20-tokens-20", "gemini:rate-20-tokens-20"]
+CALC = [{"name": "calculator", "arguments": {"expression": "6*7"}}]
+NO_TOOLS = "demo:parley-demo"  # the offline demo model does not support tools
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +77,10 @@ def request(user: str) -> SimpleNamespace:
     return SimpleNamespace(username=user, session_hash=f"s-{user}")
 
 
-def run_data(ui, message, models, *, blind=False, session=None, temperatures=(), system_prompts=(), prices=None):
+def run_data(ui, message, models, *, blind=False, session=None, temperatures=(), system_prompts=(), prices=None,
+             tools=False):
     data = {ui.message: message, ui.pane_count: len(models), ui.blind: blind, ui.session: session if session is not None else {},
-            ui.prices_state: prices, ui.ctx.owner: None, ui.ctx.system_prompt: ""}  # fmt: skip
+            ui.prices_state: prices, ui.ctx.owner: None, ui.ctx.system_prompt: "", ui.tools: tools}  # fmt: skip
     for c, v in zip(ui.ctx.params, [1.0, 1.0, 512, None, "default"]):
         data[c] = v
     for i in range(4):
@@ -128,7 +133,8 @@ def test_api_panes_stream_in_parallel(app):
         assert o["duration_ms"] >= 900, "each pane takes about a second"
         assert o["ttft_ms"] is not None and o["tokens_per_second"] > 10
         assert set(o) == {"model", "text", "ttft_ms", "tokens_per_second", "output_tokens", "input_tokens",
-                          "duration_ms", "finish_reason", "error", "cost"}  # fmt: skip
+                          "duration_ms", "finish_reason", "error", "cost", "tools"}  # fmt: skip
+        assert o["tools"] == []
     assert sum(o["duration_ms"] for o in out) / 1000 > 2.7
     assert elapsed < 2.0, f"three 1-second panes took {elapsed:.2f} s: they did not run at once"
 
@@ -164,6 +170,8 @@ def test_api_is_listed_with_its_parameters(app):
     url, _ = app
     params = Client(url, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"]["/compare"]["parameters"]
     assert [p["parameter_name"] for p in params][:2] == ["message", "models"]
+    tools = next(p for p in params if p["parameter_name"] == "tools")
+    assert tools["parameter_has_default"] and tools["parameter_default"] is False
 
 
 def test_api_runs_are_saved_as_hidden_panes_that_stats_count(app):
@@ -308,3 +316,162 @@ def test_edited_prices_are_validated_and_used(tab, loop):
     openai_cost, gemini_cost = (m.cost for m in session["metrics"])
     assert openai_cost == pytest.approx((session["metrics"][0].input_tokens * 1000 + 10 * 2000) / 1e6)
     assert gemini_cost is None and "no price" in updates[-1][tab.metrics[1]]
+
+
+# -- tools -----------------------------------------------------------------------------------------
+
+
+def tool_blocks(bubbles) -> list[dict]:
+    return [b for b in bubbles if (b.get("metadata") or {}).get("title", "").startswith("🛠")]
+
+
+def requests_of(fake_server, model: str, since: int) -> list:
+    return [r for r in fake_server.requests[since:] if r.model == model]
+
+
+def stored_panes(services, owner: str, prompt: str) -> list:
+    with Session(services.engine) as s:
+        [run] = [r for r in repo.export_comparisons(session=s, owner=owner) if r.prompt == prompt]
+    return run.panes
+
+
+def test_tools_run_in_the_panes_whose_model_supports_them_and_are_shown_and_stored(tab, app, fake_server, loop):
+    _, services = app
+    fake_server.set_scenario("cmp-calc", Scenario(tool_calls=CALC, then=Scenario(text="The answer is 42.", tokens=4)))
+    fake_server.set_scenario("cmp-plain", Scenario(text="No tool needed for this one.", tokens=6))
+    models = ["openai:cmp-calc", "gemini:cmp-plain", NO_TOOLS]
+    before = len(fake_server.requests)
+    session: dict = {}
+    updates = collect(loop, tab, run_data(tab, "what is 6 times 7?", models, session=session, tools=True), "toolsy")
+    final = updates[-1]
+
+    calc, plain, demo = (final[tab.chatbots[i]] for i in range(3))
+    [block] = tool_blocks(calc)
+    assert block["metadata"]["title"] == "🛠 calculator" and block["metadata"]["status"] == "done"
+    assert "6*7" in block["content"] and "**Result**\n```\n42\n```" in block["content"]
+    assert any(b["content"] == "The answer is 42." for b in calc)
+    assert tool_blocks(plain) == [] and tool_blocks(demo) == []
+    assert "offline demo model" in " ".join(b["content"] for b in demo), "the pane without tool support still answered"
+    assert "✅ stop" in final[tab.metrics[0]]
+    assert [d.split(" · ")[-1] for d in session["details"]] == ["tools", "tools", "no tools (not supported)"]
+
+    # The calculator's result went back to the model; the plain pane was offered the tools but did not call one.
+    first, second = requests_of(fake_server, "cmp-calc", before)
+    assert [t["function"]["name"] for t in first.json["tools"]] == ["calculator", "current_time", "search_conversations"]
+    assert any(m.get("role") == "tool" and m["content"] == "42" for m in second.json["messages"])
+    [plain_request] = requests_of(fake_server, "cmp-plain", before)
+    assert "calculator" in json.dumps(plain_request.json.get("tools"))
+
+    calc_pane, plain_pane, demo_pane = stored_panes(services, "user:toolsy", "what is 6 times 7?")
+    [stored] = calc_pane.message.tool_calls
+    assert stored["name"] == "calculator" and stored["result"] == "42" and json.loads(stored["arguments"]) == {"expression": "6*7"}
+    assert stored["error"] is None and stored["duration_ms"] >= 0
+    assert calc_pane.message.content == "The answer is 42." and calc_pane.message.finish_reason == "stop"
+    assert plain_pane.message.tool_calls is None and demo_pane.message.tool_calls is None
+
+    # A follow-up in the same panes keeps the answer (not the tool messages) in the pane's history.
+    collect(loop, tab, run_data(tab, "and 6 times 8?", models, session=session, tools=True), "toolsy")
+    third = requests_of(fake_server, "cmp-calc", before)[2]
+    assert [m["content"] for m in third.json["messages"][:2]] == ["what is 6 times 7?", "The answer is 42."]
+
+
+def test_tools_off_offers_no_tools_to_any_pane(tab, app, fake_server, loop):
+    _, services = app
+    fake_server.set_scenario("cmp-calc-off", Scenario(text="I would rather not calculate.", tokens=5))
+    before = len(fake_server.requests)
+    updates = collect(loop, tab, run_data(tab, "no tools please", ["openai:cmp-calc-off", "anthropic:cmp-calc-off"]), "toolless")
+    for i in range(2):
+        assert tool_blocks(updates[-1][tab.chatbots[i]]) == []
+    sent = requests_of(fake_server, "cmp-calc-off", before)
+    assert len(sent) == 2 and all("tools" not in r.json for r in sent)
+    assert all(p.message.tool_calls is None for p in stored_panes(services, "user:toolless", "no tools please"))
+
+
+def test_blind_tool_blocks_show_the_tool_but_not_the_model(tab, fake_server, loop):
+    # The model names itself in its tool call's arguments; the tool's error repeats it.
+    fake_server.set_scenario("cmp-blind-tool", Scenario(
+        tool_calls=[{"name": "calculator", "arguments": {"expression": "openai + cmp-blind-tool"}}],
+        then=Scenario(text="Done.", tokens=1)))  # fmt: skip
+    updates = collect(loop, tab, run_data(tab, "blind tools", ["openai:cmp-blind-tool", "gemini:tokens-3"], blind=True,
+                                          tools=True), "blindtools")  # fmt: skip
+    sent = " ".join(wire(u) for u in updates).lower()
+    assert "calculator" in sent, "the tool's name is shown"
+    for secret in ("cmp-blind-tool", "openai", "gemini"):
+        assert secret not in sent, f"{secret} reached the browser before the vote"
+    blocks = [b for i in range(2) for b in tool_blocks(updates[-1][tab.chatbots[i]])]
+    assert len(blocks) == 1 and blocks[0]["metadata"]["title"] == "🛠 calculator (error)"
+    assert "the model + the model" in blocks[0]["content"] and "Unknown name 'the model'" in blocks[0]["content"]
+
+
+def test_stop_during_a_tools_run_saves_every_pane_with_its_tool_calls(tab, app, fake_server, loop):
+    """Stop while one pane streams its answer after a tool and another pane's tool is still running."""
+    _, services = app
+    fake_server.set_scenario("cmp-calc-slow", Scenario(tool_calls=CALC, then=Scenario(tokens=200, rate=20)))
+    fake_server.set_scenario("cmp-lookup", Scenario(tool_calls=[{"name": "slow_lookup", "arguments": {}}],
+                                                    then=Scenario(text="never")))  # fmt: skip
+    tool_cancelled = asyncio.Event()
+
+    @tool
+    async def slow_lookup() -> str:
+        """Looks something up, slowly."""
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            tool_cancelled.set()
+            raise
+        return "late"
+
+    session: dict = {}
+    data = run_data(tab, "stop the tools", ["openai:cmp-calc-slow", "anthropic:cmp-lookup"], session=session, tools=True)
+    services_of_tab = tab.handlers.s
+    original = services_of_tab.toolbox
+    services_of_tab.toolbox = Toolbox([*builtin_tools(), slow_lookup])
+
+    async def stream_then_stop():
+        async with aclosing(tab.handlers.run(data, request("toolstopper"))) as gen:
+            async for update in gen:
+                calc = " ".join(b["content"] for b in update.get(tab.chatbots[0], []))
+                lookup = tool_blocks(update.get(tab.chatbots[1], []))
+                if "dolor2" in calc and lookup and lookup[0]["metadata"]["status"] == "pending":
+                    break  # Stop: the generator is closed mid-stream
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(stream_then_stop(), 15))
+    finally:
+        services_of_tab.toolbox = original
+    shown = loop.run_until_complete(tab.handlers.stop(session, None, request("toolstopper")))
+    assert "Stopped" in shown[tab.status] and tool_cancelled.is_set()
+    [stopped] = tool_blocks(shown[tab.chatbots[1]])
+    assert stopped["metadata"]["title"] == "🛠 slow_lookup (stopped)"
+
+    calc_pane, lookup_pane = stored_panes(services, "user:toolstopper", "stop the tools")
+    assert calc_pane.message.finish_reason == "cancelled" and lookup_pane.message.finish_reason == "cancelled"
+    assert [t["result"] for t in calc_pane.message.tool_calls] == ["42"]
+    assert 3 <= len(calc_pane.message.content.split()) < 200, "the partial answer after the tool is kept"
+    [lookup_call] = lookup_pane.message.tool_calls
+    assert lookup_call["name"] == "slow_lookup" and lookup_call["result"] is None and lookup_call["error"]
+
+
+def test_api_tools_are_used_returned_and_stored(app, fake_server):
+    url, services = app
+    fake_server.set_scenario("cmp-calc-api", Scenario(tool_calls=CALC, then=Scenario(text="The answer is 42.", tokens=4)))
+    client = Client(url, verbose=False)
+    calc, demo = client.predict(message="api: 6 times 7?", models=["openai:cmp-calc-api", NO_TOOLS], tools=True,
+                                api_name="/compare")  # fmt: skip
+    assert calc["text"] == "The answer is 42." and calc["finish_reason"] == "stop"
+    [call] = calc["tools"]
+    assert call["name"] == "calculator" and call["result"] == "42" and call["error"] is None and call["status"] == "done"
+    assert json.loads(call["arguments"]) == {"expression": "6*7"} and call["duration_ms"] >= 0
+    assert demo["tools"] == [] and demo["error"] is None and demo["text"]
+    assert calc["output_tokens"] and calc["input_tokens"], "usage adds up over the loop's steps"
+
+    # Without `tools` (the default), the same model is offered none and answers with a bare tool call.
+    before = len(fake_server.requests)
+    plain, _ = client.predict(message="api: no tools", models=["openai:cmp-calc-api", "gemini:tokens-3"], api_name="/compare")
+    assert plain["tools"] == [] and "tools" not in requests_of(fake_server, "cmp-calc-api", before)[0].json
+
+    with services.engine.connect() as c:
+        owner = c.execute(sa.select(Conversation.__table__.c.owner).where(
+            Conversation.__table__.c.title == "api: 6 times 7?")).scalars().first()  # fmt: skip
+    calc_pane, demo_pane = stored_panes(services, owner, "api: 6 times 7?")
+    assert [t["result"] for t in calc_pane.message.tool_calls] == ["42"] and demo_pane.message.tool_calls is None

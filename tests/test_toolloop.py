@@ -325,6 +325,38 @@ async def test_updates_show_pending_records_then_results(srv):
     assert loop.result.text == "Checking.\n\n" + FINAL
 
 
+async def test_run_reports_every_change_to_on_change_without_coalescing(srv):
+    """What compare panes use: several loops share one coalesced feed, so each reports raw changes."""
+    model = scenario(srv, "loop-on-change", text="Checking.", tool_calls=[OSLO], then=Scenario(text=FINAL))
+    release = asyncio.Event()
+
+    @tool(name="get_weather")
+    async def gated(city: str) -> str:
+        """The weather in a city."""
+        await release.wait()
+        return "12 C"
+
+    loop = loop_for("gemini", srv, model, [gated])
+    seen: list[tuple[str, bool]] = []
+
+    def on_change() -> None:
+        for rec in loop.result.tools:
+            seen.append((rec.status, rec.running))
+            if rec.running:
+                release.set()
+
+    try:
+        async with asyncio.timeout(5):
+            r = await loop.run(on_change=on_change)
+    finally:
+        await loop.provider.aclose()
+    assert ("pending", True) in seen and seen[-1] == ("done", False)
+    assert r.text == "Checking.\n\n" + FINAL and r.finish_reason is FinishReason.STOP
+    calls = len(seen)
+    loop._changed()  # the callback is let go once the run ends
+    assert len(seen) == calls
+
+
 async def test_unknown_tool_and_timeout_are_errors_for_the_model(srv):
     calls = [{"name": "teleport", "arguments": {}}, {"name": "sleepy", "arguments": {}}]
     model = scenario(srv, "loop-unknown", tool_calls=calls, then=Scenario(text="ok"))

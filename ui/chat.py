@@ -23,6 +23,7 @@ from ui.convert import NOTICE_PREFIX, content_text, output_tokens_of, result_bub
 from ui.identity import owner_for
 from ui.services import Services
 from ui.store import start_turn
+from ui.tooling import owner_search, tool_records
 
 log = logging.getLogger("parley.chat")
 turn_log = logging.getLogger("parley.turns")
@@ -31,16 +32,6 @@ turn_log = logging.getLogger("parley.turns")
 PARTIAL_SAVE_EVERY = 2.0
 
 NOT_SAVED = "💾 This turn could not be saved (the database is unavailable). The reply is shown but will not be in your history."
-
-
-def _tool_record(t: Any) -> dict[str, Any]:
-    """A tool call as stored with the reply."""
-    return {
-        "id": (t.id or t.key)[:200], "name": (t.name or "tool")[:200], "arguments": (t.arguments or "{}")[:100_000],
-        "result": t.result[:1_000_000] if t.result is not None else None,
-        "error": t.error[:100_000] if t.error is not None else (("stopped" if t.status == "cancelled" else None)),
-        "duration_ms": max(int(t.duration_ms), 0) if t.duration_ms is not None else None,
-    }
 
 
 def notice(text: str) -> list[gr.ChatMessage]:
@@ -134,7 +125,7 @@ class ChatHandler:
         toolbox = self.s.toolbox
         if tools and toolbox is not None and info.supports_tools:
             turn: Any = ToolLoop(provider, info, messages, params, tools=toolbox,
-                                 context=ToolContext(owner=owner, search=self._search_tool), policy=self.s.policy)
+                                 context=ToolContext(owner=owner, search=owner_search(self.s)), policy=self.s.policy)
         else:
             turn = Turn(provider, info, messages, params, policy=self.s.policy)
         # The user message is saved while the provider call starts: both are on the first-token path.
@@ -247,11 +238,6 @@ class ChatHandler:
             return False, conversation_id
         return value, str(value.conversation_id)
 
-    async def _search_tool(self, owner: str, query: str, limit: int) -> list[dict[str, Any]]:
-        """The conversation-search tool's view of the store: this owner's messages only."""
-        hits = await self.s.db(repo.search_messages, owner=owner, query=query, limit=limit)
-        return [{"conversation": h.title, "role": h.role, "snippet": h.snippet, "when": h.created_at.isoformat()} for h in hits]
-
     async def _finish(self, owner: str, ids: Any, r: Any, params: dict[str, Any]) -> bool:
         if not ids:
             return False
@@ -273,7 +259,7 @@ class ChatHandler:
                 duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
                 finish_reason=(r.finish_reason.value if r.finish_reason else "cancelled"),
                 error=r.error.message if r.error else None,
-                tool_calls=[_tool_record(t) for t in getattr(r, "tools", ())] or None,
+                tool_calls=tool_records(r),
             )
             return True
         except StorageError as e:

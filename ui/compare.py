@@ -54,6 +54,7 @@ class CompareUI:
     ctx: TabContext
     pane_count: gr.Radio
     blind: gr.Checkbox
+    tools: gr.Checkbox
     models: list[gr.Dropdown]
     system_prompts: list[gr.Textbox]
     temperatures: list[gr.Dropdown]
@@ -92,6 +93,14 @@ def _default_models(ctx: TabContext) -> list[str]:
     return [distinct[i % len(distinct)] for i in range(MAX_PANES)]
 
 
+def _tools_checkbox(ctx: TabContext) -> gr.Checkbox:
+    """The tools switch; hidden when the deployment offers no tools (its tools module failed to load)."""
+    toolbox = ctx.services.toolbox
+    names = ", ".join(toolbox.names) if toolbox is not None else ""
+    return gr.Checkbox(label="🛠 Tools", value=False, scale=2, elem_id="cmp-tools", visible=toolbox is not None,
+                       info=f"Models that support tools may call them ({names}); the others answer without")
+
+
 def build_compare_tab(ctx: TabContext) -> CompareUI:
     """The compare tab's layout and events, plus the /compare API (this runs inside the app's gr.Blocks)."""
     prices = PriceTable.from_env()
@@ -103,6 +112,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                 pane_count = gr.Radio([2, 3, 4], value=2, label="Panes", scale=1, min_width=180, elem_id="cmp-count")
                 blind = gr.Checkbox(label="🙈 Blind mode", value=False, scale=2, elem_id="cmp-blind",
                                     info="Hide the names and shuffle the panes until you vote")
+                tools = _tools_checkbox(ctx)
                 with gr.Column(scale=1, min_width=180):
                     new = gr.Button("➕ New comparison", size="md", elem_id="cmp-new")
             with gr.Accordion("Models and settings per pane", open=True, elem_id="cmp-config") as config_accordion:
@@ -175,7 +185,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
     session = gr.State({})
     prices_state = gr.State(None)
     ui = CompareUI(
-        ctx=ctx, pane_count=pane_count, blind=blind, models=models, system_prompts=system_prompts,
+        ctx=ctx, pane_count=pane_count, blind=blind, tools=tools, models=models, system_prompts=system_prompts,
         temperatures=temperatures, config_columns=config_columns, config_accordion=config_accordion, message=message, status=status,
         pane_columns=pane_columns, headers=headers, chatbots=chatbots, metrics=metrics, charts=charts, plots=plots,
         vote_row=vote_row, vote_slot_buttons=vote_slot_buttons, vote_tie=vote_tie, vote_bad=vote_bad,
@@ -208,7 +218,7 @@ def _wire(tab: CompareTab, ui: CompareUI, send, stop, new, apply_prices, reset_p
           export_jsonl, export_csv) -> None:
     ctx = ui.ctx
     private = {"api_visibility": "private"}
-    run_inputs = {ui.message, ui.pane_count, ui.blind, *ui.models, *ui.system_prompts, *ui.temperatures,
+    run_inputs = {ui.message, ui.pane_count, ui.blind, ui.tools, *ui.models, *ui.system_prompts, *ui.temperatures,
                   ctx.system_prompt, *ctx.params, ui.session, ui.prices_state, ctx.owner}  # fmt: skip
     pane_outputs = [*ui.headers, *ui.chatbots, *ui.metrics, *ui.pane_columns]
     vote_outputs = [ui.vote_row, *ui.vote_slot_buttons, ui.vote_tie, ui.vote_bad]

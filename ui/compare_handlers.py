@@ -119,14 +119,17 @@ class CompareTab:
         message: str,
         models: list[str],
         system_prompt: str = "",
+        tools: bool = False,
         request: gr.Request = None,  # type: ignore[assignment]
         profile: gr.OAuthProfile | None = None,
     ) -> list[dict[str, Any]]:
         """Send one prompt to 2-4 models at once; returns per model its text and metrics.
 
         Each item: model, text, ttft_ms, tokens_per_second, output_tokens, input_tokens,
-        duration_ms, finish_reason, error, cost (USD, null when unpriced). One failing model
-        gives an item with `error` set; the others still answer.
+        duration_ms, finish_reason, error, cost (USD, null when unpriced), and tools: the tool
+        calls the model made (id, name, arguments, result, error, status, duration_ms, step), empty
+        unless `tools` is true and the model supports tools (the others answer without). One
+        failing model gives an item with `error` set; the others still answer.
         """
         owner = owner_for(request, profile, None)
         try:
@@ -146,9 +149,9 @@ class CompareTab:
         if not verdict.allowed:
             raise gr.Error(verdict.message)
         prices = self.default_prices
-        run = CompareRun(self.s, owner, text, panes, prices=prices)
+        run = CompareRun(self.s, owner, text, panes, prices=prices, tools=bool(tools))
         await run.run()
-        return [metrics_of(r, prices).as_dict() for r in run.results]
+        return [{**metrics_of(r, prices).as_dict(), "tools": tool_calls_of(r)} for r in run.results]
 
     # -- the tab ------------------------------------------------------------------------------
 
@@ -211,13 +214,15 @@ class CompareTab:
         return list(names)
 
     @staticmethod
-    def _detail(pane: Pane) -> str:
+    def _detail(pane: Pane, run: CompareRun) -> str:
         bits = [pane.ref]
         if pane.params.temperature is not None:
             bits.append(f"temperature {pane.params.temperature:g}")
         if pane.system_prompt:
             sp = pane.system_prompt
             bits.append("system: " + (sp if len(sp) <= 60 else sp[:59] + "…"))
+        if run.tools and run.s.toolbox is not None:  # says why a pane made no tool call when the others did
+            bits.append("tools" if run.uses_tools(pane) else "no tools (not supported)")
         return " · ".join(bits)
 
     def _headers(self, ui: "CompareUI", session: dict[str, Any]) -> dict[Any, Any]:
@@ -259,10 +264,11 @@ class CompareTab:
         prices = self._prices(data[ui.prices_state])
         hidden = bool(session.get("blind") and not session.get("revealed"))
         secret_names = [n for p in panes for n in p.names()] if hidden else []
-        run = CompareRun(self.s, owner, text, panes, blind=bool(session.get("blind")), prices=prices)
+        run = CompareRun(self.s, owner, text, panes, blind=bool(session.get("blind")), prices=prices,
+                         tools=bool(data[ui.tools]))
         session.update(running=True, comparison_id=None, voted=False, prompt=text,
                        names=[self._name(p) for p in panes], refs=[p.ref for p in panes],
-                       details=[self._detail(p) for p in panes])
+                       details=[self._detail(p, run) for p in panes])
         first = {**self._headers(ui, session), ui.message: "", ui.vote_row: gr.update(visible=False),
                  # In blind mode the settings (which list the models, in another order) fold away.
                  ui.config_accordion: gr.update(open=False) if hidden else gr.skip(),
@@ -469,6 +475,16 @@ class CompareTab:
         path = folder / f"parley-comparisons-{datetime.now(UTC):%Y%m%d-%H%M%S}.{fmt}"
         path.write_text(body, encoding="utf-8")
         return {ui.download: gr.update(value=str(path), visible=True)}
+
+
+def tool_calls_of(result: Any) -> list[dict[str, Any]]:
+    """A pane's tool calls as the /compare API returns them (none for a reply without tools)."""
+    calls = []
+    for t in getattr(result, "tools", ()):
+        call = t.as_dict()
+        call["duration_ms"] = None if t.duration_ms is None else round(t.duration_ms, 1)
+        calls.append(call)
+    return calls
 
 
 def rows_frame(prices: PriceTable) -> pd.DataFrame:

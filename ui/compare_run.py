@@ -1,5 +1,6 @@
-"""Compare mode's engine: one turn per pane run concurrently, merged into one coalesced feed, then saved.
+"""Compare mode's engine: one reply per pane run concurrently, merged into one coalesced feed, then saved.
 
+A pane's reply is a `Turn`, or a `ToolLoop` when the run allows tools and its model supports them.
 No Gradio here: the tab (ui/compare.py) and the `/compare` API both drive `CompareRun`.
 """
 
@@ -10,20 +11,23 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from chat.providers.base import Provider
+from chat.toolloop import ToolLoop, ToolLoopResult
+from chat.tools import ToolContext
 from chat.turn import Turn, TurnResult, coalesce
 from chat.types import FinishReason, Message, ModelInfo, Params
 from compare.pricing import PriceTable
 from storage import repository as repo
 from storage.errors import StorageError
 from storage.models import ComparisonIds
-from ui.convert import output_tokens_of
+from ui.convert import output_tokens_of, speed_of
 from ui.services import Services
+from ui.tooling import owner_search, tool_records
 
 log = logging.getLogger("parley.compare")
 
@@ -32,6 +36,10 @@ log = logging.getLogger("parley.compare")
 UPDATE_INTERVAL = 0.08
 LETTERS = "ABCD"
 
+#: One pane's reply, and what it fills in as it runs.
+Reply = Turn | ToolLoop
+ReplyResult = TurnResult | ToolLoopResult
+
 
 def blind_label(slot: int) -> str:
     return f"Model {LETTERS[slot]}"
@@ -39,7 +47,7 @@ def blind_label(slot: int) -> str:
 
 @dataclass
 class Pane:
-    """One pane of a run: what it asks (model, settings, history) and, once started, its turn."""
+    """One pane of a run: what it asks (model, settings, history) and, once started, its reply."""
 
     provider: Provider
     info: ModelInfo
@@ -47,7 +55,7 @@ class Pane:
     system_prompt: str = ""
     history: list[Message] = field(default_factory=list)  # earlier turns of this pane, no system message
     conversation_id: str | None = None  # its hidden pane conversation, for follow-ups
-    turn: Turn | None = None
+    turn: Reply | None = None
 
     @property
     def ref(self) -> str:
@@ -98,8 +106,11 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def metrics_of(r: TurnResult, prices: PriceTable, *, now: float | None = None) -> PaneMetrics:
-    """The live or final metrics of one pane's turn; the duration runs on while it streams."""
+def metrics_of(r: ReplyResult, prices: PriceTable, *, now: float | None = None) -> PaneMetrics:
+    """The live or final metrics of one pane's reply; the duration runs on while it streams.
+
+    A reply with tools costs every step's tokens; its speed is its last step's, as the chat shows it.
+    """
     duration = r.duration_ms
     if duration is None and r.started:
         duration = ((now if now is not None else time.perf_counter()) - r.started) * 1000
@@ -108,7 +119,7 @@ def metrics_of(r: TurnResult, prices: PriceTable, *, now: float | None = None) -
     if cost is not None and not math.isfinite(cost):
         cost = None
     return PaneMetrics(
-        model=r.ref, text=r.text, ttft_ms=r.ttft_ms, tokens_per_second=r.tokens_per_second, output_tokens=out,
+        model=r.ref, text=r.text, ttft_ms=r.ttft_ms, tokens_per_second=speed_of(r), output_tokens=out,
         input_tokens=r.input_tokens, duration_ms=duration,
         finish_reason=r.finish_reason.value if r.finish_reason else None,
         error=r.error.message if r.error else None, cost=cost,
@@ -124,21 +135,32 @@ def redact(text: str, names: Sequence[str], replacement: str = "the model") -> s
     return pattern.sub(replacement, text)
 
 
-async def stream_concurrently(turns: Sequence[Turn], interval: float = UPDATE_INTERVAL) -> AsyncIterator[None]:
-    """Run every turn at once; yield when something changed (at most once per `interval`), and once at the end.
+async def drive(reply: Reply, changed: Callable[[], None]) -> None:
+    """Run one pane's reply to its end, calling `changed` after every change.
 
-    The turns' results are updated in place, so a consumer reads `turn.result` after each yield.
-    A failing turn ends with its error set (turns never raise); the others carry on. Closing or
-    cancelling this generator cancels every turn still running: each keeps its partial text and
-    is marked cancelled.
+    Uncoalesced on purpose: the panes share one coalescing feed (`stream_concurrently`).
+    """
+    if isinstance(reply, ToolLoop):
+        await reply.run(on_change=changed)
+        return
+    async with aclosing(reply.events()) as events:
+        async for _ in events:
+            changed()
+
+
+async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_INTERVAL) -> AsyncIterator[None]:
+    """Run every reply at once; yield when something changed (at most once per `interval`), and once at the end.
+
+    The replies' results are updated in place, so a consumer reads `turn.result` after each yield.
+    A failing reply ends with its error set (turns and tool loops never raise); the others carry on.
+    Closing or cancelling this generator cancels every reply still running: each keeps its partial
+    text (and its tool calls so far) and is marked cancelled.
     """
     changed = asyncio.Event()
 
-    async def pump(turn: Turn) -> None:
+    async def pump(turn: Reply) -> None:
         try:
-            async with aclosing(turn.events()) as events:
-                async for _ in events:
-                    changed.set()
+            await drive(turn, changed.set)
         finally:
             changed.set()
 
@@ -197,7 +219,7 @@ def _finish_all(*, session: Any, owner: str, ids: ComparisonIds, panes: Sequence
                 ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
                 duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
                 finish_reason=r.finish_reason.value if r.finish_reason else "cancelled",
-                error=r.error.message if r.error else None,
+                error=r.error.message if r.error else None, tool_calls=tool_records(r),
             )  # fmt: skip
         except StorageError as e:  # one pane's bad value must not lose the others
             log.warning("could not save compare pane %s: %s", pane_ids.slot, e)
@@ -224,29 +246,44 @@ async def save_finish(services: Services, owner: str, ids: ComparisonIds | Stora
 
 
 class CompareRun:
-    """One prompt into every pane: start the turns and the save together, stream, save at the end.
+    """One prompt into every pane: start the replies and the save together, stream, save at the end.
 
     Iterate `stream()`; read `panes[i].turn.result` after each step. Saving happens in the
     generator's `finally`, so Stop (cancellation) and errors keep every pane's partial text.
+    With `tools`, each pane whose model supports tools may call the deployment's toolbox; the
+    others answer without, so one run can compare both kinds.
     """
 
     def __init__(self, services: Services, owner: str, prompt: str, panes: Sequence[Pane], *,
-                 blind: bool = False, prices: PriceTable | None = None):
+                 blind: bool = False, prices: PriceTable | None = None, tools: bool = False):
         self.s = services
         self.owner = owner
         self.prompt = prompt
         self.panes = list(panes)
         self.blind = blind
         self.prices = prices or PriceTable()
+        self.tools = tools
         self.ids: ComparisonIds | StorageError | None = None
         self.saved: bool | None = None
         for pane in self.panes:
             messages = ([Message(role="system", content=pane.system_prompt)] if pane.system_prompt else []) + [
                 *pane.history, Message(role="user", content=prompt)]  # fmt: skip
-            pane.turn = Turn(pane.provider, pane.info, messages, pane.params, policy=services.policy)
+            pane.turn = self._reply(pane, messages)
+
+    def uses_tools(self, pane: Pane) -> bool:
+        """Whether this run lets `pane` call tools: asked for, offered by the deployment, supported by its model."""
+        return self.tools and self.s.toolbox is not None and pane.info.supports_tools
+
+    def _reply(self, pane: Pane, messages: list[Message]) -> Reply:
+        if self.uses_tools(pane):
+            # The search tool sees the run's owner only, as in the chat.
+            context = ToolContext(owner=self.owner, search=owner_search(self.s))
+            return ToolLoop(pane.provider, pane.info, messages, pane.params, tools=self.s.toolbox, context=context,
+                            policy=self.s.policy)  # fmt: skip
+        return Turn(pane.provider, pane.info, messages, pane.params, policy=self.s.policy)
 
     @property
-    def results(self) -> list[TurnResult]:
+    def results(self) -> list[ReplyResult]:
         return [p.turn.result for p in self.panes if p.turn]
 
     async def stream(self, interval: float = UPDATE_INTERVAL) -> AsyncIterator[None]:
@@ -263,7 +300,7 @@ class CompareRun:
                 for pane, pane_ids in zip(self.panes, self.ids.panes):
                     pane.conversation_id = str(pane_ids.conversation_id)
 
-    async def run(self) -> list[TurnResult]:
+    async def run(self) -> list[ReplyResult]:
         async with aclosing(self.stream()) as feed:
             async for _ in feed:
                 pass

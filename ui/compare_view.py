@@ -13,10 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from chat.turn import TurnResult
 from chat.types import FinishReason
-from ui.compare_run import PaneMetrics, redact
-from ui.convert import NOTICE_PREFIX, REASONING_TITLE
+from ui.compare_run import PaneMetrics, ReplyResult, redact
+from ui.convert import NOTICE_PREFIX, REASONING_TITLE, tool_bubble
 
 FINISH_ICONS = {
     "stop": "✅", "length": "✂️", "error": "⚠️", "cancelled": "⏹", "truncated": "✂️",
@@ -54,16 +53,18 @@ def blind_error(kind: str) -> str:
             "the provider's own message is shown after the vote.")
 
 
-def reply_bubbles(r: TurnResult, *, hide: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The assistant bubbles of one pane's live or finished reply.
+def reply_bubbles(r: ReplyResult, *, hide: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The assistant bubbles of one pane's live or finished reply: reasoning and tool calls (collapsible), the answer.
 
     With `hide` (blind mode: the pane's names), an error is described by its kind only, and any
-    name left in it is redacted as well.
+    name left in it, or in a tool call's arguments, result or error, is redacted as well.
     """
     bubbles: list[dict[str, Any]] = []
+    tools = getattr(r, "tools", ())
     if r.reasoning:
-        status = "done" if (r.text or r.done) else "pending"
+        status = "done" if (r.text or r.done or tools) else "pending"
         bubbles.append({"role": "assistant", "content": r.reasoning, "metadata": {"title": REASONING_TITLE, "status": status}})
+    bubbles.extend(tool_block(t, hide) for t in tools)
     if r.text:
         bubbles.append({"role": "assistant", "content": r.text})
     if r.error:
@@ -76,9 +77,26 @@ def reply_bubbles(r: TurnResult, *, hide: Sequence[str] = ()) -> list[dict[str, 
         bubbles.append(_note("✂️ The reply reached the token limit."))
     elif r.finish_reason == FinishReason.CONTENT_FILTER:
         bubbles.append(_note("🛡️ The provider stopped this reply for safety reasons."))
-    if not r.done and not r.text and not r.reasoning:
+    if not r.done and not r.text and not r.reasoning and not tools:
         bubbles.append({"role": "assistant", "content": "", "metadata": {"title": "Waiting for the first token…", "status": "pending"}})
     return bubbles
+
+
+def tool_block(record: Any, hide: Sequence[str] = ()) -> dict[str, Any]:
+    """One tool call as the chat shows it; in blind mode with the pane's names redacted.
+
+    A tool's name is the deployment's, so it shows, but the model wrote the arguments (and may ask
+    for a tool that does not exist), and a result or error may quote them: all four are redacted.
+    """
+    if hide:
+        record = {
+            "name": redact(record.name, hide), "status": record.status, "duration_ms": record.duration_ms,
+            "arguments": redact(record.arguments, hide),
+            "result": redact(record.result, hide) if record.result is not None else None,
+            "error": redact(record.error, hide) if record.error is not None else None,
+        }  # fmt: skip
+    bubble = tool_bubble(record)
+    return {"role": "assistant", "content": bubble.content, "metadata": dict(bubble.metadata or {})}
 
 
 def _note(text: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Compare mode in a real browser: a blind run leaks no model name over the wire, a vote reveals and stores it."""
+"""Compare mode in a real browser: a blind run leaks no model name over the wire, a vote reveals and stores it;
+with tools on, a pane shows its tool calls."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -174,3 +176,44 @@ def test_three_panes_stream_live_one_fails_and_stop_keeps_every_pane(server, pag
     page.locator("#cmp-vote-0").wait_for(state="visible")
     records = fake_server.stream_log
     wait_until(lambda: any(r.model == "rate-25-tokens-200" and r.client_closed for r in records), what="stream closed")
+
+
+def test_tools_switch_lets_a_pane_call_a_tool_and_shows_the_block(server, page, artifacts, fake_server):
+    proc, db = server
+    fake_server.set_scenario("calc-compare", Scenario(
+        tool_calls=[{"name": "calculator", "arguments": {"expression": "6*7+0.5"}}],
+        then=Scenario(text="About forty-two and a half.", tokens=6),
+    ))  # fmt: skip
+    page.goto(proc.url)
+    page.get_by_role("tab", name=re.compile("Compare")).click()
+    page.wait_for_selector("#cmp-msg textarea")
+    assert "the others answer without" in page.locator("#cmp-tools").inner_text()
+    pick(page, "#cmp-model-0", "openai:calc-compare")
+    pick(page, "#cmp-model-1", "demo:parley-demo")
+    page.locator("#cmp-tools input[type=checkbox]").check()
+    page.locator("#cmp-msg textarea").fill("What is 6 times 7, plus a half?")
+    page.locator("#cmp-send").click()
+
+    pane = page.locator("#cmp-chat-0")
+    wait_until(lambda: "About forty-two and a half." in pane.inner_text(), what="the answer after the tool")
+    wait_until(lambda: "offline demo model" in page.locator("#cmp-chat-1").inner_text(), what="the demo pane's answer")
+    assert "🛠 calculator" in pane.inner_text()
+    assert "calculator" not in page.locator("#cmp-chat-1").inner_text(), "the demo model cannot call tools"
+    page.locator("#cmp-vote-0").wait_for(state="visible")
+    assert page.locator("#cmp-header-0").inner_text().endswith("tools")
+    assert "no tools (not supported)" in page.locator("#cmp-header-1").inner_text()
+    # The block is folded; it opens to show what the tool was asked and what it returned.
+    assert "42.5" not in pane.inner_text()
+    pane.get_by_text("🛠 calculator").first.click()
+    wait_until(lambda: "42.5" in pane.inner_text() and "6*7+0.5" in pane.inner_text(), what="the tool block's body")
+    time.sleep(0.3)  # let it draw
+    page.screenshot(path=str(artifacts / "compare-tools.png"), full_page=False)
+
+    engine = sa.create_engine(db)
+    try:
+        with engine.connect() as c:
+            stored = c.execute(sa.text("select tool_calls from message where model = 'calc-compare'")).scalars().all()
+    finally:
+        engine.dispose()
+    [calls] = [json.loads(s) if isinstance(s, str) else s for s in stored]
+    assert [(t["name"], t["result"]) for t in calls] == [("calculator", "42.5")]
