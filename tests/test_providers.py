@@ -135,13 +135,11 @@ async def test_reasoning_streams_before_text(srv, kind):
 
 
 def test_openai_reads_reasoning_fields_of_compatible_servers():
-    from types import SimpleNamespace as NS
-
     from chat.providers.openai import ChunkReader
 
     def chunk(**delta):
         base = {"content": None, "refusal": None, "tool_calls": None}
-        return NS(model="m", usage=None, choices=[NS(index=0, delta=NS(**{**base, **delta}), finish_reason=None)])
+        return {"model": "m", "usage": None, "choices": [{"index": 0, "delta": {**base, **delta}, "finish_reason": None}]}
 
     reader = ChunkReader()
     out = reader.feed(chunk(reasoning_content="deepseek says")) + reader.feed(chunk(reasoning="openrouter says"))
@@ -738,3 +736,63 @@ def test_curated_lists_mark_context_windows():
         # Any model name works, with the provider's parameters.
         typed = provider.model_info("typed-by-hand")
         assert typed.id == "typed-by-hand" and typed.params == provider.accepts
+
+
+# -- the OpenAI SSE reader (Parley parses the body itself: a dict per chunk, not a pydantic model) ---------
+
+
+class _Body:
+    """Just enough of an httpx response for `sse_data`: the body in the given pieces."""
+
+    def __init__(self, *pieces: bytes):
+        self.pieces = pieces
+        self.read = 0
+
+    async def aiter_bytes(self):
+        for piece in self.pieces:
+            self.read += 1
+            yield piece
+
+
+async def _events(*pieces: bytes) -> tuple[list[bytes], _Body]:
+    from chat.providers.openai import sse_data
+
+    body = _Body(*pieces)
+    return [d async for d in sse_data(body)], body
+
+
+async def test_sse_reader_joins_split_pieces_and_skips_comments():
+    got, _ = await _events(b": OPENROUTER PROCESSING\n\n", b'data: {"a"', b': 1}\r\n\r', b"\ndata:{\"b\": 2}\n\n")
+    assert [json.loads(d) for d in got] == [{"a": 1}, {"b": 2}]
+
+
+async def test_sse_reader_joins_multiline_data_and_ignores_other_fields():
+    got, _ = await _events(b"event: message\nid: 7\ndata: {\"x\":\ndata: 1}\nretry: 10\n\n")
+    assert [json.loads(d) for d in got] == [{"x": 1}]
+
+
+async def test_sse_reader_stops_at_done_and_reads_the_rest_of_the_body():
+    got, body = await _events(b'data: {"n": 1}\n\ndata: [DONE]\n\n', b'data: {"after": true}\n\n', b"")
+    assert [json.loads(d) for d in got] == [{"n": 1}]
+    assert body.read == 3  # drained, so an HTTP/1.1 connection can go back to the pool
+
+
+async def test_sse_reader_keeps_a_last_event_without_its_blank_line():
+    got, _ = await _events(b'data: {"n": 1}\n\ndata: {"n": 2}')
+    assert [json.loads(d) for d in got] == [{"n": 1}, {"n": 2}]
+
+
+async def test_openai_streams_reuse_one_connection(srv):
+    model = scenario(srv, "prov-reuse", tokens=20)
+    provider = make("openai", srv)
+    try:
+        async def one() -> list[StreamEvent]:  # not collect(): it closes the provider
+            return [e async for e in provider.stream(model, HELLO, Params())]
+
+        await one()  # connects
+        before = srv.connections_accepted
+        for _ in range(3):
+            assert of(await one(), Finish)
+        assert srv.connections_accepted == before
+    finally:
+        await provider.aclose()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
-
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -253,9 +254,15 @@ class OpenAIProvider(Provider):
         state = StreamState()
         reader = ChunkReader()
         with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
-            response = await self._client.get().chat.completions.create(**kwargs)
-            async with response:  # closes the HTTP response on cancellation, too
-                async for chunk in response:
+            # The SDK sends the request, raises its typed errors for a failed status, and hands back the
+            # unread response. The body is read here: the SDK would build a pydantic chunk per event
+            # (~90 µs each, the largest cost of a stream in this process); a dict from json.loads is enough.
+            stream = await self._client.get().chat.completions.create(**kwargs)
+            async with stream:  # closes the HTTP response on cancellation, too
+                async for data in sse_data(stream.response):
+                    chunk = json.loads(data)
+                    if isinstance(chunk, dict) and chunk.get("error"):
+                        raise _stream_error(chunk["error"], stream.response)
                     for event in reader.feed(chunk):
                         if not state.started and isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)):
                             state.started = True
@@ -305,48 +312,54 @@ class ChunkReader:
         self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         self._calls_sent = False
 
-    def feed(self, chunk: Any) -> list[StreamEvent]:
+    def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        """One decoded `chat.completion.chunk` (the JSON of an SSE `data:` line)."""
         events: list[StreamEvent] = []
-        if getattr(chunk, "model", None):
-            self.model = chunk.model
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
+        if chunk.get("model"):
+            self.model = chunk["model"]
+        usage = chunk.get("usage")
+        if usage:
             self.usage = _usage(usage)
-        for choice in chunk.choices or ():
-            if choice.index != 0:
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested
-            delta = choice.delta
-            if delta is not None:
+            delta = choice.get("delta")
+            if delta:
                 events.extend(self._delta(delta))
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-                if choice.finish_reason != "length":  # cut-off arguments are not a call to make
+            finish = choice.get("finish_reason")
+            if finish:
+                self.finish_reason = finish
+                if finish != "length":  # cut-off arguments are not a call to make
                     events.extend(self._tool_call_events())
         return events
 
-    def _delta(self, delta: Any) -> list[StreamEvent]:
+    def _delta(self, delta: dict[str, Any]) -> list[StreamEvent]:
         events: list[StreamEvent] = []
-        # OpenRouter/vLLM say `reasoning`, DeepSeek/LM Studio `reasoning_content`; neither is in the SDK's types.
-        reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+        # OpenRouter/vLLM say `reasoning`, DeepSeek/LM Studio `reasoning_content`.
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             events.append(ReasoningDelta(reasoning))
-        if delta.content:
-            events.append(TextDelta(delta.content))
-        if delta.refusal:
+        content = delta.get("content")
+        if content:
+            events.append(TextDelta(content))
+        refusal = delta.get("refusal")
+        if refusal:
             self.refused = True
-            events.append(TextDelta(delta.refusal))
-        for tc in delta.tool_calls or ():
-            index = tc.index if tc.index is not None else len(self._calls)
+            events.append(TextDelta(refusal))
+        for tc in delta.get("tool_calls") or ():
+            index = tc.get("index")
+            if index is None:
+                index = len(self._calls)
             slot = self._calls.setdefault(index, ["", "", ""])
-            fn = tc.function
-            name = fn.name if fn is not None and fn.name else None
-            args = fn.arguments if fn is not None and fn.arguments else ""
-            if tc.id:
-                slot[0] = tc.id
+            fn = tc.get("function") or {}
+            name = fn.get("name") or None
+            args = fn.get("arguments") or ""
+            if tc.get("id"):
+                slot[0] = tc["id"]
             if name and not slot[1]:
                 slot[1] = name
             slot[2] += args
-            events.append(ToolCallDelta(index=index, id=tc.id or None, name=name, arguments=args))
+            events.append(ToolCallDelta(index=index, id=tc.get("id") or None, name=name, arguments=args))
         return events
 
     def _tool_call_events(self) -> list[StreamEvent]:
@@ -375,13 +388,74 @@ class ChunkReader:
         return events
 
 
-def _usage(u: Any) -> Usage:
-    details = getattr(u, "completion_tokens_details", None)
+def _usage(u: dict[str, Any]) -> Usage:
+    details = u.get("completion_tokens_details") or {}
     return Usage(
-        input_tokens=getattr(u, "prompt_tokens", None),
-        output_tokens=getattr(u, "completion_tokens", None),
-        reasoning_tokens=getattr(details, "reasoning_tokens", None) if details is not None else None,
+        input_tokens=u.get("prompt_tokens"),
+        output_tokens=u.get("completion_tokens"),
+        reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
     )
+
+
+#: How long to read the rest of a body after `[DONE]` so that the connection goes back to the pool.
+_DRAIN_SECONDS = 1.0
+
+
+async def sse_data(response: Any) -> AsyncIterator[bytes]:
+    """The `data` of each server-sent event in an httpx response body, up to `[DONE]` (not included).
+
+    Comments (`: keep-alive`, OpenRouter's `: OPENROUTER PROCESSING`) and other fields are skipped;
+    several `data:` lines of one event are joined with newlines, as the SSE spec says. After
+    `[DONE]` the rest of the body is read (briefly) so an HTTP/1.1 connection can be reused.
+    """
+    body = response.aiter_bytes()
+    buf = b""
+    data: list[bytes] = []
+    async for piece in body:
+        buf += piece
+        if b"\n" not in piece:
+            continue
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:  # the end of an event
+                if data:
+                    joined = b"\n".join(data)
+                    data = []
+                    if joined.startswith(b"[DONE]"):
+                        await _drain(body)
+                        return
+                    yield joined
+                continue
+            field, _, value = line.partition(b":")
+            if field == b"data":
+                data.append(value[1:] if value.startswith(b" ") else value)
+    if buf.rstrip(b"\r"):  # a last line without its newline
+        field, _, value = buf.rstrip(b"\r").partition(b":")
+        if field == b"data":
+            data.append(value[1:] if value.startswith(b" ") else value)
+    if data and not data[0].startswith(b"[DONE]"):
+        yield b"\n".join(data)
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in body:
+                pass
+    except Exception:  # noqa: BLE001 - the reply is complete; a failing tail only costs the connection
+        pass
+
+
+def _stream_error(error: Any, response: Any) -> Exception:
+    """An error object inside a 200 stream, as the SDK reports it (an `APIError` with the body)."""
+    import openai
+
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message:
+        message = "An error occurred during streaming"
+    return openai.APIError(message, response.request, body=error)
 
 
 def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -406,4 +480,4 @@ def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["OpenAIProvider", "ChunkReader", "to_openai_messages", "OFFICIAL_BASE_URL"]
+__all__ = ["OpenAIProvider", "ChunkReader", "sse_data", "to_openai_messages", "OFFICIAL_BASE_URL"]

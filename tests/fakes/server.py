@@ -205,6 +205,7 @@ class FakeServer:
         self._server: asyncio.base_events.Server | None = None
         self._stopping: asyncio.Event | None = None
         self._conn_tasks: set[asyncio.Task[Any]] = set()
+        self.connections_accepted = 0  # TCP connections taken (clients that reuse theirs keep it low)
 
     # ------------------------------------------------------------------ public API
 
@@ -323,6 +324,7 @@ class FakeServer:
         task = asyncio.current_task()
         assert task is not None
         self._conn_tasks.add(task)
+        self.connections_accepted += 1
         conn = _Conn(reader, writer)
         try:
             while self._stopping is not None and not self._stopping.is_set():
