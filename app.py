@@ -18,7 +18,7 @@ from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
 from storage.db import init_db, make_engine  # noqa: E402
 from storage.repository import mark_interrupted  # noqa: E402
 from ui.config import AppConfig  # noqa: E402
-from ui.gradio_patches import lazy_session_config  # noqa: E402
+from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
 from ui.layout import CSS, build_ui  # noqa: E402
 from ui.services import Services  # noqa: E402
 
@@ -46,7 +46,7 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
         interrupted = mark_interrupted(session=session)
     if interrupted:
         log.info("marked %d replies interrupted by the last shutdown", interrupted)
-    lazy_session_config()
+    apply_gradio_patches()
     services = Services.build(config, registry, engine)
     if warm:
         start_warming(services)

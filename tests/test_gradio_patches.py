@@ -1,12 +1,18 @@
-"""The lazy session config gives the same dict Gradio would build, only later."""
+"""The Gradio patches: the lazy session config gives the dict Gradio would build; the idle queue waits
+instead of polling and still starts every event; the matplotlib wrapper is a no-op without matplotlib."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import threading
+import time
 from copy import copy
 
 import gradio as gr
 from gradio.state_holder import SessionState
 
+from ui import gradio_patches
 from ui.gradio_patches import lazy_session_config
 
 
@@ -32,3 +38,69 @@ def test_lazy_session_config_matches_gradios_own(fake_server, tmp_path):
         state[some_state] = "value"
         assert state[some_state] == "value"
         assert list(state.components)
+
+
+def test_the_idle_queue_loop_waits_and_still_starts_every_event():
+    assert gradio_patches.queue_waits_for_work()
+    sleeps = {"idle": 0}
+    real = gradio_patches._sleep
+
+    async def counting(delay, result=None):  # type: ignore[no-untyped-def]
+        if isinstance(delay, gradio_patches._IdleWait):
+            sleeps["idle"] += 1
+        return await real(delay, result)
+
+    lock = threading.Lock()
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        out = gr.Textbox()
+
+        def slow(text: str) -> str:
+            with lock:  # one at a time: concurrency_limit=1 below makes the others queue
+                time.sleep(0.05)
+            return text.upper()
+
+        box.submit(slow, box, out, api_name="shout", concurrency_limit=1)
+    demo.queue()
+    gradio_patches.queueing_module().asyncio.sleep = counting
+    try:
+        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+        try:
+            from gradio_client import Client
+
+            client = Client(url, verbose=False)
+            time.sleep(0.3)  # idle
+            before = sleeps["idle"]
+            time.sleep(1.0)
+            idle_wakeups = sleeps["idle"] - before
+            # Gradio polls every 1 ms (~1,000 here); waiting for work wakes at most every 50 ms.
+            assert 5 <= idle_wakeups <= 25, idle_wakeups
+            # Events pushed to an idle queue start; the ones waiting for the concurrency slot start as
+            # soon as it frees (each is woken by the end of the one before).
+            jobs = [client.submit("abc", api_name="/shout") for _ in range(4)]
+            assert [j.result(timeout=30) for j in jobs] == ["ABC"] * 4
+        finally:
+            demo.close()
+    finally:
+        gradio_patches.queueing_module().asyncio.sleep = real
+    assert isinstance(demo._queue.sleep_when_free, gradio_patches._IdleWait)
+
+
+async def test_idle_wait_returns_at_once_when_woken_before_it_waits():
+    idle = gradio_patches._IdleWait(0.001)
+    assert idle == 0.001  # Gradio still reads it as its 1 ms
+    idle.event = asyncio.Event()
+    idle.wake()
+    await asyncio.wait_for(gradio_patches._sleep(idle), 0.04)  # well under IDLE_WAIT_MAX (50 ms)
+    assert not idle.event.is_set(), "cleared for the next wait"
+
+
+def test_matplotlib_wrapper_is_a_no_op_only_without_matplotlib():
+    from gradio import utils
+
+    active = gradio_patches.no_matplotlib_per_call()
+    assert active == (importlib.util.find_spec("matplotlib") is None)
+    if active:
+        assert utils.MatplotlibBackendMananger is gradio_patches._NoBackendSwitch
+        with utils.MatplotlibBackendMananger():
+            pass

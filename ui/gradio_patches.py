@@ -1,4 +1,6 @@
-"""A measured fix to Gradio 6.31's per-session start-up cost, applied only to that exact version.
+"""Measured fixes to Gradio 6.31's own costs, applied only to that exact version (`apply_all`).
+
+1. Per-session start-up (`lazy_session_config`).
 
 Each new browser session (and each gradio_client) gets a `SessionState`, whose constructor
 builds the config of every block in the app, only so that a session's updated values can be
@@ -7,18 +9,51 @@ session on these machines: 20 users arriving together waited ~0.3 s for it in a 
 anything else ran. Here each block's config is built when a session first touches that block
 (its inputs and outputs: a dozen blocks for a chat turn), and the whole dict only if something
 reads all of it (deep links). The result is the dict Gradio would have built, entry by entry.
+
+2. An idle queue that polls (`queue_waits_for_work`). Gradio's queue loop sleeps 1 ms and looks
+again whenever nothing can start: 1,000 wake-ups a second, 3-4% of a core on these machines for a
+server doing nothing, the largest single cost of one user's 4-second reply. The loop now waits
+until an event is pushed or a running one ends (the only two things that let it start one), or
+50 ms at most. Gradio's own loop still decides everything; only its idle sleep changes.
+
+3. A failing import per call (`no_matplotlib_per_call`). Every event Gradio runs is wrapped in a
+context manager that imports matplotlib (to switch its backend) on entry and on exit; without
+matplotlib installed both imports fail after searching sys.path, ~70 µs per streamed update.
+When matplotlib is not installed the wrapper does nothing, which is what it did anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import importlib.util
 import logging
+import types
 
 import gradio
 
 log = logging.getLogger("parley.patches")
 
 PATCHED_VERSION = "6.31.0"
+#: The longest the idle queue loop sleeps before looking again anyway (a safety net: every change
+#: that lets it start an event also wakes it).
+IDLE_WAIT_MAX = 0.05
+
+
+def apply_all() -> dict[str, bool]:
+    """Apply every patch; returns which are active (none on another Gradio version)."""
+    return {
+        "lazy_session_config": lazy_session_config(),
+        "queue_waits_for_work": queue_waits_for_work(),
+        "no_matplotlib_per_call": no_matplotlib_per_call(),
+    }
+
+
+def _version_ok(name: str) -> bool:
+    if gradio.__version__ == PATCHED_VERSION:
+        return True
+    log.info("gradio %s: the %s patch is for %s only; not applied", gradio.__version__, name, PATCHED_VERSION)
+    return False
 
 
 def lazy_session_config() -> bool:
@@ -28,8 +63,7 @@ def lazy_session_config() -> bool:
     cls = state_holder.SessionState
     if getattr(cls, "_parley_lazy_config", False):
         return True
-    if gradio.__version__ != PATCHED_VERSION:
-        log.info("gradio %s: the session-config patch is for %s only; not applied", gradio.__version__, PATCHED_VERSION)
+    if not _version_ok("session-config"):
         return False
     original_init = cls.__init__
 
@@ -105,3 +139,109 @@ class _NoBlocks:
     def __init__(self, blocks):  # type: ignore[no-untyped-def]
         self.default_config = blocks.default_config
         self.blocks: dict = {}
+
+
+# -- 2. the queue loop waits for work ----------------------------------------------------------
+
+
+class _IdleWait(float):
+    """Gradio's `Queue.sleep_when_free` (still 1 ms as a number) carrying its queue's wake-up event.
+
+    `gradio.queueing` sees an `asyncio` whose `sleep` recognises this value and waits for the
+    event instead; every other sleep in that module is the real one.
+    """
+
+    event: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+
+
+async def _sleep(delay: float, result=None):  # type: ignore[no-untyped-def]
+    if not isinstance(delay, _IdleWait):
+        return await asyncio.sleep(delay, result)
+    if delay.event is None:
+        delay.event = asyncio.Event()  # created on the queue's own loop, at its first idle moment
+    try:
+        await asyncio.wait_for(delay.event.wait(), IDLE_WAIT_MAX)
+    except TimeoutError:
+        pass
+    # Cleared before the loop looks again, so a wake-up that comes after this look is not lost.
+    delay.event.clear()
+    return result
+
+
+def queue_waits_for_work() -> bool:
+    """Make Gradio's queue loop sleep until there is work instead of polling every 1 ms."""
+    from gradio import queueing
+
+    cls = queueing.Queue
+    if getattr(cls, "_parley_waits_for_work", False):
+        return True
+    if not _version_ok("idle-queue"):
+        return False
+    original_init, original_push, original_process = cls.__init__, cls.push, cls.process_events
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original_init(self, *args, **kwargs)
+        self.sleep_when_free = _IdleWait(self.sleep_when_free)
+
+    async def push(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await original_push(self, *args, **kwargs)
+        finally:  # a new event to start
+            _wake(self)
+
+    async def process_events(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await original_process(self, *args, **kwargs)
+        finally:  # a free slot (concurrency limits, batches)
+            _wake(self)
+
+    module = types.ModuleType("asyncio")
+    module.__dict__.update(asyncio.__dict__)
+    module.sleep = _sleep  # type: ignore[attr-defined]
+    queueing.asyncio = module  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+    cls.push = push
+    cls.process_events = process_events
+    cls._parley_waits_for_work = True
+    return True
+
+
+def queueing_module():  # type: ignore[no-untyped-def]
+    """`gradio.queueing` (tests swap its `asyncio.sleep` to count the idle waits)."""
+    from gradio import queueing
+
+    return queueing
+
+
+def _wake(queue) -> None:  # type: ignore[no-untyped-def]
+    idle = getattr(queue, "sleep_when_free", None)
+    if isinstance(idle, _IdleWait):
+        idle.wake()
+
+
+# -- 3. no failing matplotlib import per call --------------------------------------------------
+
+
+class _NoBackendSwitch:
+    """What Gradio's `MatplotlibBackendMananger` does when matplotlib is not installed: nothing."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def no_matplotlib_per_call() -> bool:
+    from gradio import utils
+
+    if utils.MatplotlibBackendMananger is _NoBackendSwitch:
+        return True
+    if not _version_ok("matplotlib") or importlib.util.find_spec("matplotlib") is not None:
+        return False
+    utils.MatplotlibBackendMananger = _NoBackendSwitch  # type: ignore[misc]
+    return True
