@@ -14,7 +14,8 @@ reads all of it (deep links). The result is the dict Gradio would have built, en
 again whenever nothing can start: 1,000 wake-ups a second, 3-4% of a core on these machines for a
 server doing nothing, the largest single cost of one user's 4-second reply. The loop now waits
 until an event is pushed or a running one ends (the only two things that let it start one), or
-50 ms at most. Gradio's own loop still decides everything; only its idle sleep changes.
+50 ms at most. Gradio's own loop still decides everything; only its idle sleep changes. Its
+progress loop (100 wake-ups a second) gets the same treatment.
 
 3. A failing import per call (`no_matplotlib_per_call`). Every event Gradio runs is wrapped in a
 context manager that imports matplotlib (to switch its backend) on entry and on exit; without
@@ -104,7 +105,11 @@ def lazy_session_config() -> bool:
         else:
             self.blocks_config.blocks[key] = value
         if block:
-            _entries(self)[key] = self.blocks_config.config_for_block(key, [], block)
+            entries = _entries(self)
+            # A State's config leaves out its value, so setting it again (every streamed update
+            # of a State output) would rebuild the same entry: built once, as Gradio's would be.
+            if not (isinstance(block, State) and key in entries):
+                entries[key] = self.blocks_config.config_for_block(key, [], block)
 
     def _update_config(self, key):  # type: ignore[no-untyped-def]
         if self[key] is not None:
@@ -186,6 +191,9 @@ def queue_waits_for_work() -> bool:
     def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         original_init(self, *args, **kwargs)
         self.sleep_when_free = _IdleWait(self.sleep_when_free)
+        # The loop that sends gr.Progress updates polls every 10 ms, jobs or not; it now looks when
+        # woken or every 50 ms (Parley uses no gr.Progress; an app that does sees 20 updates/s).
+        self.progress_update_sleep_when_free = _IdleWait(self.progress_update_sleep_when_free)
 
     async def push(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         try:
@@ -218,9 +226,10 @@ def queueing_module():  # type: ignore[no-untyped-def]
 
 
 def _wake(queue) -> None:  # type: ignore[no-untyped-def]
-    idle = getattr(queue, "sleep_when_free", None)
-    if isinstance(idle, _IdleWait):
-        idle.wake()
+    for name in ("sleep_when_free", "progress_update_sleep_when_free"):
+        idle = getattr(queue, name, None)
+        if isinstance(idle, _IdleWait):
+            idle.wake()
 
 
 # -- 3. no failing matplotlib import per call --------------------------------------------------
