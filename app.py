@@ -46,7 +46,8 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
         interrupted = mark_interrupted(session=session)
     if interrupted:
         log.info("marked %d replies interrupted by the last shutdown", interrupted)
-    apply_gradio_patches()
+    if env.get("PARLEY_GRADIO_PATCHES", "on").lower() != "off":  # "off": Gradio as shipped (to compare)
+        apply_gradio_patches()
     services = Services.build(config, registry, engine)
     if warm:
         start_warming(services)

@@ -4,6 +4,9 @@
 provider and Parley, then measures (a) the idle server's CPU share, (b) one user at a time and (c) users
 arriving over `spread` seconds, each streaming 200 tokens at 50 tokens/s. `--profile` also samples (c)
 with py-spy and prints where the time went. The full benchmark (`python -m bench`) has the same rows.
+
+`--ab KEY=VALUE` starts a second Parley with that setting too and alternates the loads between the
+two, so a change is judged against the same machine noise (e.g. `--ab PARLEY_GRADIO_PATCHES=off`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,28 @@ async def measure(parley: Parley, users: int, spread: float, runs: int, workdir:
             print(f"under load: median {median(loaded):.3f} s per 1,000 tokens (target ≤ 0.3)")
 
 
+async def ab(apps: dict[str, Parley], users: int, spread: float, runs: int) -> None:
+    """The loaded measure on two Parleys, alternating, median of `runs` each."""
+    async with new_client() as client:
+        chats = {name: await GradioChat(client, app.url).discover() for name, app in apps.items()}
+        for chat in chats.values():
+            for _ in range(3):
+                await chat.turn("openai:rate-2000-tokens-200")
+        for app in apps.values():
+            app.settle()
+        per: dict[str, list[float]] = {name: [] for name in apps}
+        for i in range(runs):
+            for name in (list(apps) if i % 2 == 0 else list(reversed(apps))):
+                app, chat = apps[name], chats[name]
+                c0 = app.cpu()
+                lr = await load(lambda chat=chat: chat.turn(CHAT), users, spread)
+                ok = users - len(lr.errors)
+                per[name].append((app.cpu() - c0) / (TOKENS * ok / 1000) if ok else float("nan"))
+                print(f"  {name}: {per[name][-1]:.3f} s per 1,000 tokens, errors {len(lr.errors)}")
+        for name, values in per.items():
+            print(f"{name}: median {median(values):.3f} s per 1,000 tokens over {runs} runs {[round(v, 3) for v in values]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50)
@@ -73,16 +98,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="sample one extra loaded run with py-spy")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for Parley's environment")
+    parser.add_argument("--ab", help="KEY=VALUE: compare against a second Parley with this setting")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-cpu-"))
     extra = dict(kv.split("=", 1) for kv in args.env)
     fake = FakeProvider(workdir).start()
     parley = Parley(fake, workdir, **extra)
+    other = Parley(fake, workdir, name="parley-b", **{**extra, **dict([args.ab.split("=", 1)])}) if args.ab else None
     try:
         parley.start()
+        if other is not None:
+            other.start()
+            asyncio.run(ab({"as configured": parley, args.ab: other}, args.users, args.spread, args.runs))
+            return
         asyncio.run(measure(parley, args.users, args.spread, args.runs + (1 if args.profile else 0), workdir, args.profile))
     finally:
         parley.stop()
+        if other is not None:
+            other.stop()
         fake.stop()
         if os.environ.get("BENCH_KEEP"):
             print(f"work directory: {workdir}")

@@ -33,6 +33,13 @@ def test_lazy_session_config_matches_gradios_own(fake_server, tmp_path):
         # ...and the whole dict, when read, is Gradio's with that change.
         expected[textbox]["props"]["value"] = "typed by the user"
         assert state.config_values == expected
+        # Entries are built from one per block, but each session has its own: a value set in one
+        # is not seen by another.
+        other = SessionState(demo)
+        other._update_value_in_config(textbox, "someone else")
+        assert state.config_values[textbox]["props"]["value"] == "typed by the user"
+        assert other.config_values[textbox]["props"]["value"] == "someone else"
+        assert other.config_values == {**expected, textbox: {**expected[textbox], "props": {**expected[textbox]["props"], "value": "someone else"}}}
         # writes go through the full dict, as in Gradio
         some_state = next(k for k, b in demo.blocks.items() if isinstance(b, gr.State))
         state[some_state] = "value"

@@ -53,6 +53,8 @@ class AppConfig:
     first_token_timeout: float = 60.0
     idle_timeout: float = 60.0
     coalesce_ms: float = 50.0
+    #: UI updates a second for all streams together: a stream's updates are spaced out to stay under it.
+    updates_per_second: float = 200.0
     log_content: bool = False
     moderation: str | None = None
     shared_leaderboard: bool = False
@@ -73,6 +75,7 @@ class AppConfig:
             first_token_timeout=_float(env, "FIRST_TOKEN_TIMEOUT", 60.0),
             idle_timeout=_float(env, "IDLE_TIMEOUT", 60.0),
             coalesce_ms=_float(env, "STREAM_COALESCE_MS", 50.0),
+            updates_per_second=max(_float(env, "STREAM_UPDATES_PER_SECOND", 200.0), 1.0),
             log_content=env.get("LOG_CONTENT", "").lower() in ("1", "true", "yes"),
             moderation=(env.get("MODERATION") or "").strip().lower() or None,
             shared_leaderboard=env.get("SHARED_LEADERBOARD", "").lower() in ("1", "true", "yes"),

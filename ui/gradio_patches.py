@@ -9,6 +9,8 @@ session on these machines: 20 users arriving together waited ~0.3 s for it in a 
 anything else ran. Here each block's config is built when a session first touches that block
 (its inputs and outputs: a dozen blocks for a chat turn), and the whole dict only if something
 reads all of it (deep links). The result is the dict Gradio would have built, entry by entry.
+An entry is copied from one built per block (Gradio builds the same dict for the same block each
+time, ~100 µs of `inspect.signature`; a session only ever replaces its `props.value`).
 
 2. An idle queue that polls (`queue_waits_for_work`). Gradio's queue loop sleeps 1 ms and looks
 again whenever nothing can start: 1,000 wake-ups a second, 3-4% of a core on these machines for a
@@ -21,6 +23,13 @@ progress loop (100 wake-ups a second) gets the same treatment.
 context manager that imports matplotlib (to switch its backend) on entry and on exit; without
 matplotlib installed both imports fail after searching sys.path, ~70 µs per streamed update.
 When matplotlib is not installed the wrapper does nothing, which is what it did anyway.
+
+4. A worker-thread round trip per value (`inline_simple_processing`). Gradio runs every input's
+`preprocess` and every output's `postprocess` in a worker thread: for `/chat` thirteen inputs
+(eight round trips before the handler starts) and one or more per streamed update. For the
+built-in components listed in `INLINE_COMPONENTS` these are a few lines of pure Python that hold
+the GIL anyway, so the thread buys no concurrency and costs a wake-up, a switch and a call back
+into the event loop each time. They now run inline; every other component still gets its thread.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import datetime
 import importlib.util
 import logging
 import types
+import weakref
 
 import gradio
 
@@ -47,6 +57,7 @@ def apply_all() -> dict[str, bool]:
         "lazy_session_config": lazy_session_config(),
         "queue_waits_for_work": queue_waits_for_work(),
         "no_matplotlib_per_call": no_matplotlib_per_call(),
+        "inline_simple_processing": inline_simple_processing(),
     }
 
 
@@ -82,7 +93,7 @@ def lazy_session_config() -> bool:
             blocks = self.__dict__["_parley_blocks"]
             touched = self.__dict__.get("_parley_touched", {})
             config = {
-                k: touched[k] if k in touched else self.blocks_config.config_for_block(k, [], v)
+                k: touched[k] if k in touched else _block_config(self.blocks_config, k, v)
                 for k, v in self.blocks_config.blocks.items()
                 if k in blocks.blocks
             }
@@ -109,16 +120,16 @@ def lazy_session_config() -> bool:
             # A State's config leaves out its value, so setting it again (every streamed update
             # of a State output) would rebuild the same entry: built once, as Gradio's would be.
             if not (isinstance(block, State) and key in entries):
-                entries[key] = self.blocks_config.config_for_block(key, [], block)
+                entries[key] = _block_config(self.blocks_config, key, block)
 
     def _update_config(self, key):  # type: ignore[no-untyped-def]
         if self[key] is not None:
-            _entries(self)[key] = self.blocks_config.config_for_block(key, [], self[key])
+            _entries(self)[key] = _block_config(self.blocks_config, key, self[key])
 
     def _update_value_in_config(self, key, value):  # type: ignore[no-untyped-def]
         entries = _entries(self)
         if key not in entries:
-            entries[key] = self.blocks_config.config_for_block(key, [], self.blocks_config.blocks[key])
+            entries[key] = _block_config(self.blocks_config, key, self.blocks_config.blocks[key])
         if "props" in entries[key]:
             entries[key]["props"]["value"] = value
 
@@ -136,6 +147,26 @@ def lazy_session_config() -> bool:
     cls._update_value_in_config = _update_value_in_config
     cls._parley_lazy_config = True
     return True
+
+
+#: A block's config as `config_for_block(id, [], block)` builds it, per block object. Blocks are not
+#: changed in place once the app runs: an update gives the session a new block, so a new entry here.
+_TEMPLATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _block_config(blocks_config, key, block):  # type: ignore[no-untyped-def]
+    """A fresh copy of the block's config: its own top-level dict and `props` (what sessions change)."""
+    try:
+        template = _TEMPLATES.get(block)
+    except TypeError:  # not weak-referenceable: build it every time, as Gradio does
+        return blocks_config.config_for_block(key, [], block)
+    if template is None or template.get("id") != key:
+        template = blocks_config.config_for_block(key, [], block)
+        _TEMPLATES[block] = template
+    entry = dict(template)
+    if isinstance(entry.get("props"), dict):
+        entry["props"] = dict(entry["props"])
+    return entry
 
 
 class _NoBlocks:
@@ -253,4 +284,49 @@ def no_matplotlib_per_call() -> bool:
     if not _version_ok("matplotlib") or importlib.util.find_spec("matplotlib") is not None:
         return False
     utils.MatplotlibBackendMananger = _NoBackendSwitch  # type: ignore[misc]
+    return True
+
+
+# -- 4. simple pre/postprocessing inline ------------------------------------------------------
+
+#: Built-in components whose preprocess/postprocess are pure Python with no I/O for Parley's values
+#: (text, numbers, choices, JSON, text chat messages). Checked by exact type: a subclass may do more.
+INLINE_COMPONENTS = ("Textbox", "Number", "Slider", "Checkbox", "Radio", "Dropdown", "JSON", "Markdown", "HTML",
+                     "Chatbot")
+
+
+def _inline_types() -> tuple[type, ...]:
+    from gradio import components
+
+    return tuple(getattr(components, name) for name in INLINE_COMPONENTS)
+
+
+def inline_simple_processing() -> bool:
+    """Run the listed components' preprocess/postprocess on the event loop instead of a worker thread."""
+    from gradio import blocks
+
+    if getattr(blocks, "_parley_inline_processing", False):
+        return True
+    if not _version_ok("inline-processing"):
+        return False
+    import anyio
+    import anyio.to_thread
+
+    inline = frozenset(_inline_types())
+    real_run_sync = anyio.to_thread.run_sync
+
+    async def run_sync(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        owner = getattr(func, "__self__", None)
+        if type(owner) in inline and getattr(func, "__name__", "") in ("preprocess", "postprocess"):
+            return func(*args)
+        return await real_run_sync(func, *args, **kwargs)
+
+    to_thread = types.ModuleType("anyio.to_thread")
+    to_thread.__dict__.update(anyio.to_thread.__dict__)
+    to_thread.run_sync = run_sync  # type: ignore[attr-defined]
+    module = types.ModuleType("anyio")
+    module.__dict__.update(anyio.__dict__)
+    module.to_thread = to_thread  # type: ignore[attr-defined]
+    blocks.anyio = module  # type: ignore[attr-defined]
+    blocks._parley_inline_processing = True  # type: ignore[attr-defined]
     return True

@@ -37,12 +37,10 @@ class Services:
     #: Replies streaming now in this process (chat and compare panes).
     active_streams: int = 0
 
-    #: Gradio updates a second this process aims to stay under, all streams together (each costs ~1.5 ms).
-    UPDATE_BUDGET = 200
-
     def update_interval(self) -> float:
-        """Seconds between a stream's UI updates: the configured pace, spaced out under load."""
-        return min(max(self.policy.coalesce_interval, self.active_streams / self.UPDATE_BUDGET), 0.5)
+        """Seconds between a stream's UI updates: the configured pace, spaced out under load so that all
+        streams together stay under `STREAM_UPDATES_PER_SECOND` (each update costs Gradio ~0.7 ms of CPU)."""
+        return min(max(self.policy.coalesce_interval, self.active_streams / self.config.updates_per_second), 0.5)
     # Storage calls are synchronous: they run here, never on the event loop.
     #: Set once every configured SDK is imported and its client built.
     warmed: threading.Event = field(default_factory=threading.Event)
