@@ -115,3 +115,40 @@ def test_matplotlib_wrapper_is_a_no_op_only_without_matplotlib():
         assert utils.MatplotlibBackendMananger is gradio_patches._NoBackendSwitch
         with utils.MatplotlibBackendMananger():
             pass
+
+
+def test_blocks_build_their_fastapi_app_only_when_it_is_needed():
+    from gradio import routes
+
+    assert gradio_patches.app_built_at_launch()
+    built = []
+    real = routes.App.create_app
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        if out is not gradio_patches._PENDING:
+            built.append(out)
+        return out
+
+    routes.App.create_app = staticmethod(counting)  # type: ignore[method-assign]
+    try:
+        with gr.Blocks() as demo:
+            with gr.Blocks():  # nested, like the ChatInterface inside Parley's Blocks
+                gr.Textbox()
+            box = gr.Textbox()
+            box.submit(lambda text: text, box, box, api_name="echo")
+        demo.queue()
+        assert built == [], "constructor, __exit__ and queue() build nothing"
+        assert demo.__dict__["_parley_app"] is gradio_patches._PENDING
+        app = demo.app  # read before launch (as gr.mount_gradio_app-style code may): built then, once
+        assert isinstance(app, routes.App) and demo.app is app
+        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+        try:
+            from gradio_client import Client
+
+            assert Client(url, verbose=False).predict("hi", api_name="/echo") == "hi"
+            assert demo.app is not app and built == [demo.app]  # launch builds the one that serves, as before
+        finally:
+            demo.close()
+    finally:
+        routes.App.create_app = real  # type: ignore[method-assign]

@@ -30,6 +30,12 @@ When matplotlib is not installed the wrapper does nothing, which is what it did 
 built-in components listed in `INLINE_COMPONENTS` these are a few lines of pure Python that hold
 the GIL anyway, so the thread buys no concurrency and costs a wake-up, a switch and a call back
 into the event loop each time. They now run inline; every other component still gets its thread.
+
+5. FastAPI apps built to be thrown away (`app_built_at_launch`). Every `gr.Blocks` builds its
+FastAPI app (~80 routes, ~0.1 s each) in its constructor (through `queue()`), again on leaving its
+`with` block, and again on each `queue()` call; `launch()` then builds the one that serves. With the
+ChatInterface nested in Parley's Blocks that is five apps nobody uses, about a sixth of the cold
+start. Those builds are now deferred: `blocks.app` builds its app when something reads it first.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ def apply_all() -> dict[str, bool]:
         "queue_waits_for_work": queue_waits_for_work(),
         "no_matplotlib_per_call": no_matplotlib_per_call(),
         "inline_simple_processing": inline_simple_processing(),
+        "app_built_at_launch": app_built_at_launch(),
     }
 
 
@@ -329,4 +336,57 @@ def inline_simple_processing() -> bool:
     module.to_thread = to_thread  # type: ignore[attr-defined]
     blocks.anyio = module  # type: ignore[attr-defined]
     blocks._parley_inline_processing = True  # type: ignore[attr-defined]
+    return True
+
+
+# -- 5. no FastAPI app built before launch() needs one -----------------------------------------
+
+_PENDING = object()  # `blocks.app` until something reads it
+
+
+def app_built_at_launch() -> bool:
+    """Defer the FastAPI apps that Blocks' constructor, `__exit__` and `queue()` build until one is read."""
+    from gradio import blocks, routes
+
+    cls = blocks.Blocks
+    if getattr(cls, "_parley_lazy_app", False):
+        return True
+    if not _version_ok("lazy-app"):
+        return False
+    real_create = routes.App.create_app
+    original_exit, original_queue = cls.__exit__, cls.queue
+
+    def create_app(app_blocks, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Exactly the call that __exit__ and queue() make, and only while they run.
+        if app_blocks.__dict__.get("_parley_defer_app") and not args and kwargs == {"mcp_server": False}:
+            return _PENDING
+        return real_create(app_blocks, *args, **kwargs)
+
+    def _deferring(method):  # type: ignore[no-untyped-def]
+        def wrapper(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.__dict__["_parley_defer_app"] = True
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self.__dict__.pop("_parley_defer_app", None)
+
+        wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = method.__name__, method.__doc__, method  # type: ignore[attr-defined]
+        return wrapper
+
+    def _get(self):  # type: ignore[no-untyped-def]
+        app = self.__dict__.get("_parley_app")
+        if app is None:
+            raise AttributeError("app")  # as before: no app until queue(), __exit__ or launch()
+        if app is _PENDING:
+            app = self.__dict__["_parley_app"] = real_create(self, mcp_server=False)
+        return app
+
+    def _set(self, value):  # type: ignore[no-untyped-def]
+        self.__dict__["_parley_app"] = value
+
+    routes.App.create_app = staticmethod(create_app)  # type: ignore[method-assign]
+    cls.__exit__ = _deferring(original_exit)
+    cls.queue = _deferring(original_queue)
+    cls.app = property(_get, _set)
+    cls._parley_lazy_app = True
     return True
