@@ -222,7 +222,7 @@ class OpenAIProvider(Provider):
     def request(
         self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
     ) -> dict[str, Any]:
-        """The keyword arguments for `chat.completions.create` (public so tests and benches can inspect it)."""
+        """The request body, as `chat.completions.create` takes it as keywords (public so tests and benches can inspect it)."""
         kwargs: dict[str, Any] = {"model": model, "messages": to_openai_messages(messages), "stream": True}
         if self.include_usage:
             kwargs["stream_options"] = {"include_usage": True}
@@ -254,19 +254,25 @@ class OpenAIProvider(Provider):
         state = StreamState()
         reader = ChunkReader()
         with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
-            # The SDK sends the request, raises its typed errors for a failed status, and hands back the
-            # unread response. The body is read here: the SDK would build a pydantic chunk per event
-            # (~90 µs each, the largest cost of a stream in this process); a dict from json.loads is enough.
-            stream = await self._client.get().chat.completions.create(**kwargs)
-            async with stream:  # closes the HTTP response on cancellation, too
-                async for data in sse_data(stream.response):
+            import httpx2  # the SDK's own HTTP library (imported with it)
+
+            # The SDK sends the request (auth, headers, timeouts), raises its typed errors for a failed
+            # status and hands back the unread response; the body is read here. Its documented `post`
+            # for raw endpoints skips two costs of `chat.completions.create` that buy nothing here: a
+            # type-driven walk over the whole request (~0.5 ms, growing with the conversation) and a
+            # pydantic chunk per event (~90 µs each, once the largest cost of a stream in this process).
+            response = await self._client.get().post("/chat/completions", body=kwargs, cast_to=httpx2.Response, stream=True)
+            try:
+                async for data in sse_data(response):
                     chunk = json.loads(data)
                     if isinstance(chunk, dict) and chunk.get("error"):
-                        raise _stream_error(chunk["error"], stream.response)
+                        raise _stream_error(chunk["error"], response)
                     for event in reader.feed(chunk):
                         if not state.started and isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)):
                             state.started = True
                         yield event
+            finally:  # on cancellation and errors too: the connection must not stay open
+                await response.aclose()
         for event in reader.end():
             yield event
 
