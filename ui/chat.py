@@ -68,6 +68,17 @@ class ChatHandler:
     def __init__(self, services: Services):
         self.s = services
         self._background: set[asyncio.Task] = set()
+        #: Each owner's replies streaming now: a future that resolves, with the conversation id, once
+        #: the reply is saved (however it ended). Stop waits on it to show the reply as stored.
+        self._running: dict[str, set[asyncio.Future]] = {}
+
+    async def settled(self, owner: str, timeout: float = 10.0) -> str | None:
+        """Wait until this owner's streaming replies are saved (after Stop); the conversation id of one."""
+        running = list(self._running.get(owner, ()))
+        if not running:
+            return None
+        done, _ = await asyncio.wait(running, timeout=timeout)
+        return next((f.result() for f in done if not f.cancelled() and f.result()), None)
 
     async def respond(
         self,
@@ -137,6 +148,8 @@ class ChatHandler:
         finished = False
         self.s.active_streams += 1
         loop = asyncio.get_running_loop()
+        saved_turn: asyncio.Future = loop.create_future()
+        self._running.setdefault(owner, set()).add(saved_turn)
         partial_due = loop.time() + PARTIAL_SAVE_EVERY
         try:
             async for r in turn.updates(self.s.update_interval):
@@ -151,10 +164,19 @@ class ChatHandler:
             finished = True
         finally:
             self.s.active_streams -= 1
-            if ids is None:
-                ids, conv = self._ids(await asyncio.shield(save_task), conversation_id, notes)
-            saved = await asyncio.shield(self._finish(owner, ids, turn.result, sent))
-            self._log_turn(owner, conv, turn.result, saved, text)
+            try:
+                if ids is None:
+                    ids, conv = self._ids(await asyncio.shield(save_task), conversation_id, notes)
+                saved = await asyncio.shield(self._finish(owner, ids, turn.result, sent))
+                self._log_turn(owner, conv, turn.result, saved, text)
+            finally:
+                if not saved_turn.done():
+                    saved_turn.set_result(conv)
+                waiting = self._running.get(owner)
+                if waiting is not None:
+                    waiting.discard(saved_turn)
+                    if not waiting:
+                        del self._running[owner]
         if not saved and ids and NOT_SAVED not in notes:
             notes.append(NOT_SAVED)
         # A fast reply can end before the user message is saved: the chat must still learn the

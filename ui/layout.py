@@ -183,6 +183,13 @@ def build_ui(services: Services) -> gr.Blocks:
             api_visibility="private",
         )
         new_chat.click(side.new_chat, None, [chat.chatbot_value, conversation_id, conv_list, title], api_visibility="private")
+
+        async def show_stopped(conv: str | None, owner_state: str | None, request: gr.Request):
+            return await side.show_stopped(chat_handler, conv, owner_state, request)
+
+        # Stop: once the reply is saved, the chat shows it as stored (its text, the Stopped note, its metrics).
+        chat.textbox.stop(show_stopped, [conversation_id, owner], [chatbot, chat.chatbot_state, chat.chatbot_value, conversation_id],
+                          api_visibility="private")
         # Clearing the chat starts a new conversation; the saved one stays in the list.
         chatbot.clear(lambda: None, None, [conversation_id], api_visibility="private")
         chatbot.like(side.feedback, [chatbot, conversation_id, owner], None, api_visibility="private")

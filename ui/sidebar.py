@@ -24,6 +24,9 @@ from ui.store import undo_last_turn
 
 log = logging.getLogger("parley.sidebar")
 
+#: Seconds between a stopped reply being saved and the chat redrawn from the store (see show_stopped).
+STOPPED_REDRAW_DELAY = 0.3
+
 PAGE = 50
 
 
@@ -147,6 +150,25 @@ class SidebarHandlers:
             p.get("effort") or "default",
             gr.update(value=c.title),
         )
+
+    async def show_stopped(self, chat: Any, conversation_id: str | None, owner: str, request: gr.Request):
+        """After Stop: the conversation as saved, so the stopped reply shows its note and metrics at once
+        (Gradio cancels the stream before its last update).
+
+        Waits until the reply is saved, then a moment more: Gradio ends the cancelled stream with its
+        last value, and this must reach the page after that, not before.
+        """
+        owner = owner_for(request, None, owner)
+        conversation_id = await chat.settled(owner) or conversation_id
+        if not conversation_id:
+            return (gr.skip(),) * 4
+        await asyncio.sleep(STOPPED_REDRAW_DELAY)
+        try:
+            detail = await self.s.db(repo.get_conversation, owner=owner, conversation_id=conversation_id)
+        except StorageError:
+            return (gr.skip(),) * 4  # the partial text stays on screen; it is saved or it was never shown
+        value = stored_to_chatbot(detail.messages, self._label_for)
+        return value, value, value, str(detail.conversation.id)
 
     def _label_for(self, provider: str | None, model: str | None) -> str:
         if not provider:

@@ -104,6 +104,9 @@ def test_stream_stop_reload_reopen_switch_and_error(server, page, artifacts, fak
     page.locator("button.stop-button").first.click()
     log = wait_until(lambda: [s for s in fake_server.stream_log if s.model == "long-story" and s.client_closed], what="upstream closed")
     assert log[-1].tokens_sent < 400
+    # The reply is shown as saved at once: its text so far, then the Stopped note and its metrics.
+    wait_until(lambda: "Stopped" in bot_text(page) and "first token" in bot_text(page).split("Now a very long one")[-1],
+               what="the Stopped note and metrics, live")
     stopped_at = bot_text(page)
     time.sleep(0.5)
     assert bot_text(page) == stopped_at, "nothing streams after Stop; the partial text stays"
@@ -246,3 +249,30 @@ def test_undo_and_retry_keep_the_store_in_step(server, page, fake_server):
     convs, msgs = db_rows(db)
     mine = [m for m in msgs if m["content"] == "You said: first line for undo"]
     assert len(mine) == 1, (convs, msgs)
+
+
+def test_a_stopped_reply_shows_as_saved_and_the_chat_goes_on(server, page, fake_server):
+    proc, db = server
+    open_app(page, proc.url)
+    pick_model(page, "openai:long-story")
+    send(page, "A long one to stop")
+    wait_until(lambda: page.locator("button.stop-button").count() > 0 and len(bot_text(page).split()) > 20, what="streaming")
+    page.locator("button.stop-button").first.click()
+    wait_until(lambda: "Stopped" in bot_text(page) and "first token" in bot_text(page), what="the Stopped note, live")
+    shown = bot_text(page).split("⏹")[0].split()
+
+    # The follow-up continues the same conversation, with the partial reply as history and no UI notes.
+    pick_model(page, "anthropic:echo")
+    send(page, "And after the stop?")
+    wait_until(lambda: "You said: And after the stop?" in bot_text(page), what="the follow-up's reply")
+    req = [r for r in fake_server.requests if r.provider == "anthropic" and "And after the stop?" in str(r.json)][-1]
+    msgs = req.json["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    sent_partial = str(msgs[1]["content"])
+    assert "Stopped" not in sent_partial and "first token" not in sent_partial
+    assert sent_partial.split()[: len(shown)] == shown, "the model gets the partial reply the user saw"
+
+    convs, rows = db_rows(db)
+    conv = next(c for c in convs if c["title"] == "A long one to stop")
+    mine = [(m["role"], m["finish_reason"]) for m in rows if m["conversation_id"] == conv["id"]]
+    assert mine == [("user", None), ("assistant", "cancelled"), ("user", None), ("assistant", "stop")], mine
