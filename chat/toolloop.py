@@ -235,7 +235,8 @@ class ToolLoop:
                 r.messages.append(asked)
                 await asyncio.gather(*(self._run(rec, call) for rec, call in zip(called, t.tool_calls)))
                 for rec in called:
-                    answer = Message(role="tool", tool_call_id=rec.id, name=rec.name, content=rec.content)
+                    answer = Message(role="tool", tool_call_id=rec.id, name=rec.name, content=rec.content,
+                                     is_error=rec.error is not None)
                     history.append(answer)
                     r.messages.append(answer)
                 self._changed()

@@ -38,6 +38,7 @@ class Message(BaseModel):
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    is_error: bool = False  # a tool result that is an error (Anthropic and Gemini mark it as one)
 
 
 class Params(BaseModel):

@@ -292,6 +292,28 @@ async def test_tool_results_go_back_in_the_provider_shape(srv, kind):
                                                                        "response": {"result": "12 C"}}
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_failed_tool_goes_back_marked_as_an_error(srv, kind):
+    model = scenario(srv, f"prov-toolerror-{kind}", tokens=2)
+    call = ToolCall(id="call_1", name="get_weather", arguments='{"city": "Atlantis"}')
+    history = [
+        Message(role="user", content="weather?"),
+        Message(role="assistant", content="", tool_calls=(call,)),
+        Message(role="tool", tool_call_id="call_1", name="get_weather", content="Error: unknown city", is_error=True),
+    ]
+    events, exc = await collect(make(kind, srv), model, messages=history)
+    assert exc is None
+    body = requests_for(srv, model)[-1].json
+    if kind == "openai":  # no error flag in Chat Completions: the "Error:" prefix says it
+        assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "Error: unknown city"}
+    elif kind == "anthropic":
+        assert body["messages"][2]["content"] == [
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "Error: unknown city", "is_error": True}]
+    else:
+        assert body["contents"][2]["parts"][0]["functionResponse"] == {"name": "get_weather",
+                                                                       "response": {"error": "Error: unknown city"}}
+
+
 def test_anthropic_merges_consecutive_same_role_messages():
     msgs = [
         Message(role="system", content="sys"),

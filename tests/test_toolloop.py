@@ -78,10 +78,21 @@ def tool_results(kind: str, body: dict[str, Any]) -> list[tuple[str, str]]:
             for b in m["content"] if b["type"] == "tool_result"
         ]
     return [
-        (p["functionResponse"]["name"], p["functionResponse"]["response"]["result"])
+        (p["functionResponse"]["name"], p["functionResponse"]["response"].get("result", p["functionResponse"]["response"].get("error")))
         for c in body["contents"] if c["role"] == "user"
         for p in c["parts"] if "functionResponse" in p
     ]
+
+
+def tool_error_flags(kind: str, body: dict[str, Any]) -> list[bool]:
+    """Whether each tool result in a request is marked as an error on the wire (OpenAI has no such mark)."""
+    if kind == "anthropic":
+        return [b.get("is_error", False) for m in body["messages"] if m["role"] == "user" and isinstance(m["content"], list)
+                for b in m["content"] if b["type"] == "tool_result"]
+    if kind == "gemini":
+        return ["error" in p["functionResponse"]["response"] for c in body["contents"] if c["role"] == "user"
+                for p in c["parts"] if "functionResponse" in p]
+    return []
 
 
 def tool_requests(kind: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -200,6 +211,7 @@ async def test_a_tool_error_goes_back_to_the_model(srv, kind):
         (result_key(kind, weather), "Error: the weather service is down"),
         (result_key(kind, bug), "Error: broken failed unexpectedly (RuntimeError)."),
     ]
+    assert tool_error_flags(kind, second) == ([] if kind == "openai" else [True, True])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -220,6 +232,7 @@ async def test_bad_arguments_go_back_and_the_loop_goes_on(srv, kind):
     second, third = requests_for(srv, model)[1:]
     [(_, sent)] = tool_results(kind, second)
     assert sent == "Error: " + wrong.error
+    assert tool_error_flags(kind, third) == ([] if kind == "openai" else [True, False])  # the retry succeeded
     assert [c for _, c in tool_results(kind, third)] == ["Error: " + wrong.error, "12 C in Oslo"]
 
 

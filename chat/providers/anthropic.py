@@ -369,7 +369,10 @@ def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
         blocks: list[dict[str, Any]] = []
         if m.role == "tool":
             role = "user"
-            blocks.append({"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content})
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}
+            if m.is_error:
+                result["is_error"] = True
+            blocks.append(result)
         else:
             role = m.role
             for c in m.tool_calls if m.role == "assistant" else ():

@@ -402,7 +402,9 @@ def to_gemini_contents(messages: Sequence[Message]) -> list[Any]:
         if m.role == "tool":
             role = "user"
             name = m.name or names.get(m.tool_call_id or "", "") or "tool"
-            parts.append(types.Part(function_response=types.FunctionResponse(name=name, response={"result": m.content})))
+            # Gemini reads an "error" key as the function's error, anything else as its output.
+            response = {"error": m.content} if m.is_error else {"result": m.content}
+            parts.append(types.Part(function_response=types.FunctionResponse(name=name, response=response)))
         else:
             role = "model" if m.role == "assistant" else "user"
             if m.content:
