@@ -369,6 +369,16 @@ def test_tools_run_in_the_panes_whose_model_supports_them_and_are_shown_and_stor
     assert calc_pane.message.content == "The answer is 42." and calc_pane.message.finish_reason == "stop"
     assert plain_pane.message.tool_calls is None and demo_pane.message.tool_calls is None
 
+    # The exports carry each pane's tool calls.
+    jsonl_out = loop.run_until_complete(tab.handlers.export("jsonl", None, request("toolsy")))
+    [record] = [json.loads(line) for line in Path(jsonl_out[tab.download]["value"]).read_text().splitlines()]
+    [exported] = record["panes"][0]["tool_calls"]
+    assert exported["name"] == "calculator" and exported["result"] == "42"
+    assert record["panes"][1]["tool_calls"] is None
+    csv_out = loop.run_until_complete(tab.handlers.export("csv", None, request("toolsy")))
+    rows = list(csv.DictReader(io.StringIO(Path(csv_out[tab.download]["value"]).read_text())))
+    assert json.loads(rows[0]["tool_calls"])[0]["result"] == "42" and rows[1]["tool_calls"] == ""
+
     # A follow-up in the same panes keeps the answer (not the tool messages) in the pane's history.
     collect(loop, tab, run_data(tab, "and 6 times 8?", models, session=session, tools=True), "toolsy")
     third = requests_of(fake_server, "cmp-calc", before)[2]

@@ -6,10 +6,12 @@ JSONL, one object per run, oldest first::
      "vote": null | {"verdict": "slot"|"tie"|"both_bad", "winner_slot", "winner_model", "voted_at"},
      "panes": [{"slot", "label", "model", "provider", "model_name", "model_version", "system_prompt",
                 "params", "text", "reasoning", "finish_reason", "error", "ttft_ms", "duration_ms",
-                "tokens_per_second", "input_tokens", "output_tokens", "cost_usd", "conversation_id"}, ...]}
+                "tokens_per_second", "input_tokens", "output_tokens", "cost_usd", "conversation_id",
+                "tool_calls": null | [{"id", "name", "arguments", "result", "error", "duration_ms", "status", "step"}]}, ...]}
 
 CSV, one row per pane, columns `CSV_COLUMNS` in that order (run fields repeated on each pane's row;
-`won` is true for the winning pane, false for the others, empty before a vote or for a tie).
+`won` is true for the winning pane, false for the others, empty before a vote or for a tie;
+`tool_calls` is the JSON list above, empty for a pane that called no tool).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ CSV_COLUMNS = [
     "comparison_id", "created_at", "prompt", "blind", "slot", "label", "model", "model_version",
     "system_prompt", "params", "text", "finish_reason", "error", "ttft_ms", "duration_ms",
     "tokens_per_second", "input_tokens", "output_tokens", "cost_usd", "verdict", "winner_slot",
-    "winner_model", "won", "voted_at", "conversation_id",
+    "winner_model", "won", "voted_at", "conversation_id", "tool_calls",
 ]  # fmt: skip
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -59,7 +61,7 @@ def comparison_records(details: Sequence[ComparisonDetail]) -> list[dict[str, An
                 "error": m.error, "ttft_ms": m.ttft_ms, "duration_ms": m.duration_ms,
                 "tokens_per_second": _tps(m.output_tokens, m.duration_ms, m.ttft_ms),
                 "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "cost_usd": p.cost_usd,
-                "conversation_id": str(p.conversation_id),
+                "conversation_id": str(p.conversation_id), "tool_calls": m.tool_calls or None,
             })  # fmt: skip
         out.append({"comparison_id": str(d.id), "created_at": d.created_at.isoformat(), "prompt": d.prompt,
                     "blind": d.blind, "vote": vote, "panes": panes})  # fmt: skip
@@ -91,6 +93,7 @@ def csv_rows(details: Sequence[ComparisonDetail]) -> list[dict[str, Any]]:
                 "cost_usd": pane["cost_usd"], "verdict": vote.get("verdict"), "winner_slot": vote.get("winner_slot"),
                 "winner_model": vote.get("winner_model"), "won": won, "voted_at": vote.get("voted_at"),
                 "conversation_id": pane["conversation_id"],
+                "tool_calls": json.dumps(pane["tool_calls"], ensure_ascii=False) if pane["tool_calls"] else None,
             })  # fmt: skip
     return rows
 
