@@ -67,31 +67,22 @@ class Registry:
         reg = cls(settings, clock=clock, list_timeout=list_timeout, ttl=ttl)
         s = settings
 
-        missing = OpenAIProvider.sdk_missing()
-        if missing:
-            reg._mark_unconfigured("openai", "OpenAI", missing)
-        elif s.openai_api_key:
-            reg.register(OpenAIProvider(api_key=s.openai_api_key, base_url=s.openai_base_url))
-        else:
-            reg._mark_unconfigured("openai", "OpenAI", "set OPENAI_API_KEY")
-
-        missing = AnthropicProvider.sdk_missing()
-        if missing:
-            reg._mark_unconfigured("anthropic", "Anthropic", missing)
-        elif s.anthropic_api_key:
-            reg.register(AnthropicProvider(api_key=s.anthropic_api_key, base_url=s.anthropic_base_url))
-        else:
-            reg._mark_unconfigured("anthropic", "Anthropic", "set ANTHROPIC_API_KEY")
-
-        missing = GeminiProvider.sdk_missing()
-        if missing:
-            reg._mark_unconfigured("gemini", "Google Gemini", missing)
-        elif s.gemini_api_key:
-            reg.register(
-                GeminiProvider(api_key=s.gemini_api_key, base_url=s.gemini_base_url, key_env_var=s.gemini_key_var)
-            )
-        else:
-            reg._mark_unconfigured("gemini", "Google Gemini", "set GEMINI_API_KEY (or GOOGLE_API_KEY)")
+        official = (
+            (OpenAIProvider, "openai", "OpenAI", s.openai_api_key, "set OPENAI_API_KEY",
+             lambda: OpenAIProvider(api_key=s.openai_api_key, base_url=s.openai_base_url)),
+            (AnthropicProvider, "anthropic", "Anthropic", s.anthropic_api_key, "set ANTHROPIC_API_KEY",
+             lambda: AnthropicProvider(api_key=s.anthropic_api_key, base_url=s.anthropic_base_url)),
+            (GeminiProvider, "gemini", "Google Gemini", s.gemini_api_key, "set GEMINI_API_KEY (or GOOGLE_API_KEY)",
+             lambda: GeminiProvider(api_key=s.gemini_api_key, base_url=s.gemini_base_url, key_env_var=s.gemini_key_var)),
+        )  # fmt: skip
+        for provider_cls, name, label, key, hint, build in official:
+            missing = provider_cls.sdk_missing()
+            if missing:
+                reg._mark_unconfigured(name, label, missing)
+            elif key:
+                reg.register(build())
+            else:
+                reg._mark_unconfigured(name, label, hint)
 
         for endpoint in s.endpoints:
             reg._add_endpoint(endpoint)

@@ -10,6 +10,7 @@ import time
 from copy import copy
 
 import gradio as gr
+from gradio import queueing
 from gradio.state_holder import SessionState
 
 from ui import gradio_patches
@@ -71,7 +72,7 @@ def test_the_idle_queue_loop_waits_and_still_starts_every_event():
 
         box.submit(slow, box, out, api_name="shout", concurrency_limit=1)
     demo.queue()
-    gradio_patches.queueing_module().asyncio.sleep = counting
+    queueing.asyncio.sleep = counting
     try:
         _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
         try:
@@ -93,7 +94,7 @@ def test_the_idle_queue_loop_waits_and_still_starts_every_event():
         finally:
             demo.close()
     finally:
-        gradio_patches.queueing_module().asyncio.sleep = real
+        queueing.asyncio.sleep = real
     assert isinstance(demo._queue.sleep_when_free, gradio_patches._IdleWait)
 
 

@@ -256,13 +256,6 @@ def queue_waits_for_work() -> bool:
     return True
 
 
-def queueing_module():  # type: ignore[no-untyped-def]
-    """`gradio.queueing` (tests swap its `asyncio.sleep` to count the idle waits)."""
-    from gradio import queueing
-
-    return queueing
-
-
 def _wake(queue) -> None:  # type: ignore[no-untyped-def]
     for name in ("sleep_when_free", "progress_update_sleep_when_free"):
         idle = getattr(queue, name, None)
