@@ -39,6 +39,9 @@ def app_env(fake, database_url: str, **extra: str) -> dict[str, str]:
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
+    # CI runs the app tests once more with Gradio as shipped (PARLEY_GRADIO_PATCHES=off).
+    if os.environ.get("PARLEY_GRADIO_PATCHES"):
+        env["PARLEY_GRADIO_PATCHES"] = os.environ["PARLEY_GRADIO_PATCHES"]
     env.update(extra)
     return env
 

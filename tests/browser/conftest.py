@@ -57,3 +57,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "browser" in str(item.fspath):
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
+
+
+def wipe_database(url: str) -> None:
+    """Delete every row the app wrote (children first), keeping the schema and its migrations."""
+    import sqlalchemy as sa
+
+    from storage.models import SQLModel
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as c:
+            for table in reversed(SQLModel.metadata.sorted_tables):
+                c.execute(table.delete())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def fresh_state_on_rerun(request):
+    """A rerun starts from an empty database, so that it must pass on its own and not on top of
+    (or against) the rows of the failed first attempt: the app process is module-scoped."""
+    if getattr(request.node, "execution_count", 1) > 1 and "server" in request.fixturenames:
+        server = request.getfixturevalue("server")
+        url = server[1] if isinstance(server, tuple) and isinstance(server[1], str) else None
+        if url:
+            wipe_database(url)
+    yield
