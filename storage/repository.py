@@ -22,8 +22,8 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 from sqlmodel import Session, col, select
 from sqlmodel.sql.sqltypes import UTCDateTime
 
+from storage import blind, transfer
 from storage import search as fts
-from storage import transfer
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError, StorageUnavailable
 from storage.models import (
     CONVERSATION_KINDS,
@@ -148,6 +148,9 @@ def _owned_conversation(session: Session, owner: str, conversation_id: object) -
     row = session.exec(select(Conversation).where(Conversation.id == cid, Conversation.owner == owner)).first()
     if row is None:
         raise NotFound(f"No conversation with id {str(cid)!r}.")
+    # Only a pane can belong to a comparison, so chats (the hot path) skip the secrecy query.
+    if row.kind != KIND_CHAT and session.execute(sa.select(blind.secret_conversation(row.id))).scalar_one():
+        raise NotFound(blind.HIDDEN_MESSAGE)
     return row
 
 
@@ -217,7 +220,8 @@ def list_conversations(
     """A page of conversations, pinned first then most recently active; `archived=None` lists all.
 
     Only chats by default: compare mode's hidden pane conversations need `kind="compare_pane"`
-    (or `kind=None` for every kind).
+    (or `kind=None` for every kind), and even then the panes of a blind comparison without its
+    vote are left out.
     """
     owner = check_owner(owner)
     if kind is not None and kind not in CONVERSATION_KINDS:
@@ -229,6 +233,8 @@ def list_conversations(
     query = select(Conversation).where(Conversation.owner == owner)
     if kind is not None:
         query = query.where(Conversation.kind == kind)
+    if kind != KIND_CHAT:
+        query = query.where(~blind.secret_conversation(col(Conversation.id)))
     if archived is not None:
         query = query.where(Conversation.archived == archived)
     query = query.order_by(
@@ -240,7 +246,7 @@ def list_conversations(
 
 @_guarded
 def get_conversation(*, session: Session, owner: str, conversation_id: uuid.UUID | str) -> ConversationDetail:
-    """One conversation with its messages in order."""
+    """One conversation with its messages in order (NotFound for a pane of an unvoted blind comparison)."""
     owner = check_owner(owner)
     conversation = _owned_conversation(session, owner, conversation_id)
     return ConversationDetail(
@@ -672,6 +678,8 @@ def usage_stats(
     Error rate is replies that ended in "error" over all finished replies. Tokens per second is
     output tokens over generation time (duration minus time to first token), summed over the
     replies that report both. Percentiles interpolate linearly (PostgreSQL's percentile_cont).
+    The pane replies of a blind comparison count once it has its vote: before, their figures
+    would tell which model wrote which pane.
     """
     if owner is not None:
         owner = check_owner(owner)
@@ -679,7 +687,8 @@ def usage_stats(
     m = Message.__table__.c
     model = sa.func.coalesce(m.model, "")
     generating = sa.and_(m.output_tokens.is_not(None), m.duration_ms > sa.func.coalesce(m.ttft_ms, 0))
-    conditions = [m.role == "assistant", m.provider.is_not(None), m.finish_reason.is_not(None), m.finish_reason != PENDING]
+    conditions = [m.role == "assistant", m.provider.is_not(None), m.finish_reason.is_not(None), m.finish_reason != PENDING,
+                  ~blind.secret_reply(m.id)]
     if owner is not None:
         conditions.append(m.owner == owner)
     if since is not None:
@@ -741,12 +750,19 @@ def _percentile(ordered: list[int], fraction: float) -> float | None:
 
 # --- export and import ----------------------------------------------------------------------
 
+PANE_NOT_EXPORTED = "This conversation is a pane of a comparison, not a chat: export comparisons from the Compare tab."
+
 
 def _details(session: Session, owner: str, conversation_id: object) -> list[ConversationDetail]:
+    # Chats only: comparisons have their own export (export_comparisons), and a pane in this file
+    # would come back from import_json as an ordinary chat, its blind model named.
     if conversation_id is not None:
-        conversations = [_owned_conversation(session, owner, conversation_id)]
+        conversation = _owned_conversation(session, owner, conversation_id)
+        if conversation.kind != KIND_CHAT:
+            raise InvalidInput(PANE_NOT_EXPORTED)
+        conversations = [conversation]
     else:
-        query = select(Conversation).where(Conversation.owner == owner)
+        query = select(Conversation).where(Conversation.owner == owner, Conversation.kind == KIND_CHAT)
         conversations = list(session.exec(query.order_by(col(Conversation.created_at), col(Conversation.id))).all())
     messages = _messages_of(session, owner, [c.id for c in conversations])
     return [ConversationDetail(conversation=_conversation_public(c), messages=messages[c.id]) for c in conversations]
@@ -754,14 +770,14 @@ def _details(session: Session, owner: str, conversation_id: object) -> list[Conv
 
 @_guarded
 def export_json(*, session: Session, owner: str, conversation_id: uuid.UUID | str | None = None) -> str:
-    """One conversation (or, with no id, all of this owner's) as Parley JSON, which import_json reads."""
+    """One chat (or, with no id, all of this owner's chats) as Parley JSON, which import_json reads."""
     owner = check_owner(owner)
     return transfer.to_json(transfer.build_export(_details(session, owner, conversation_id)))
 
 
 @_guarded
 def export_markdown(*, session: Session, owner: str, conversation_id: uuid.UUID | str | None = None) -> str:
-    """One conversation (or all of this owner's) as Markdown in which any HTML stays plain text."""
+    """One chat (or all of this owner's chats) as Markdown in which any HTML stays plain text."""
     owner = check_owner(owner)
     return transfer.to_markdown(_details(session, owner, conversation_id))
 
@@ -969,27 +985,37 @@ def _comparison_details(session: Session, owner: str, comparisons: list[Comparis
                                      system_prompt=row["pane_system_prompt"], cost_usd=row["cost_usd"], message=message)
             )  # fmt: skip
     votes: dict[uuid.UUID, ComparisonVotePublic] = {}
+    hidden: set[uuid.UUID] = set()
+    runs = Comparison.__table__
     for chunk_start in range(0, len(ids), 500):
         chunk = ids[chunk_start : chunk_start + 500]
         for v in session.exec(select(ComparisonVote).where(col(ComparisonVote.comparison_id).in_(chunk))).all():
             votes[v.comparison_id] = ComparisonVotePublic.model_validate(v)
+        hidden.update(session.execute(sa.select(runs.c.id).where(runs.c.id.in_(chunk), blind.unvoted_blind(runs))).scalars())
     return [
         ComparisonDetail(id=c.id, prompt=c.prompt, blind=c.blind, created_at=c.created_at,
-                         panes=sorted(panes[c.id], key=lambda x: x.slot), vote=votes.get(c.id))
+                         panes=[blind.withhold(x) if c.id in hidden else x for x in sorted(panes[c.id], key=lambda x: x.slot)],
+                         vote=votes.get(c.id))
         for c in comparisons
     ]  # fmt: skip
 
 
 @_guarded
 def get_comparison(*, session: Session, owner: str, comparison_id: uuid.UUID | str) -> ComparisonDetail:
-    """One run: prompt, panes in slot order (with their reply messages and costs) and the vote."""
+    """One run: prompt, panes in slot order (with their reply messages and costs) and the vote.
+
+    Until a blind run has its vote, its panes carry nothing that names their models (see blind.withhold).
+    """
     owner = check_owner(owner)
     return _comparison_details(session, owner, [_owned_comparison(session, owner, comparison_id)])[0]
 
 
 @_guarded
 def export_comparisons(*, session: Session, owner: str) -> list[ComparisonDetail]:
-    """Every run of this owner, oldest first, with panes and votes (for the JSONL and CSV exports)."""
+    """Every run of this owner, oldest first, with panes and votes (for the JSONL and CSV exports).
+
+    Unvoted blind runs come without their models, as get_comparison gives them.
+    """
     owner = check_owner(owner)
     rows = session.exec(
         select(Comparison).where(Comparison.owner == owner)

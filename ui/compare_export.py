@@ -12,6 +12,10 @@ JSONL, one object per run, oldest first::
 CSV, one row per pane, columns `CSV_COLUMNS` in that order (run fields repeated on each pane's row;
 `won` is true for the winning pane, false for the others, empty before a vote or for a tie;
 `tool_calls` is the JSON list above, empty for a pane that called no tool).
+
+A blind run without its vote keeps its models secret here too: storage withholds them, so `model`,
+`provider`, `model_name`, `model_version`, `system_prompt`, `params`, `cost_usd` and `tool_calls`
+are empty (and `error` is a generic line) until the vote; the text and timings are there.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from chat.types import tokens_per_second
 from storage.models import ComparisonDetail
 from ui.compare_run import blind_label
 
@@ -35,17 +40,21 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _tps(output_tokens: int | None, duration_ms: int | None, ttft_ms: int | None) -> float | None:
-    """Tokens per second after the first token, from the stored metrics (as the chat history shows it)."""
-    if not output_tokens or not duration_ms or ttft_ms is None or duration_ms <= ttft_ms:
-        return None
-    return round(max(output_tokens - 1, 0) / ((duration_ms - ttft_ms) / 1000), 1)
+    """Tokens per second from the stored metrics, by the one definition (chat.types.tokens_per_second)."""
+    rate = tokens_per_second(output_tokens, ttft_ms, duration_ms)
+    return None if rate is None else round(rate, 1)
+
+
+def _model_ref(provider: str | None, model: str | None) -> str | None:
+    """The pane's "provider:model", or None when storage withheld it (a blind run before its vote)."""
+    return f"{provider}:{model}" if provider and model else None
 
 
 def comparison_records(details: Sequence[ComparisonDetail]) -> list[dict[str, Any]]:
     """Each run as the JSONL object documented above."""
     out = []
     for d in details:
-        models = {p.slot: f"{p.message.provider}:{p.message.model}" for p in d.panes}
+        models = {p.slot: _model_ref(p.message.provider, p.message.model) for p in d.panes}
         vote = None
         if d.vote is not None:
             vote = {"verdict": d.vote.verdict, "winner_slot": d.vote.winner_slot,

@@ -250,7 +250,8 @@ def build_dashboard_tab(ctx: TabContext) -> DashboardView:
     """The dashboard: a period picker, totals, a per-model table and bar plots; loads when the tab opens."""
     handlers = DashboardHandlers(ctx.services)
     gr.Markdown("### Provider health\n<span class='parley-muted'>Your replies per provider and model, from the "
-                "metrics saved with every chat turn (batch runs are not included).</span>")
+                "metrics saved with every chat turn (batch runs are not included; a blind comparison's "
+                "replies count once you have voted on it).</span>")
     with gr.Row(equal_height=True):
         period = gr.Radio(list(PERIODS), value=DEFAULT_PERIOD, show_label=False, container=False,
                           elem_id="dash-period", scale=4)
