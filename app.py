@@ -18,6 +18,7 @@ from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
 from storage.db import init_db, make_engine  # noqa: E402
 from storage.repository import mark_interrupted  # noqa: E402
 from ui.config import AppConfig  # noqa: E402
+from ui.exports import export_guard  # noqa: E402
 from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
 from ui.layout import CSS, build_ui  # noqa: E402
 from ui.services import Services  # noqa: E402
@@ -86,6 +87,8 @@ def launch_kwargs(services: Services) -> dict:
         enable_monitoring=False,
         footer_links=["api"],
         run_history=False,
+        # Export downloads answer only their owner (ui/exports.py).
+        app_kwargs={"middleware": [export_guard(services)]},
     )
 
 

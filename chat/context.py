@@ -12,6 +12,7 @@ DEFAULT_CONTEXT_WINDOW = 32_768
 
 # C0/C1 control characters except tab, newline and carriage return.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
@@ -19,16 +20,9 @@ def clean_text(text: str) -> str:
     if not text:
         return ""
     text = _CONTROL.sub("", text)
-    # Lone surrogates come from broken clipboards and JSON with "\\ud800": replace, don't crash.
-    return text.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(text) else text
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    # Lone surrogates come from broken clipboards and JSON with "\\ud800": replace them with U+FFFD
+    # (as storage does), never crash the database, the provider call or the event stream.
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def estimate_tokens(text: str) -> int:

@@ -16,6 +16,14 @@ MAX_METRIC = 2**31 - 1  # fits an INTEGER column on every backend
 # caller that passes one by mistake is stopped here rather than having it saved and exported.
 _SECRET_NAME = re.compile(r"(?:^|[_\-.])(?:api[_\-]?key|secret|password|passwd|authorization|bearer|credentials?)(?:$|[_\-.])", re.I)
 _SPACE = re.compile(r"\s+")
+# A lone UTF-16 surrogate: Python text can hold one (JSON "\\ud800" decodes to it), but no database
+# driver, pydantic model or JSON encoder downstream accepts it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def no_surrogates(value: str) -> str:
+    """The text with each lone surrogate replaced by U+FFFD, so it can be stored and sent back."""
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def check_owner(owner: object) -> str:
@@ -46,14 +54,14 @@ def clean_text(value: object, what: str, *, limit: int = MAX_CONTENT_CHARS, opti
         raise InvalidInput(f"The {what} must be text.")
     if len(value) > limit:
         raise InvalidInput(f"The {what} is {len(value):,} characters long; the limit is {limit:,}.")
-    return value.replace("\x00", "\ufffd")
+    return no_surrogates(value.replace("\x00", "\ufffd"))
 
 
 def clean_title(title: object) -> str:
     """A title given by a user: one line, not empty, at most TITLE_MAX characters (else an error)."""
     if not isinstance(title, str):
         raise InvalidInput("The title must be text.")
-    title = _SPACE.sub(" ", title.replace("\x00", " ")).strip()
+    title = _SPACE.sub(" ", no_surrogates(title).replace("\x00", " ")).strip()
     if not title:
         raise InvalidInput("The title cannot be empty.")
     if len(title) > TITLE_MAX:
@@ -63,7 +71,7 @@ def clean_title(title: object) -> str:
 
 def auto_title(prompt: str | None) -> str:
     """A title cut from the first prompt: one line, at most AUTO_TITLE_MAX characters, on a word break."""
-    text = _SPACE.sub(" ", (prompt or "").replace("\x00", " ")).strip()
+    text = _SPACE.sub(" ", no_surrogates(prompt or "").replace("\x00", " ")).strip()
     if not text:
         return DEFAULT_TITLE
     if len(text) <= AUTO_TITLE_MAX:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from chat.types import Params, param_bounds
 from ui.chat import params_error, params_from_inputs
+from ui.params import ParamsProblem
 
 
 def test_widget_values_become_params():
@@ -19,7 +19,7 @@ def test_widget_values_become_params():
 @pytest.mark.parametrize("field,value", [("temperature", 2.5), ("top_p", -0.1), ("max_tokens", 0), ("seed", -5)])
 def test_out_of_range_values_are_refused_with_the_field_named(field, value):
     args = {"temperature": None, "top_p": None, "max_tokens": None, "seed": None, "effort": None, field: value}
-    with pytest.raises(ValidationError) as e:
+    with pytest.raises(ParamsProblem) as e:
         params_from_inputs(**args)
     assert field in params_error(e.value) and "Nothing was sent" in params_error(e.value)
 

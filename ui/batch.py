@@ -29,6 +29,7 @@ from chat.types import Params, param_bounds
 from compare.batch import BatchSummary, Prompt, load_prompts, read_results, rows_to_csv, run_batch, summarize
 from compare.pricing import PriceTable
 from ui.context import TabContext
+from ui.exports import exports_for
 from ui.identity import owner_for
 from ui.services import Services
 
@@ -311,7 +312,9 @@ class BatchHandlers:
         files: Any = gr.skip()
         if not running:
             run.csv_path.write_text(rows_to_csv(summary.rows), encoding="utf-8")
-            files = [str(run.out_path), str(run.csv_path)] if run.out_path.exists() else None
+            # Copies in the export store: short-lived and their owner's only (ui/exports.py).
+            exports = exports_for(self.s)
+            files = [str(exports.copy(run.owner, run.out_path)), str(exports.copy(run.owner, run.csv_path))] if run.out_path.exists() else None
             if state == "stopped" and done < run.total:
                 status += f"\n\n{run.total - done} call(s) were not run. The downloads hold the {done} finished row(s)."
         return {

@@ -21,6 +21,7 @@ from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
 from ui.convert import NOTICE_PREFIX, content_text, output_tokens_of, result_bubbles, to_messages, user_texts
 from ui.identity import owner_for
+from ui.params import params_error, params_from_inputs  # noqa: F401  (compare and batch import them from here)
 from ui.services import Services
 from ui.store import start_turn
 from ui.tooling import owner_search, tool_records
@@ -37,25 +38,6 @@ NOT_SAVED = "💾 This turn could not be saved (the database is unavailable). Th
 def notice(text: str) -> list[gr.ChatMessage]:
     """A single notice bubble (no provider was called)."""
     return [gr.ChatMessage(role="assistant", content=text, metadata={"title": NOTICE_PREFIX + text.split(". ")[0].rstrip("."), "status": "done"})]
-
-
-def params_from_inputs(temperature: Any, top_p: Any, max_tokens: Any, seed: Any, effort: Any) -> Params:
-    """Params from raw widget or API values, validated by the same bounds as the sliders."""
-    return Params(
-        temperature=temperature if temperature not in ("", None) else None,
-        top_p=top_p if top_p not in ("", None) else None,
-        max_tokens=int(max_tokens) if max_tokens not in ("", None) else Params.model_fields["max_tokens"].default,
-        seed=int(seed) if seed not in ("", None, 0, "0") else None,  # 0 is the widget's "random"
-        effort=None if effort in ("", None, "default") else effort,
-    )
-
-
-def params_error(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        name = ".".join(str(p) for p in err.get("loc", ())) or "parameters"
-        parts.append(f"{name}: {err.get('msg', 'invalid')}")
-    return "Invalid parameters: " + "; ".join(parts) + ". Nothing was sent."
 
 
 def model_label(info: ModelInfo, provider_label: str) -> str:

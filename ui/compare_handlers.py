@@ -11,11 +11,9 @@ import asyncio
 import json
 import logging
 import random
-import tempfile
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -35,6 +33,7 @@ from ui.compare_export import to_csv, to_jsonl
 from ui.compare_run import LETTERS, CompareRun, Pane, blind_label, metrics_of
 from ui.compare_view import chart_frames, header_markdown, metrics_markdown, reply_bubbles
 from ui.convert import content_text
+from ui.exports import exports_for
 from ui.identity import owner_for
 from ui.services import Services
 
@@ -471,9 +470,8 @@ class CompareTab:
             gr.Warning(e.message)
             return {ui.download: gr.update(visible=False)}
         body = to_jsonl(details) if fmt == "jsonl" else to_csv(details)
-        folder = Path(tempfile.mkdtemp(prefix="parley-compare-"))
-        path = folder / f"parley-comparisons-{datetime.now(UTC):%Y%m%d-%H%M%S}.{fmt}"
-        path.write_text(body, encoding="utf-8")
+        # Short-lived and its owner's only (ui/exports.py), never a lasting copy in Gradio's cache.
+        path = exports_for(self.s).write(owner, f"parley-comparisons-{datetime.now(UTC):%Y%m%d-%H%M%S}.{fmt}", body)
         return {ui.download: gr.update(value=str(path), visible=True)}
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-_BROWSER_ID = re.compile(r"^anon-[A-Za-z0-9_-]{22,64}$")
-_HF_OWNER = re.compile(r"^hf:[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# Matched with fullmatch: `$` would also accept a trailing newline, a second owner key for the same id.
+_BROWSER_ID = re.compile(r"anon-[A-Za-z0-9_-]{22,64}")
+_HF_OWNER = re.compile(r"hf:[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
 def owner_for(request: gr.Request | None, profile: Any = None, state_owner: str | None = None) -> str:
@@ -25,14 +26,14 @@ def owner_for(request: gr.Request | None, profile: Any = None, state_owner: str 
         return f"user:{username}"
     if profile is not None and getattr(profile, "username", None):
         return f"hf:{profile.username}"
-    if state_owner and (_BROWSER_ID.match(state_owner) or _HF_OWNER.match(state_owner)):
+    if state_owner and (_BROWSER_ID.fullmatch(state_owner) or _HF_OWNER.fullmatch(state_owner)):
         return state_owner
     session = getattr(request, "session_hash", None) or "unknown"
     return f"session:{session}"
 
 
 def valid_browser_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(_BROWSER_ID.match(value))
+    return isinstance(value, str) and bool(_BROWSER_ID.fullmatch(value))
 
 
 def display_name(owner: str) -> str:

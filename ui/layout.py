@@ -12,6 +12,7 @@ from ui.chat import ChatHandler
 from ui.compare import build_compare_tab
 from ui.context import TabContext
 from ui.dashboard import build_dashboard_tab
+from ui.params import EFFORT_CHOICES, unchecked
 from ui.services import Services
 from ui.sidebar import SidebarHandlers
 
@@ -47,7 +48,8 @@ class ChatView:
 
 def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.Slider:
     lo, hi = param_bounds(name)
-    return gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info)
+    # unchecked: a bad API value gets params_from_inputs' message, not Gradio's bare "Error".
+    return unchecked(gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info))
 
 
 def _build_chat(services: Services, chat_handler: ChatHandler, model, system_prompt, param_inputs, api_key, use_tools, conversation_id, owner):
@@ -122,8 +124,8 @@ def build_ui(services: Services) -> gr.Blocks:
                 top_p = _slider("top_p", "Top p", 1.0, 0.01, "Nucleus sampling")
                 max_tokens = _slider("max_tokens", "Max tokens", Params.model_fields["max_tokens"].default, 1, "Longest reply")
                 # The browser sends an empty Number as 0, so 0 is the "random" value.
-                seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1, info="0 for random; another value repeats replies")
-                effort = gr.Radio(["default", "low", "medium", "high"], value="default", label="Reasoning effort")
+                seed = unchecked(gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1, info="0 for random; another value repeats replies"))
+                effort = unchecked(gr.Radio(list(EFFORT_CHOICES), value="default", label="Reasoning effort"))
             with gr.Accordion("Use your own API key", open=False):
                 api_key = gr.Textbox(
                     value="", type="password", show_label=False, placeholder="Key for the chosen model's provider",

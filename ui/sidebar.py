@@ -6,18 +6,19 @@ import asyncio
 import html
 import logging
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from chat.context import clean_text
 from chat.errors import ChatError
 from chat.types import PARAM_NAMES, ModelInfo, Params
 from storage import repository as repo
 from storage.errors import NotFound, StorageError
 from ui.config import new_browser_id
 from ui.convert import stored_to_chatbot, user_texts, user_turns
+from ui.exports import exports_for
 from ui.identity import display_name, owner_for, valid_browser_id
 from ui.services import Services
 from ui.store import undo_last_turn
@@ -38,6 +39,8 @@ def _safe_filename(title: str) -> str:
 class SidebarHandlers:
     def __init__(self, services: Services):
         self.s = services
+        # Made at start-up, so that exports an earlier process left behind are swept now.
+        self.exports = exports_for(services)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -104,7 +107,8 @@ class SidebarHandlers:
     async def list_choices(self, owner: str, request: gr.Request, query: str = ""):
         """The conversation list (or search results) for this owner."""
         owner = owner_for(request, None, owner)
-        query = (query or "").strip()
+        # Cleaned first: a lone surrogate would fail the search and then the event stream that echoes it.
+        query = clean_text(query if isinstance(query, str) else "").strip()
         try:
             if query:
                 hits = await self.s.db(repo.search_messages, owner=owner, query=query, limit=30)
@@ -187,10 +191,13 @@ class SidebarHandlers:
         if not conversation_id:
             gr.Warning("Open a conversation first.")
             return gr.skip()
+        if not isinstance(title, str):
+            gr.Warning("Not renamed: the title must be text.")
+            return gr.skip()
         try:
-            await self.s.db(repo.rename_conversation, owner=owner, conversation_id=conversation_id, title=title)
+            await self.s.db(repo.rename_conversation, owner=owner, conversation_id=conversation_id, title=clean_text(title))
         except StorageError as e:
-            gr.Warning(e.message)
+            gr.Warning(f"Not renamed: {e.message}")
             return gr.skip()
         gr.Info("Renamed.")
         return (await self.list_choices(owner, request))[0]
@@ -236,9 +243,7 @@ class SidebarHandlers:
         except StorageError as e:
             gr.Warning(e.message)
             return gr.update(visible=False)
-        folder = Path(tempfile.mkdtemp(prefix="parley-export-"))
-        path = folder / f"{title}.{'json' if fmt == 'json' else 'md'}"
-        path.write_text(text, encoding="utf-8")
+        path = self.exports.write(owner, f"{title}.{'json' if fmt == 'json' else 'md'}", text)
         return gr.update(value=str(path), visible=True)
 
     async def export_json(self, conversation_id: str | None, owner: str, request: gr.Request):
