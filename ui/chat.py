@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from chat.context import clean_text
 from chat.errors import ChatError
 from chat.turn import Turn
-from chat.types import ModelInfo, Params
+from chat.types import ModelInfo
 from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable
 from chat.toolloop import ToolLoop

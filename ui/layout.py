@@ -124,7 +124,8 @@ def build_ui(services: Services) -> gr.Blocks:
                 top_p = _slider("top_p", "Top p", 1.0, 0.01, "Nucleus sampling")
                 max_tokens = _slider("max_tokens", "Max tokens", Params.model_fields["max_tokens"].default, 1, "Longest reply")
                 # The browser sends an empty Number as 0, so 0 is the "random" value.
-                seed = unchecked(gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1, info="0 for random; another value repeats replies"))
+                seed = unchecked(gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=2**31 - 1,
+                                           info="0 for random; another value repeats replies"))
                 effort = unchecked(gr.Radio(list(EFFORT_CHOICES), value="default", label="Reasoning effort"))
             with gr.Accordion("Use your own API key", open=False):
                 api_key = gr.Textbox(
