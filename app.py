@@ -38,6 +38,8 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
         load_dotenv_file()
         env = dict(os.environ)
     config = AppConfig.from_env(env)
+    # uvicorn (read when launching) trusts X-Forwarded-For from loopback by default: TRUSTED_PROXIES decides.
+    os.environ["FORWARDED_ALLOW_IPS"] = config.forwarded_allow_ips()
     registry = Registry.from_settings(Settings.from_env(env))
     engine = make_engine(config.database_url)
     init_db(engine)

@@ -21,7 +21,7 @@ from chat.errors import ChatError
 from chat.providers.base import Provider
 from chat.tools.base import Tool, Toolbox, ToolContext, ToolError
 from chat.turn import SleepFn, Turn, TurnPolicy, TurnResult, coalesce
-from chat.types import FinishReason, Message, ModelInfo, Params, ToolCall, ToolCallDelta, ToolCallEvent
+from chat.types import FinishReason, Message, ModelInfo, Params, ToolCall, ToolCallDelta, ToolCallEvent, Usage
 
 log = logging.getLogger("parley.toolloop")
 
@@ -131,6 +131,11 @@ class ToolLoopResult:
     @property
     def reasoning_tokens(self) -> int | None:
         return _sum(s.reasoning_tokens for s in self.steps)
+
+    @property
+    def usage(self) -> Usage:
+        """Every step's usage together (each step is billed as its own call); estimated if any step's is."""
+        return Usage.combine(s.usage for s in self.steps)
 
     @property
     def ttft_ms(self) -> float | None:

@@ -34,6 +34,8 @@ from chat.types import (
     ToolCallEvent,
     ToolSpec,
     Usage,
+    estimate_tokens,
+    tokens_per_second,
 )
 
 log = logging.getLogger("parley.turn")
@@ -71,9 +73,12 @@ class TurnResult:
     _joined_count: int = 0
     reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    # Usage as the provider reported it (chat.types.Usage says what each figure counts); None until it does.
     input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     finish_reason: FinishReason | None = None
     finish_detail: str | None = None
     model_version: str | None = None
@@ -104,24 +109,29 @@ class TurnResult:
         return self.finish_reason is not None
 
     @property
-    def text_tokens(self) -> int:
-        """Output tokens of the answer itself (reasoning excluded), estimated when usage is missing."""
-        if self.output_tokens is not None:
-            return max(self.output_tokens - (self.reasoning_tokens or 0), 0)
-        return max(self.text_chunks, round(len(self.text) / 4))
+    def estimated(self) -> bool:
+        """True while the output figure is Parley's estimate: the provider has not reported usage
+        (still streaming, stopped, failed, or a server that never reports it)."""
+        return self.output_tokens is None
+
+    @property
+    def usage(self) -> Usage:
+        """Usage in the one contract: the provider's figures, or an estimate of the output marked as one."""
+        if not self.estimated:
+            return Usage(self.input_tokens, self.output_tokens, self.reasoning_tokens,
+                         self.cached_input_tokens, self.cache_write_tokens, estimated=False)
+        # Reasoning is output too (billed, and counted by the provider's figure when it comes).
+        guess = estimate_tokens(self.text, self.text_chunks) + estimate_tokens(self.reasoning)
+        return Usage(self.input_tokens, guess if (self.text or self.reasoning) else None, None,
+                     self.cached_input_tokens, self.cache_write_tokens, estimated=True)
 
     @property
     def tokens_per_second(self) -> float | None:
-        """Answer tokens per second, counted from the first text token (reasoning time excluded)."""
-        if self.first_text_at is None:
-            return None
-        end = self.ended if self.ended is not None else time.perf_counter()
-        span = end - self.first_text_at
-        tokens = self.text_tokens
-        if span <= 0 or tokens < 10:
-            return None  # a handful of tokens in one burst gives a meaningless rate
-        # The first token arrives at first_text_at: the rate is over the tokens after it.
-        return (tokens - 1) / span
+        """Output tokens per second by chat.types.tokens_per_second; live while streaming (estimated tokens, time so far)."""
+        duration = self.duration_ms
+        if duration is None and self.started:
+            duration = (time.perf_counter() - self.started) * 1000
+        return tokens_per_second(self.usage.output_tokens, self.ttft_ms, duration)
 
     @property
     def ref(self) -> str:
@@ -292,6 +302,10 @@ class Turn:
             r.input_tokens = event.input_tokens if event.input_tokens is not None else r.input_tokens
             r.output_tokens = event.output_tokens if event.output_tokens is not None else r.output_tokens
             r.reasoning_tokens = event.reasoning_tokens if event.reasoning_tokens is not None else r.reasoning_tokens
+            if event.cached_input_tokens is not None:
+                r.cached_input_tokens = event.cached_input_tokens
+            if event.cache_write_tokens is not None:
+                r.cache_write_tokens = event.cache_write_tokens
         elif isinstance(event, ToolCallEvent):
             r.tool_calls.append(event.call)
 

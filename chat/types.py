@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -139,9 +140,89 @@ class ToolCallEvent:
 
 @dataclass(slots=True, frozen=True)
 class Usage:
+    """Token usage of one reply: one contract, mapped from every provider's own figures.
+
+    - `input_tokens`: the whole prompt, cached parts included (OpenAI `prompt_tokens`, Gemini
+      `promptTokenCount`; Anthropic's `input_tokens` counts only the uncached rest, so its cache
+      reads and writes are added back).
+    - `output_tokens`: everything generated, reasoning included, as every vendor bills it (Gemini's
+      `candidatesTokenCount` leaves thoughts out, so `thoughtsTokenCount` is added).
+    - `reasoning_tokens`: the part of `output_tokens` spent thinking (None when not reported).
+    - `cached_input_tokens`: the part of `input_tokens` read from the provider's prompt cache.
+    - `cache_write_tokens`: the part of `input_tokens` written to the cache (Anthropic bills these higher).
+    - `estimated`: True when the figures are Parley's estimate (no usage reported, or a stopped reply),
+      False when the provider reported them.
+    None means "not reported", never zero.
+    """
+
     input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    estimated: bool = False
+
+    @property
+    def uncached_input_tokens(self) -> int | None:
+        """Prompt tokens neither read from nor written to the cache (priced at the plain input price)."""
+        if self.input_tokens is None:
+            return None
+        return max(self.input_tokens - (self.cached_input_tokens or 0) - (self.cache_write_tokens or 0), 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The contract as plain JSON-ready values (exports, the API)."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "estimated": self.estimated,
+        }
+
+    @staticmethod
+    def combine(parts: "Iterable[Usage]") -> "Usage":
+        """The usage of several calls together (a tool loop's steps): sums of what is known, estimated if any part is."""
+        items = list(parts)
+
+        def total(name: str) -> int | None:
+            known = [getattr(u, name) for u in items if getattr(u, name) is not None]
+            return sum(known) if known else None
+
+        return Usage(
+            input_tokens=total("input_tokens"),
+            output_tokens=total("output_tokens"),
+            reasoning_tokens=total("reasoning_tokens"),
+            cached_input_tokens=total("cached_input_tokens"),
+            cache_write_tokens=total("cache_write_tokens"),
+            estimated=any(u.estimated for u in items),
+        )
+
+
+#: Fewer output tokens than this give no rate: a handful of tokens in one burst says nothing about speed.
+MIN_RATE_TOKENS = 10
+
+
+def tokens_per_second(output_tokens: int | None, ttft_ms: float | None, duration_ms: float | None) -> float | None:
+    """Parley's one definition of speed: output tokens (reasoning included) over generation time.
+
+    Generation time is the reply's duration minus its time to first token (the first text,
+    reasoning or tool-call piece), so queueing and prompt processing do not count. None when a
+    figure is missing, the generation time is not positive, or there are fewer than
+    MIN_RATE_TOKENS output tokens. The chat's live figure, compare panes, batch results, exports
+    and the dashboard (storage.repository.usage_stats, token-weighted over replies) all use it.
+    """
+    if output_tokens is None or ttft_ms is None or duration_ms is None or output_tokens < MIN_RATE_TOKENS:
+        return None
+    generating_ms = duration_ms - ttft_ms
+    if generating_ms <= 0:
+        return None
+    return output_tokens * 1000 / generating_ms
+
+
+def estimate_tokens(text: str, pieces: int = 0) -> int:
+    """A rough token count of streamed text: at least one per streamed piece, else about 4 characters each."""
+    return max(pieces, round(len(text) / 4))
 
 
 @dataclass(slots=True, frozen=True)

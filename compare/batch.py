@@ -52,9 +52,13 @@ RESULT_FIELDS: tuple[str, ...] = (
     "error_kind",      # the error's short kind (rate_limited, auth, stream, ...), else None
     "ttft_ms",         # time to first token, from the start of the turn (retries included)
     "duration_ms",     # whole turn
-    "tokens_per_second",  # answer tokens per second after the first one
-    "input_tokens",    # as reported by the provider (None when it does not say)
-    "output_tokens",
+    "tokens_per_second",  # output tokens over generation time (chat.types.tokens_per_second)
+    "input_tokens",    # the whole prompt, cached parts included (None when not reported)
+    "output_tokens",   # reasoning included; Parley's estimate when the provider did not report it
+    "reasoning_tokens",  # part of output_tokens (None when not reported)
+    "cached_input_tokens",  # part of input_tokens read from the provider's prompt cache
+    "cache_write_tokens",   # part of input_tokens written to the cache (Anthropic)
+    "usage_estimated",  # true when the token counts are Parley's estimate, not the provider's
     "cost",            # USD at the price table's rates; None when the model or usage is unknown
     "attempts",        # tries the turn made (1 = no retry)
     "started_at",      # UTC ISO 8601, when the pair got its concurrency slot
@@ -178,7 +182,8 @@ def result_row(prompt: Prompt, result: Any, *, started_at: str, prices: PriceTab
     """The JSONL row for one finished turn, or tool loop (keys: RESULT_FIELDS)."""
     step = getattr(result, "turn", None)  # a tool loop's last step carries the speed
     ref = result.ref
-    cost = prices.cost(ref, result.input_tokens, result.output_tokens)
+    usage = result.usage
+    cost = prices.usage_cost(ref, usage)
     return {
         "prompt_id": prompt.id,
         "model": ref,
@@ -190,8 +195,12 @@ def result_row(prompt: Prompt, result: Any, *, started_at: str, prices: PriceTab
         "ttft_ms": _round(result.ttft_ms, 1),
         "duration_ms": _round(result.duration_ms, 1),
         "tokens_per_second": _round(result.tokens_per_second if isinstance(result, TurnResult) else (step.tokens_per_second if step else None), 2),
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "usage_estimated": usage.estimated,
         "cost": _round(cost, 10),
         "attempts": result.attempts if isinstance(result, TurnResult) else sum(t.attempts for t in result.steps),
         "started_at": started_at,

@@ -16,6 +16,12 @@ Overrides come from a TOML or JSON file named by PARLEY_PRICES_FILE (else ./pric
 JSON takes the same shape ({"prices": {"openai:gpt-4o-mini": {"input": 0.15, "output": 0.6}}}, or the
 inner mapping alone). File entries are merged over the built-in table; `replace = true` at the top
 level drops the built-in table instead.
+
+Prompt caching: an entry may add `cache_read` (USD per million prompt tokens read from the cache)
+and `cache_write` (per million written to it; Anthropic bills these above the input price). A reply's
+usage (chat.types.Usage) counts those tokens as parts of its input tokens; the rest of the prompt is
+priced at `input`. Where the table has no cache price, that part stays unpriced: it adds nothing to
+the cost rather than a guessed price (so a cost with cached tokens but no cache price is a lower bound).
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from chat.errors import InvalidInput
+from chat.types import Usage
 
 PRICES_ENV = "PARLEY_PRICES_FILE"
 DEFAULT_PRICES_FILE = "prices.toml"
-ROW_COLUMNS = ("model", "input_per_m", "output_per_m", "note")
+# The cache columns come last so that rows written before them (lists of four) still read the same.
+ROW_COLUMNS = ("model", "input_per_m", "output_per_m", "note", "cache_read_per_m", "cache_write_per_m")
 
 _KEY = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9_.*-]*:\S+$")
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
@@ -47,53 +55,64 @@ class PriceError(InvalidInput, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million input and output tokens."""
+    """USD per million input and output tokens, and cache reads and writes when the vendor prices them."""
 
     input: float
     output: float
     note: str = ""
+    cache_read: float | None = None  # None: not known (those tokens stay unpriced)
+    cache_write: float | None = None
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> float:
+        """USD for these tokens; cached and cache-write tokens are parts of `input_tokens`."""
+        plain = max(input_tokens - cached_input_tokens - cache_write_tokens, 0)
+        total = plain * self.input + output_tokens * self.output
+        if self.cache_read is not None:
+            total += cached_input_tokens * self.cache_read
+        if self.cache_write is not None:
+            total += cache_write_tokens * self.cache_write
+        return total / 1_000_000
 
 
-def _p(input: float, output: float, note: str = "") -> Price:
-    return Price(input, output, note)
+def _p(input: float, output: float, note: str = "", *, read: float | None = None, write: float | None = None) -> Price:
+    return Price(input, output, note, read, write)
 
 
-# Approximate list prices (standard tier, short prompts, no caching or batch discounts), as published by
-# the providers and last checked in mid-2026. They change: verify before relying on them, and
-# override them in prices.toml or from the UI's table.
+# Approximate list prices (standard tier, short prompts, no batch discounts), as published by the
+# providers and last checked in mid-2026. They change: verify before relying on them, and override them
+# in prices.toml or from the UI's table. Cache prices: OpenAI's cached input (writes cost nothing extra
+# and are not reported); Anthropic's cache reads (0.1x input) and 5-minute cache writes (1.25x input);
+# Gemini's implicit-cache reads (explicit caches also bill storage per hour, which no reply reports).
 DEFAULT_PRICES: dict[str, Price] = {
     "demo:*": _p(0, 0, "offline demo, free"),
     # OpenAI
-    "openai:gpt-5.4": _p(2.50, 15.00),
-    "openai:gpt-5.4-mini": _p(0.75, 4.50),
-    "openai:gpt-5.4-nano": _p(0.20, 1.25),
-    "openai:gpt-5": _p(1.25, 10.00),
-    "openai:gpt-5-mini": _p(0.25, 2.00),
-    "openai:gpt-5-nano": _p(0.05, 0.40),
-    "openai:gpt-4.1": _p(2.00, 8.00),
-    "openai:gpt-4.1-mini": _p(0.40, 1.60),
-    "openai:gpt-4.1-nano": _p(0.10, 0.40),
-    "openai:gpt-4o": _p(2.50, 10.00),
-    "openai:gpt-4o-mini": _p(0.15, 0.60),
-    "openai:o3": _p(2.00, 8.00),
-    "openai:o4-mini": _p(1.10, 4.40),
+    "openai:gpt-5.4": _p(2.50, 15.00, read=0.25),
+    "openai:gpt-5.4-mini": _p(0.75, 4.50, read=0.075),
+    "openai:gpt-5.4-nano": _p(0.20, 1.25, read=0.02),
+    "openai:gpt-5": _p(1.25, 10.00, read=0.125),
+    "openai:gpt-5-mini": _p(0.25, 2.00, read=0.025),
+    "openai:gpt-5-nano": _p(0.05, 0.40, read=0.005),
+    "openai:gpt-4.1": _p(2.00, 8.00, read=0.50),
+    "openai:gpt-4.1-mini": _p(0.40, 1.60, read=0.10),
+    "openai:gpt-4.1-nano": _p(0.10, 0.40, read=0.025),
+    "openai:gpt-4o": _p(2.50, 10.00, read=1.25),
+    "openai:gpt-4o-mini": _p(0.15, 0.60, read=0.075),
+    "openai:o3": _p(2.00, 8.00, read=0.50),
+    "openai:o4-mini": _p(1.10, 4.40, read=0.275),
     # Anthropic (Opus 4.5 and later are cheaper than Opus 4 and 4.1)
-    "anthropic:claude-opus-4-7": _p(5.00, 25.00),
-    "anthropic:claude-opus-4-6": _p(5.00, 25.00),
-    "anthropic:claude-opus-4-5": _p(5.00, 25.00),
-    "anthropic:claude-opus-4-1": _p(15.00, 75.00),
-    "anthropic:claude-opus-4-0": _p(15.00, 75.00),
-    "anthropic:claude-sonnet-4*": _p(3.00, 15.00, "up to 200k input tokens"),
-    "anthropic:claude-haiku-4-5": _p(1.00, 5.00),
-    "anthropic:claude-3-5-haiku*": _p(0.80, 4.00),
+    "anthropic:claude-opus-4-7": _p(5.00, 25.00, read=0.50, write=6.25),
+    "anthropic:claude-opus-4-6": _p(5.00, 25.00, read=0.50, write=6.25),
+    "anthropic:claude-opus-4-5": _p(5.00, 25.00, read=0.50, write=6.25),
+    "anthropic:claude-opus-4-1": _p(15.00, 75.00, read=1.50, write=18.75),
+    "anthropic:claude-opus-4-0": _p(15.00, 75.00, read=1.50, write=18.75),
+    "anthropic:claude-sonnet-4*": _p(3.00, 15.00, "up to 200k input tokens", read=0.30, write=3.75),
+    "anthropic:claude-haiku-4-5": _p(1.00, 5.00, read=0.10, write=1.25),
+    "anthropic:claude-3-5-haiku*": _p(0.80, 4.00, read=0.08, write=1.00),
     # Google Gemini (paid tier)
-    "gemini:gemini-2.5-pro": _p(1.25, 10.00, "up to 200k input tokens"),
-    "gemini:gemini-2.5-flash": _p(0.30, 2.50),
-    "gemini:gemini-2.5-flash-lite": _p(0.10, 0.40),
-    "gemini:gemini-2.0-flash": _p(0.10, 0.40),
+    "gemini:gemini-2.5-pro": _p(1.25, 10.00, "up to 200k input tokens", read=0.125),
+    "gemini:gemini-2.5-flash": _p(0.30, 2.50, read=0.03),
+    "gemini:gemini-2.5-flash-lite": _p(0.10, 0.40, read=0.01),
+    "gemini:gemini-2.0-flash": _p(0.10, 0.40, read=0.025),
     "gemini:gemini-2.0-flash-lite": _p(0.075, 0.30),
 }
 
@@ -142,8 +161,20 @@ class PriceTable:
                     return self._prices[pattern]
         return None
 
-    def cost(self, ref: str, input_tokens: int | None, output_tokens: int | None) -> float | None:
-        """USD for one reply; None when the price or a token count is unknown (a free model costs 0 regardless)."""
+    def cost(
+        self,
+        ref: str,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        *,
+        cached_input_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+    ) -> float | None:
+        """USD for one reply; None when the price or a token count is unknown (a free model costs 0 regardless).
+
+        Cached and cache-write tokens are parts of `input_tokens` (chat.types.Usage); see the module
+        docstring for how they are priced.
+        """
         price = self.lookup(ref)
         if price is None:
             return None
@@ -151,16 +182,22 @@ class PriceTable:
             return 0.0
         if input_tokens is None or output_tokens is None:
             return None
-        return price.cost(input_tokens, output_tokens)
+        return price.cost(input_tokens, output_tokens, cached_input_tokens or 0, cache_write_tokens or 0)
+
+    def usage_cost(self, ref: str, usage: Usage) -> float | None:
+        """USD for one reply's usage (an estimated usage is priced too: the caller shows it as an estimate)."""
+        return self.cost(ref, usage.input_tokens, usage.output_tokens,
+                         cached_input_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens)
 
     # -- editing (the UI's table) ---------------------------------------------------------------
 
     def to_rows(self) -> list[dict[str, Any]]:
-        """Rows for an editable table: model, input_per_m, output_per_m, note (sorted by model)."""
+        """Rows for an editable table: ROW_COLUMNS, sorted by model (cache prices None when unknown)."""
         return [
-            {"model": k, "input_per_m": p.input, "output_per_m": p.output, "note": p.note}
+            {"model": k, "input_per_m": p.input, "output_per_m": p.output, "note": p.note,
+             "cache_read_per_m": p.cache_read, "cache_write_per_m": p.cache_write}
             for k, p in sorted(self._prices.items())
-        ]
+        ]  # fmt: skip
 
     @classmethod
     def from_rows(cls, rows: Any) -> PriceTable:
@@ -182,7 +219,7 @@ class PriceTable:
                 raise PriceError(f"{where} is not a row of a price table: {row!r}.")
             if all(_blank(v) for v in values):
                 continue
-            model, input_price, output_price, note = values
+            model, input_price, output_price, note, read, write = values
             key = _check_key(model, where=where)
             if key in seen_at:
                 raise PriceError(f"{where} repeats '{key}' (first on row {seen_at[key]}); keep one.")
@@ -191,6 +228,8 @@ class PriceTable:
                 _number(input_price, f"{where} ({key}): the input price"),
                 _number(output_price, f"{where} ({key}): the output price"),
                 "" if _blank(note) else str(note).strip(),
+                None if _blank(read) else _number(read, f"{where} ({key}): the cache read price"),
+                None if _blank(write) else _number(write, f"{where} ({key}): the cache write price"),
             )
         return cls(prices)
 
@@ -260,14 +299,16 @@ def _parse_prices(data: Any, where: str) -> tuple[dict[str, Price], bool]:
         _check_key(key, where=at)
         if not isinstance(entry, dict):
             raise PriceError(f"{at} must be a table like {{ input = 0.15, output = 0.60 }}.")
-        unknown = set(entry) - {"input", "output", "note"}
+        unknown = set(entry) - {"input", "output", "note", "cache_read", "cache_write"}
         if unknown:
-            raise PriceError(f"{at} has unknown keys {', '.join(sorted(unknown))} (expected input, output, note).")
+            raise PriceError(f"{at} has unknown keys {', '.join(sorted(unknown))} "
+                             "(expected input, output, note, cache_read, cache_write).")
         if "input" not in entry or "output" not in entry:
             raise PriceError(f"{at} needs both `input` and `output` (USD per million tokens).")
         note = entry.get("note", "")
+        cache = {k: _number(entry[k], f"{at}: {k}") if k in entry else None for k in ("cache_read", "cache_write")}
         prices[key] = Price(_number(entry["input"], f"{at}: input"), _number(entry["output"], f"{at}: output"),
-                            note if isinstance(note, str) else str(note))
+                            note if isinstance(note, str) else str(note), **cache)
     return prices, replace
 
 

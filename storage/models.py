@@ -128,6 +128,12 @@ class MessageBase(SQLModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
+    # The rest of the usage contract (chat.types.Usage): cached_input_tokens and cache_write_tokens are
+    # parts of input_tokens; usage_estimated is True for Parley's estimate, False for the provider's
+    # figures, None for replies saved before it was recorded.
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    usage_estimated: bool | None = None
     ttft_ms: int | None = None
     duration_ms: int | None = None
     finish_reason: str | None = Field(default=None, max_length=32)

@@ -458,11 +458,17 @@ def finish_turn(
     duration_ms: int | float | None = None,
     error: str | None = None,
     tool_calls: list[ToolCallRecord | dict[str, Any]] | None = None,
+    cached_input_tokens: int | None = None,
+    cache_write_tokens: int | None = None,
+    usage_estimated: bool | None = None,
 ) -> MessagePublic:
     """Write the reply (whole or partial) and its metrics into the pending placeholder.
 
     `finish_reason` is one of FINISH_REASONS ("stop", "cancelled", "error", ...; a FinishReason
     enum works too). Only a pending (or interrupted) assistant message can be finished.
+    Usage follows chat's contract: input_tokens is the whole prompt, cached_input_tokens and
+    cache_write_tokens parts of it, output_tokens includes reasoning_tokens, and usage_estimated
+    says whether the figures are an estimate (True) or the provider's (False).
     """
     owner = check_owner(owner)
     reason = getattr(finish_reason, "value", finish_reason)
@@ -475,12 +481,16 @@ def finish_turn(
         input_tokens=check_metric(input_tokens, "input token count"),
         output_tokens=check_metric(output_tokens, "output token count"),
         reasoning_tokens=check_metric(reasoning_tokens, "reasoning token count"),
+        cached_input_tokens=check_metric(cached_input_tokens, "cached input token count"),
+        cache_write_tokens=check_metric(cache_write_tokens, "cache write token count"),
+        usage_estimated=_flag(usage_estimated, "usage_estimated"),
         ttft_ms=check_metric(ttft_ms, "time to first token"),
         duration_ms=check_metric(duration_ms, "duration"),
         finish_reason=reason,
         error=clean_text(error, "error", limit=100_000, optional=True),
         tool_calls=_tool_calls(tool_calls),
     )
+    _check_cache_parts(values)
     # Only overwrite what the placeholder already knows when the caller says something new.
     for name, value in (("provider", provider), ("model", model)):
         if value is not None:
@@ -503,6 +513,19 @@ def finish_turn(
     public = _message_public(row)
     session.commit()
     return public
+
+
+def _check_cache_parts(values: dict[str, Any]) -> None:
+    # Cached reads and cache writes are parts of the prompt: more of them than the prompt is a bad figure.
+    total, parts = values["input_tokens"], (values["cached_input_tokens"] or 0) + (values["cache_write_tokens"] or 0)
+    if total is not None and parts > total:
+        raise InvalidInput(f"Cached and cache-write tokens ({parts}) cannot exceed the input tokens ({total}).")
+
+
+def _flag(value: object, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidInput(f"{what} must be true, false or null.")
 
 
 def _tool_calls(calls: object) -> list[dict[str, Any]] | None:
@@ -676,17 +699,18 @@ def usage_stats(
     """Per provider+model usage of finished replies in [since, until); `owner=None` means everyone.
 
     Error rate is replies that ended in "error" over all finished replies. Tokens per second is
-    output tokens over generation time (duration minus time to first token), summed over the
-    replies that report both. Percentiles interpolate linearly (PostgreSQL's percentile_cont).
-    The pane replies of a blind comparison count once it has its vote: before, their figures
-    would tell which model wrote which pane.
+    chat.types.tokens_per_second's definition, token-weighted over replies: output tokens (reasoning
+    included) over generation time (duration minus time to first token), summed over the replies
+    that have both and at least MIN_RATE_TOKENS output tokens. Percentiles interpolate linearly
+    (PostgreSQL's percentile_cont). The pane replies of a blind comparison count once it has its
+    vote: before, their figures would tell which model wrote which pane.
     """
     if owner is not None:
         owner = check_owner(owner)
     since, until = _aware(since, "start"), _aware(until, "end")
     m = Message.__table__.c
     model = sa.func.coalesce(m.model, "")
-    generating = sa.and_(m.output_tokens.is_not(None), m.duration_ms > sa.func.coalesce(m.ttft_ms, 0))
+    generating = sa.and_(m.output_tokens >= MIN_RATE_TOKENS, m.ttft_ms.is_not(None), m.duration_ms > m.ttft_ms)
     conditions = [m.role == "assistant", m.provider.is_not(None), m.finish_reason.is_not(None), m.finish_reason != PENDING,
                   ~blind.secret_reply(m.id)]
     if owner is not None:
@@ -703,7 +727,7 @@ def usage_stats(
         sa.func.coalesce(sa.func.sum(m.output_tokens), 0).label("output_tokens"),
         sa.func.sum(sa.case((m.finish_reason == "error", 1), else_=0)).label("errors"),
         sa.func.sum(sa.case((generating, m.output_tokens), else_=0)).label("gen_tokens"),
-        sa.func.sum(sa.case((generating, m.duration_ms - sa.func.coalesce(m.ttft_ms, 0)), else_=0)).label("gen_ms"),
+        sa.func.sum(sa.case((generating, m.duration_ms - m.ttft_ms), else_=0)).label("gen_ms"),
     ]
     is_pg = session.get_bind().dialect.name == "postgresql"
     if is_pg:
@@ -738,6 +762,10 @@ def usage_stats(
             )
         )
     return stats
+
+
+#: chat.types.MIN_RATE_TOKENS (storage does not import chat; a test keeps the two equal).
+MIN_RATE_TOKENS = 10
 
 
 def _percentile(ordered: list[int], fraction: float) -> float | None:
@@ -806,7 +834,8 @@ def import_json(*, session: Session, owner: str, data: str | bytes) -> list[uuid
                  created_at=created_at, updated_at=_aware(item.updated_at, "update time") or created_at)
         )  # fmt: skip
         for position, msg in enumerate(item.messages):
-            values = msg.model_dump(exclude={"id", "tool_calls", "created_at"})
+            values = msg.model_dump(exclude={"id", "tool_calls", "created_at", "usage"})
+            values.update(**msg.usage_columns())
             values.update(
                 id=uuid.uuid4(), conversation_id=cid, owner=owner, position=position,
                 content=clean_text(msg.content, "message"),

@@ -9,7 +9,7 @@ import html
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from storage.errors import InvalidInput
 from storage.models import (
@@ -54,6 +54,29 @@ class FileToolCall(_Strict):
     duration_ms: int | None = _METRIC
 
 
+class FileUsage(_Strict):
+    """An assistant reply's usage, as chat.types.Usage defines it (input_tokens is the whole prompt,
+    the cache figures are parts of it; output_tokens includes reasoning; estimated: Parley's guess)."""
+
+    input_tokens: int | None = _METRIC
+    output_tokens: int | None = _METRIC
+    reasoning_tokens: int | None = _METRIC
+    cached_input_tokens: int | None = _METRIC
+    cache_write_tokens: int | None = _METRIC
+    estimated: bool | None = None
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> "FileUsage":
+        parts = (self.cached_input_tokens or 0) + (self.cache_write_tokens or 0)
+        if self.input_tokens is not None and parts > self.input_tokens:
+            raise ValueError("cached_input_tokens and cache_write_tokens are parts of input_tokens and cannot exceed it")
+        return self
+
+
+#: Message columns that the file carries inside `usage` only.
+USAGE_ONLY_COLUMNS = ("cached_input_tokens", "cache_write_tokens", "usage_estimated")
+
+
 class FileMessage(_Strict):
     id: str | None = Field(default=None, max_length=64)  # informative only: imports get new ids
     role: Literal["system", "user", "assistant", "tool"]
@@ -73,8 +96,33 @@ class FileMessage(_Strict):
     feedback: Literal["like", "dislike"] | None = None
     tool_calls: list[FileToolCall] | None = Field(default=None, max_length=256)
     created_at: datetime | None = None
+    usage: FileUsage | None = None  # assistant replies; files written before it have none
 
     _params = field_validator("params")(lambda v: _params_or_error(v))
+
+    @model_validator(mode="after")
+    def _usage_agrees(self) -> "FileMessage":
+        # The flat counts stay for older readers; a file whose two copies disagree is not ours to guess about.
+        if self.usage is not None:
+            for name in ("input_tokens", "output_tokens", "reasoning_tokens"):
+                flat, nested = getattr(self, name), getattr(self.usage, name)
+                if flat is not None and nested is not None and flat != nested:
+                    raise ValueError(f"{name} is {flat} but usage.{name} is {nested}")
+        return self
+
+    def usage_columns(self) -> dict[str, Any]:
+        """The message columns `usage` fills in on import (the flat counts when it is absent)."""
+        u = self.usage
+        if u is None:
+            return {"cached_input_tokens": None, "cache_write_tokens": None, "usage_estimated": None}
+        return {
+            "input_tokens": u.input_tokens if u.input_tokens is not None else self.input_tokens,
+            "output_tokens": u.output_tokens if u.output_tokens is not None else self.output_tokens,
+            "reasoning_tokens": u.reasoning_tokens if u.reasoning_tokens is not None else self.reasoning_tokens,
+            "cached_input_tokens": u.cached_input_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "usage_estimated": u.estimated,
+        }
 
 
 class FileConversation(_Strict):
@@ -158,8 +206,14 @@ def build_export(details: list[ConversationDetail]) -> ExportFile:
 
 
 def _file_message(m: MessagePublic) -> FileMessage:
-    data = m.model_dump(exclude={"conversation_id", "position"})
+    data = m.model_dump(exclude={"conversation_id", "position", *USAGE_ONLY_COLUMNS})
     data["id"] = str(m.id)
+    if m.role == "assistant":
+        data["usage"] = {
+            "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "reasoning_tokens": m.reasoning_tokens,
+            "cached_input_tokens": m.cached_input_tokens, "cache_write_tokens": m.cache_write_tokens,
+            "estimated": m.usage_estimated,
+        }  # fmt: skip
     return FileMessage.model_validate(data, strict=False)
 
 

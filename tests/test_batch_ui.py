@@ -160,12 +160,11 @@ def test_stop_keeps_finished_rows_and_only_the_owner_can_stop(view, tmp_path, fa
     fake_server.wait_for(lambda: any(s.model == "rate-20-tokens-8" and s.client_closed for s in fake_server.stream_log), timeout=5)
 
 
-def test_a_run_counts_once_against_the_rate_limit(fake_server, tmp_path):
-    view = make_view(fake_server, tmp_path, RATE_LIMIT="1/minute")
+def test_a_run_counts_every_call_against_the_batch_budget(fake_server, tmp_path):
+    view = make_view(fake_server, tmp_path, RATE_LIMIT="1/minute", BATCH_RATE_LIMIT="8/hour")
     file = prompts_file(tmp_path, ["a", "b", "c"], name="three.txt")
     first = run_all(view, file, ["openai:fast", "openai:gpt-test"])[-1]
     assert "6/6 done, 0 errors" in first[view.status]
     second = run_all(view, file, ["openai:fast"])[-1]
-    assert "too fast" in second[view.status]
-    # Another owner has a separate budget.
-    assert "Finished" in run_all(view, file, ["openai:fast"], request=BOB)[-1][view.status]
+    assert "needs 3 calls" in second[view.status] and "2 are left" in second[view.status]
+    # More: tests/test_ratelimit_seams.py (addresses, Redis, nothing sent when refused).

@@ -133,7 +133,9 @@ def test_api_panes_stream_in_parallel(app):
         assert o["duration_ms"] >= 900, "each pane takes about a second"
         assert o["ttft_ms"] is not None and o["tokens_per_second"] > 10
         assert set(o) == {"model", "text", "ttft_ms", "tokens_per_second", "output_tokens", "input_tokens",
+                          "reasoning_tokens", "cached_input_tokens", "cache_write_tokens", "usage_estimated",
                           "duration_ms", "finish_reason", "error", "cost", "tools"}  # fmt: skip
+        assert o["usage_estimated"] is False  # the fake server reports usage
         assert o["tools"] == []
     assert sum(o["duration_ms"] for o in out) / 1000 > 2.7
     assert elapsed < 2.0, f"three 1-second panes took {elapsed:.2f} s: they did not run at once"

@@ -141,13 +141,12 @@ async def test_unexpected_provider_bug_keeps_partial_text():
     assert "KeyError" in r.error.message
 
 
-async def test_tokens_per_second_excludes_reasoning_time():
+async def test_tokens_per_second_counts_reasoning_from_the_first_token():
+    # One definition everywhere (chat.types.tokens_per_second): reasoning is output, timed from the first token.
     provider = Scripted([ReasoningDelta("think"), 0.2, TextDelta("a"), 0.05, TextDelta("b"), Usage(1, 12, 2), Finish(FinishReason.STOP)])
     r = await make_turn(provider).run()
     assert r.reasoning == "think" and r.text == "ab"
-    assert r.text_tokens == 10
-    # 9 tokens after the first text token over ~0.05 s: far faster than if the 0.2 s of thinking counted.
-    assert r.tokens_per_second > 9 / 0.2
+    assert r.tokens_per_second == pytest.approx(12 * 1000 / (r.duration_ms - r.ttft_ms))
 
 
 async def test_updates_coalesce_a_fast_stream():

@@ -31,13 +31,14 @@ from compare.pricing import PriceTable
 from ui.context import TabContext
 from ui.exports import exports_for
 from ui.identity import owner_for
+from ui.ratelimit import Verdict
 from ui.services import Services
 
 log = logging.getLogger("parley.batch_ui")
 
 MAX_MODELS = 6
 MAX_CONCURRENCY = 8
-#: prompts × models per run: a run is one rate-limit hit, so it must stay bounded.
+#: prompts × models per run, whatever the batch budget (BATCH_RATE_LIMIT) allows.
 MAX_CALLS = 2_000
 #: result rows shown on the page (the downloads hold all of them)
 PREVIEW_ROWS = 50
@@ -71,6 +72,15 @@ class BatchJob:
     @property
     def calls(self) -> int:
         return len(self.prompts) * len(self.models)
+
+
+def budget_message(job: BatchJob, verdict: Verdict) -> str:
+    """Why a run was refused: the calls it needs and what the batch budget has left."""
+    need = (f"This run needs {job.calls:,} calls ({len(job.prompts):,} prompt(s) × {len(job.models)} model(s))")
+    if verdict.never:
+        return f"{need}, more than the whole batch budget ({verdict.limit}). Nothing was run: use fewer prompts or models."
+    return (f"{need} and {verdict.remaining:,} are left of your batch budget ({verdict.limit}). Nothing was run: "
+            f"use fewer prompts or models, or wait about {verdict.wait_text}.")
 
 
 @dataclass
@@ -331,7 +341,7 @@ class BatchHandlers:
     async def run(self, file: str | None, models: list[str] | None, concurrency: Any, system: str | None,
                   max_tokens: Any, previous: BatchRun | None, owner_state: str | None, request: gr.Request,
                   profile: gr.OAuthProfile | None = None) -> AsyncIterator[dict[Any, Any]]:
-        """Validate, count one rate-limit hit, run the batch and stream its progress and results."""
+        """Validate, charge its calls to the batch budget, run the batch and stream its progress and results."""
         owner = owner_for(request, profile, owner_state)
         previous = previous if isinstance(previous, BatchRun) and previous.owner == owner else None
         try:
@@ -342,9 +352,10 @@ class BatchHandlers:
         if any(o == owner for o, _ in self._active.values()):
             yield self._idle("⚠️ A batch of yours is already running (perhaps in another tab): stop it or wait for it to finish.", previous)
             return
-        verdict = await self.s.limiter.hit(owner)
+        # Every call of the run is counted before it starts, against the batch budget (BATCH_RATE_LIMIT).
+        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=job.calls, budget="batch")
         if not verdict.allowed:
-            yield self._idle(f"⚠️ {html.escape(verdict.message)}", previous)
+            yield self._idle(f"⚠️ {html.escape(budget_message(job, verdict))}", previous)
             return
 
         self._discard(previous)

@@ -100,7 +100,8 @@ class ChatHandler:
         except ChatError as e:
             yield notice(e.message), conversation_id
             return
-        verdict = await self.s.limiter.hit(owner)
+        # One turn is one call: a tool loop's steps (at most 5) are part of the turn it answers.
+        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=1)
         if not verdict.allowed:
             yield notice(verdict.message), conversation_id
             return

@@ -159,7 +159,8 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                 gr.Markdown("Edit, add or delete rows, then Apply; it affects your session only. `*` is a wildcard "
                             "(`ollama:*`). Costs stay hidden in blind mode until the vote.", elem_classes=["parley-muted"])
                 price_table = gr.Dataframe(value=rows_frame(prices), headers=list(ROW_COLUMNS), interactive=True,
-                                           datatype=["str", "number", "number", "str"], column_count=(4, "fixed"),
+                                           datatype=["str", "number", "number", "str", "number", "number"],
+                                           column_count=(len(ROW_COLUMNS), "fixed"),
                                            max_height=320, elem_id="cmp-price-table")
                 with gr.Row():
                     apply_prices = gr.Button("Apply prices", size="sm", variant="primary")

@@ -124,7 +124,9 @@ class CompareTab:
     ) -> list[dict[str, Any]]:
         """Send one prompt to 2-4 models at once; returns per model its text and metrics.
 
-        Each item: model, text, ttft_ms, tokens_per_second, output_tokens, input_tokens,
+        Each item: model, text, ttft_ms, tokens_per_second, output_tokens (reasoning included),
+        input_tokens (the whole prompt), reasoning_tokens, cached_input_tokens and cache_write_tokens
+        (parts of input_tokens), usage_estimated (true when the provider reported no usage),
         duration_ms, finish_reason, error, cost (USD, null when unpriced), and tools: the tool
         calls the model made (id, name, arguments, result, error, status, duration_ms, step), empty
         unless `tools` is true and the model supports tools (the others answer without). One
@@ -144,7 +146,8 @@ class CompareTab:
                                   system_prompt=clean_text(system_prompt or "").strip()))
         except InputProblem as e:
             raise gr.Error(str(e)) from None
-        verdict = await self.s.limiter.hit(owner)
+        # Every pane is a provider call: all are charged before any starts, or none runs.
+        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=len(panes))
         if not verdict.allowed:
             raise gr.Error(verdict.message)
         prices = self.default_prices
@@ -255,7 +258,7 @@ class CompareTab:
         except InputProblem as e:
             yield {ui.status: f"⚠️ {e}"}
             return
-        verdict = await self.s.limiter.hit(owner)
+        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=len(panes))
         if not verdict.allowed:
             yield {ui.status: f"⚠️ {verdict.message}"}
             return

@@ -25,7 +25,7 @@ from compare.pricing import PriceTable
 from storage import repository as repo
 from storage.errors import StorageError
 from storage.models import ComparisonIds
-from ui.convert import output_tokens_of, speed_of
+from ui.convert import speed_of, usage_columns, usage_of
 from ui.services import Services
 from ui.tooling import owner_search, tool_records
 
@@ -80,12 +80,16 @@ class PaneMetrics:
     text: str
     ttft_ms: float | None
     tokens_per_second: float | None
-    output_tokens: int | None
-    input_tokens: int | None
+    output_tokens: int | None  # reasoning included (chat.types.Usage)
+    input_tokens: int | None  # the whole prompt, cached parts included
     duration_ms: float | None
     finish_reason: str | None
     error: str | None
     cost: float | None
+    reasoning_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    usage_estimated: bool = False  # Parley's estimate until the provider reports usage
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +99,10 @@ class PaneMetrics:
             "tokens_per_second": _round(self.tokens_per_second, 1),
             "output_tokens": self.output_tokens,
             "input_tokens": self.input_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "usage_estimated": self.usage_estimated,
             "duration_ms": _round(self.duration_ms, 1),
             "finish_reason": self.finish_reason,
             "error": self.error,
@@ -114,15 +122,17 @@ def metrics_of(r: ReplyResult, prices: PriceTable, *, now: float | None = None) 
     duration = r.duration_ms
     if duration is None and r.started:
         duration = ((now if now is not None else time.perf_counter()) - r.started) * 1000
-    out = output_tokens_of(r)
-    cost = prices.cost(r.ref, r.input_tokens, out) if r.done else None
+    usage = usage_of(r)
+    cost = prices.usage_cost(r.ref, usage) if r.done else None
     if cost is not None and not math.isfinite(cost):
         cost = None
     return PaneMetrics(
-        model=r.ref, text=r.text, ttft_ms=r.ttft_ms, tokens_per_second=speed_of(r), output_tokens=out,
-        input_tokens=r.input_tokens, duration_ms=duration,
+        model=r.ref, text=r.text, ttft_ms=r.ttft_ms, tokens_per_second=speed_of(r), output_tokens=usage.output_tokens,
+        input_tokens=usage.input_tokens, duration_ms=duration,
         finish_reason=r.finish_reason.value if r.finish_reason else None,
         error=r.error.message if r.error else None, cost=cost,
+        reasoning_tokens=usage.reasoning_tokens, cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens, usage_estimated=usage.estimated,
     )  # fmt: skip
 
 
@@ -214,8 +224,7 @@ def _finish_all(*, session: Any, owner: str, ids: ComparisonIds, panes: Sequence
             repo.finish_turn(
                 session=session, owner=owner, message_id=pane_ids.assistant_message_id, content=r.text,
                 reasoning=r.reasoning or None, provider=r.provider, model=r.model, model_version=r.model_version,
-                params=pane.sent_params, input_tokens=r.input_tokens, output_tokens=output_tokens_of(r),
-                reasoning_tokens=r.reasoning_tokens,
+                params=pane.sent_params, **usage_columns(usage_of(r)),
                 ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
                 duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
                 finish_reason=r.finish_reason.value if r.finish_reason else "cancelled",

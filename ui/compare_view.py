@@ -119,8 +119,9 @@ def metrics_markdown(m: PaneMetrics | None, *, live: bool, show_cost: bool) -> s
     """The metric line under a pane (no model name: the header carries it)."""
     if m is None:
         return ""
-    tps = "–" if not m.tokens_per_second else f"{m.tokens_per_second:.0f}"
-    tokens = "–" if m.output_tokens is None else f"{m.output_tokens}"
+    approx = "~" if m.usage_estimated else ""  # Parley's estimate until the provider's usage arrives
+    tps = "–" if not m.tokens_per_second else f"{approx}{m.tokens_per_second:.0f}"
+    tokens = "–" if m.output_tokens is None else f"{approx}{m.output_tokens}"
     if live:
         state = "⏳ streaming"
     else:

@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ui.identity import ProxyNetwork, parse_proxies
+from ui.ratelimit import parse_rate
+
 
 def parse_users(spec: str | None) -> list[tuple[str, str]]:
     """APP_USERS: `alice:pw,bob:pw`, or the path of a file with one `name:password` a line."""
@@ -42,12 +45,25 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from e
 
 
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, default)
+    try:
+        parse_rate(raw)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from e
+    return raw
+
+
 @dataclass(slots=True)
 class AppConfig:
     users: list[tuple[str, str]] = field(default_factory=list)
     database_url: str | None = None
     redis_url: str | None = None
     rate_limit: str | None = "20/minute"
+    #: Provider calls a period for the batch tab, a budget of its own (prompts × models per run).
+    batch_rate_limit: str | None = "200/hour"
+    #: TRUSTED_PROXIES as written: the proxies whose X-Forwarded-For is believed (addresses or CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
     rate_prefix: str = "parley"  # Redis key prefix: replicas of one deployment share it
     max_message_chars: int = 32_000
     first_token_timeout: float = 60.0
@@ -69,7 +85,9 @@ class AppConfig:
             users=parse_users(env.get("APP_USERS")),
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
-            rate_limit=env.get("RATE_LIMIT", "20/minute"),
+            rate_limit=_rate(env, "RATE_LIMIT", "20/minute"),
+            batch_rate_limit=_rate(env, "BATCH_RATE_LIMIT", "200/hour"),
+            trusted_proxies=tuple(str(n) for n in parse_proxies(env.get("TRUSTED_PROXIES"))),
             rate_prefix=env.get("PARLEY_RATE_PREFIX") or "parley",
             max_message_chars=int(_float(env, "MAX_MESSAGE_CHARS", 32_000)),
             first_token_timeout=_float(env, "FIRST_TOKEN_TIMEOUT", 60.0),
@@ -84,6 +102,15 @@ class AppConfig:
             # sends it in /config, so it is obfuscation only; the id itself is the secret.
             browser_secret=env.get("BROWSER_STATE_SECRET") or "parley-browser-state",
         )
+
+
+    def trusted_proxy_networks(self) -> tuple[ProxyNetwork, ...]:
+        return parse_proxies(",".join(self.trusted_proxies))
+
+    def forwarded_allow_ips(self) -> str:
+        """uvicorn's FORWARDED_ALLOW_IPS (it rewrites the client address before any handler sees it, and
+        trusts loopback by default): the same proxies as ours, so that TRUSTED_PROXIES alone decides."""
+        return ",".join(self.trusted_proxies)
 
 
 def new_browser_id() -> str:

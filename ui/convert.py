@@ -13,7 +13,7 @@ import gradio as gr
 
 from chat.context import clean_text
 from chat.turn import TurnResult
-from chat.types import FinishReason, Message
+from chat.types import FinishReason, Message, Usage, tokens_per_second as rate_of
 
 # Titles of the metadata bubbles Parley adds around a reply. They are display only:
 # never sent back to a model.
@@ -88,15 +88,19 @@ def format_metrics(
     tokens_per_second: float | None,
     output_tokens: int | None,
     input_tokens: int | None = None,
+    estimated: bool = False,
+    cached_input_tokens: int | None = None,
 ) -> str:
-    """The short line under a reply: model, time to first token, speed, tokens."""
+    """The short line under a reply: model, time to first token, speed, tokens ("~120 tokens" when estimated)."""
     parts = [label]
     if ttft_ms is not None:
         parts.append(f"first token {ttft_ms / 1000:.2f} s")
     if tokens_per_second:
-        parts.append(f"{tokens_per_second:.0f} tok/s")
+        parts.append(f"{'~' if estimated else ''}{tokens_per_second:.0f} tok/s")
     if output_tokens is not None:
-        parts.append(f"{output_tokens} tokens" + (f" ({input_tokens} in)" if input_tokens else ""))
+        cached = f", {cached_input_tokens} cached" if cached_input_tokens else ""
+        inputs = f" ({input_tokens} in{cached})" if input_tokens else ""
+        parts.append(f"{'~' if estimated else ''}{output_tokens} tokens{inputs}")
     return " · ".join(parts)
 
 
@@ -112,6 +116,8 @@ def reply_bubbles(
     tokens_per_second: float | None,
     output_tokens: int | None,
     input_tokens: int | None = None,
+    tokens_estimated: bool = False,
+    cached_input_tokens: int | None = None,
     dropped_messages: int = 0,
     notes: Sequence[str] = (),
     tools: Sequence[Any] = (),
@@ -140,7 +146,8 @@ def reply_bubbles(
     if finished:
         line = format_metrics(
             label=label, ttft_ms=ttft_ms, tokens_per_second=tokens_per_second,
-            output_tokens=output_tokens, input_tokens=input_tokens,
+            output_tokens=output_tokens, input_tokens=input_tokens, estimated=tokens_estimated,
+            cached_input_tokens=cached_input_tokens,
         )
         if dropped_messages:
             line += f" · {dropped_messages} older messages left out to fit the context"
@@ -182,14 +189,23 @@ def _first_sentence(text: str, limit: int = 140) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
+def usage_of(result: Any) -> Usage:
+    """The usage contract of a turn or a tool loop: the provider's figures, or an estimate marked as one."""
+    return result.usage
+
+
+def usage_columns(usage: Usage) -> dict[str, Any]:
+    """A reply's usage as storage.repository.finish_turn's keyword arguments."""
+    return {
+        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens, "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens, "usage_estimated": usage.estimated,
+    }  # fmt: skip
+
+
 def output_tokens_of(result: Any) -> int | None:
-    """Reported output tokens, else an estimate of the answer's (a turn or a tool loop)."""
-    if result.output_tokens is not None:
-        return result.output_tokens
-    if not result.text:
-        return None
-    text_tokens = getattr(result, "text_tokens", None)
-    return text_tokens if text_tokens is not None else round(len(result.text) / 4)
+    """Output tokens (reasoning included): reported, else estimated (see usage_of for which)."""
+    return usage_of(result).output_tokens
 
 
 def speed_of(result: Any) -> float | None:
@@ -213,6 +229,8 @@ def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = ()) -> lis
         tokens_per_second=speed_of(result),
         output_tokens=output_tokens_of(result),
         input_tokens=result.input_tokens,
+        tokens_estimated=usage_of(result).estimated,
+        cached_input_tokens=usage_of(result).cached_input_tokens,
         dropped_messages=getattr(result, "dropped_messages", 0) or sum(getattr(s, "dropped_messages", 0) for s in getattr(result, "steps", [])[:1]),
         notes=notes,
         tools=getattr(result, "tools", ()),
@@ -233,10 +251,7 @@ def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None) -> list[di
             ttft = _field(m, "ttft_ms")
             duration = _field(m, "duration_ms")
             out_tokens = _field(m, "output_tokens")
-            tps = None
-            answer_tokens = (out_tokens or 0) - (_field(m, "reasoning_tokens") or 0)
-            if answer_tokens >= 10 and duration and ttft is not None and duration > ttft:  # as TurnResult does
-                tps = (answer_tokens - 1) / ((duration - ttft) / 1000)
+            tps = rate_of(out_tokens, ttft, duration)  # the same definition as the live figure
             bubbles = reply_bubbles(
                 text=_field(m, "content") or "",
                 reasoning=_field(m, "reasoning") or "",
@@ -248,6 +263,8 @@ def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None) -> list[di
                 tokens_per_second=tps,
                 output_tokens=out_tokens,
                 input_tokens=_field(m, "input_tokens"),
+                tokens_estimated=bool(_field(m, "usage_estimated")),
+                cached_input_tokens=_field(m, "cached_input_tokens"),
                 tools=_field(m, "tool_calls") or (),
             )
             value.extend(_as_dict(b) for b in bubbles)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Union
 
 import gradio as gr
 
@@ -40,3 +42,78 @@ def display_name(owner: str) -> str:
     if owner.startswith(("user:", "hf:")):
         return owner.split(":", 1)[1]
     return "this browser"
+
+
+# -- the client address, for rate limits on anonymous callers ------------------------------------
+
+ProxyNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+_ANONYMOUS = ("anon-", "session:")
+
+
+def is_anonymous(owner: str) -> bool:
+    """An owner the caller can mint at will: a browser id or a gradio_client session."""
+    return owner.startswith(_ANONYMOUS)
+
+
+def parse_proxies(spec: str | None) -> tuple[ProxyNetwork, ...]:
+    """TRUSTED_PROXIES: addresses or CIDRs, comma-separated. Raises ValueError naming the bad entry."""
+    networks = []
+    for part in (spec or "").replace(" ", ",").split(","):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as e:
+            raise ValueError(f"TRUSTED_PROXIES: {part!r} is not an address or a CIDR (e.g. 10.0.0.0/8)") from e
+    return tuple(networks)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped or ip
+
+
+def _key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    # One IPv6 host usually holds a whole /64 and can rotate through it: the /64 is the unit.
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _forwarded_for(request: Any) -> list[str]:
+    headers = getattr(request, "headers", None)
+    if headers is None:
+        return []
+    getlist = getattr(headers, "getlist", None)
+    values = getlist("x-forwarded-for") if callable(getlist) else [headers.get("x-forwarded-for") or ""]
+    return [hop for value in values for hop in str(value).split(",") if hop.strip()]
+
+
+def client_address(request: Any, trusted: Sequence[ProxyNetwork] = ()) -> str | None:
+    """The caller's address for rate limits: the TCP peer, or, when the peer is one of the `trusted`
+    proxies, the right-most X-Forwarded-For hop that is not a trusted proxy. None without a peer."""
+    client = getattr(request, "client", None) if request is not None else None
+    peer = _ip(str(getattr(client, "host", "") or ""))
+    if peer is None:
+        host = getattr(client, "host", None)
+        return str(host)[:100] if host else None  # not an IP (a unix socket, a test client): as it is
+    if not any(peer in net for net in trusted):
+        return _key(peer)
+    # Each proxy appends the address it saw, so hops are read right to left; anything left of the first
+    # untrusted hop was written by the client itself and proves nothing.
+    for hop in reversed(_forwarded_for(request)):
+        ip = _ip(hop)
+        if ip is None:
+            break  # a garbled chain: charge the proxy that sent it, never a name the client chose
+        if not any(ip in net for net in trusted):
+            return _key(ip)
+    return _key(peer)

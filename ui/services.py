@@ -70,4 +70,4 @@ class Services:
             log.error("tools are off: %s", e)
             toolbox = None
         return cls(config=config, registry=registry, engine=engine,
-                   limiter=RateLimiter(config.rate_limit, config.redis_url, prefix=config.rate_prefix), policy=policy, toolbox=toolbox)
+                   limiter=RateLimiter.from_config(config), policy=policy, toolbox=toolbox)

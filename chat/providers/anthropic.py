@@ -254,8 +254,10 @@ class EventReader:
     """Turns raw Messages stream events into ours. Finish comes only with message_stop."""
 
     def __init__(self) -> None:
-        self.input_tokens: int | None = None
+        self.input_tokens: int | None = None  # the uncached rest of the prompt, as Anthropic counts it
         self.output_tokens: int | None = None
+        self.cache_read: int | None = None
+        self.cache_write: int | None = None
         self.stop_reason: str | None = None
         self.stop_detail: str | None = None
         self.model: str | None = None
@@ -271,8 +273,7 @@ class EventReader:
             self.model = getattr(message, "model", None)
             usage = getattr(message, "usage", None)
             if usage is not None:
-                self.input_tokens = getattr(usage, "input_tokens", None)
-                self.output_tokens = getattr(usage, "output_tokens", None)
+                self._take_usage(usage)
             return []
         if kind == "content_block_start":
             block = event.content_block
@@ -335,16 +336,13 @@ class EventReader:
             self.stop_detail = explanation
             usage = getattr(event, "usage", None)
             if usage is not None:
-                # Cumulative counts: the latest wins.
-                if getattr(usage, "output_tokens", None) is not None:
-                    self.output_tokens = usage.output_tokens
-                if getattr(usage, "input_tokens", None) is not None:
-                    self.input_tokens = usage.input_tokens
+                self._take_usage(usage)
             return []
         if kind == "message_stop":
             events: list[StreamEvent] = []
-            if self.input_tokens is not None or self.output_tokens is not None:
-                events.append(Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens))
+            usage = self.usage()
+            if usage is not None:
+                events.append(usage)
             if self.stop_reason is not None:
                 reason = _FINISH.get(self.stop_reason, FinishReason.STOP)
                 detail = self.stop_reason
@@ -355,6 +353,25 @@ class EventReader:
                 events.append(Finish(reason, detail=detail, model_version=self.model))
             return events
         return []  # ping and event types added later
+
+    def _take_usage(self, usage: Any) -> None:
+        # Counts are cumulative (message_delta repeats or updates message_start's): the latest reported wins.
+        for attr, name in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+                           ("cache_read", "cache_read_input_tokens"), ("cache_write", "cache_creation_input_tokens")):
+            value = getattr(usage, name, None)
+            if isinstance(value, int):
+                setattr(self, attr, value)
+
+    def usage(self) -> Usage | None:
+        """The reported usage in our contract: Anthropic's input_tokens leaves out cache reads and
+        writes, so they are added back to make input_tokens the whole prompt."""
+        if self.input_tokens is None and self.output_tokens is None:
+            return None
+        total_input = None
+        if self.input_tokens is not None:
+            total_input = self.input_tokens + (self.cache_read or 0) + (self.cache_write or 0)
+        return Usage(input_tokens=total_input, output_tokens=self.output_tokens,
+                     cached_input_tokens=self.cache_read, cache_write_tokens=self.cache_write)
 
 
 def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:

@@ -334,11 +334,7 @@ class ChunkReader:
             self.model = chunk.model_version
         meta = getattr(chunk, "usage_metadata", None)
         if meta is not None:
-            self.usage = Usage(
-                input_tokens=meta.prompt_token_count,
-                output_tokens=meta.candidates_token_count,
-                reasoning_tokens=meta.thoughts_token_count,
-            )
+            self.usage = gemini_usage(meta)
         candidates = chunk.candidates or []
         feedback = getattr(chunk, "prompt_feedback", None)
         block = _name(getattr(feedback, "block_reason", None)) if feedback is not None else None
@@ -387,6 +383,26 @@ class ChunkReader:
                 mapped = FinishReason.TOOL_CALLS  # Gemini says STOP after function calls
         events.append(Finish(mapped, detail=reason, model_version=self.model))
         return events
+
+
+def gemini_usage(meta: Any) -> Usage:
+    """Gemini usage metadata in our contract.
+
+    candidatesTokenCount leaves out thinking, which is billed as output: output is candidates plus
+    thoughts. promptTokenCount already includes cachedContentTokenCount; a tool-use prompt
+    (toolUsePromptTokenCount) is billed as input, so it is added. Gemini reports no cache writes.
+    """
+    candidates = getattr(meta, "candidates_token_count", None)
+    thoughts = getattr(meta, "thoughts_token_count", None)
+    prompt = getattr(meta, "prompt_token_count", None)
+    tool_prompt = getattr(meta, "tool_use_prompt_token_count", None)
+    output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+    return Usage(
+        input_tokens=None if prompt is None else prompt + (tool_prompt or 0),
+        output_tokens=output,
+        reasoning_tokens=thoughts,
+        cached_input_tokens=getattr(meta, "cached_content_token_count", None),
+    )
 
 
 def to_gemini_contents(messages: Sequence[Message]) -> list[Any]:

@@ -170,7 +170,9 @@ class OpenAIProvider(Provider):
         for item in result.results:
             if item.flagged:
                 cats = item.categories.model_dump() if hasattr(item.categories, "model_dump") else dict(item.categories)
-                flagged.extend(name for name, hit in cats.items() if hit) or flagged.append("flagged")
+                hits = [name for name, hit in cats.items() if hit]
+                # A result flagged with no category set still has to refuse: name it generically.
+                flagged.extend(hits or ["flagged"])
         return flagged
 
     def with_api_key(self, api_key: str) -> "Provider":
@@ -395,12 +397,21 @@ class ChunkReader:
 
 
 def _usage(u: dict[str, Any]) -> Usage:
-    details = u.get("completion_tokens_details") or {}
+    """Chat Completions usage in our contract: prompt_tokens already includes the cached part, and
+    completion_tokens the reasoning; OpenAI reports no cache writes (they are not billed apart)."""
+    details = u.get("completion_tokens_details")
+    prompt = u.get("prompt_tokens_details")
     return Usage(
-        input_tokens=u.get("prompt_tokens"),
-        output_tokens=u.get("completion_tokens"),
-        reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
+        input_tokens=_count(u.get("prompt_tokens")),
+        output_tokens=_count(u.get("completion_tokens")),
+        reasoning_tokens=_count(details.get("reasoning_tokens")) if isinstance(details, dict) else None,
+        cached_input_tokens=_count(prompt.get("cached_tokens")) if isinstance(prompt, dict) else None,
     )
+
+
+def _count(value: Any) -> int | None:
+    """A token count from a compatible server's JSON, or None when it is missing or not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 #: How long to read the rest of a body after `[DONE]` so that the connection goes back to the pool.
