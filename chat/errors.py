@@ -106,12 +106,19 @@ class TimeoutError_(ChatError):
     retryable = True
 
 
+def _seconds(seconds: float) -> str:
+    """A wait as a person reads it: "3", "2.5", "61" (not "3.0041")."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}".removesuffix(".0")
+
+
 class FirstTokenTimeout(TimeoutError_):
     kind = "first_token_timeout"
 
     def __init__(self, seconds: float, *, provider: str | None = None):
+        """`seconds`: the user's whole wait, every attempt included."""
+        self.seconds = seconds
         super().__init__(
-            f"{provider or 'The provider'} sent nothing for {seconds:g} s. Try again, or pick another model.",
+            f"{provider or 'The provider'} sent nothing for {_seconds(seconds)} s. Try again, or pick another model.",
             provider=provider,
         )
 
@@ -122,7 +129,7 @@ class IdleTimeout(TimeoutError_):
 
     def __init__(self, seconds: float, *, provider: str | None = None):
         super().__init__(
-            f"{provider or 'The provider'} stopped sending for {seconds:g} s; the reply so far is kept. Press Retry to try again.",
+            f"{provider or 'The provider'} stopped sending for {_seconds(seconds)} s; the reply so far is kept. Press Retry to try again.",
             provider=provider,
         )
 

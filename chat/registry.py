@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chat.errors import NotConfigured
+from chat.errors import ChatError, InvalidInput, NotConfigured
 from chat.providers.base import Provider
 from chat.providers.demo import DEMO_MODEL, DemoProvider
 from chat.settings import Endpoint, Settings, load_dotenv_file
@@ -24,6 +25,38 @@ DEMO_REF = f"demo:{DEMO_MODEL}"
 LIST_TTL = 600.0  # seconds a live model listing is reused
 LIST_TIMEOUT = 3.5  # seconds allowed to each provider's listing (the SDK calls have their own 3 s)
 FAILED_LIST_TTL = 60.0  # seconds before a failed listing is tried again
+MAX_MODEL_NAME_CHARS = 200  # real names are under 100 (OpenRouter and Ollama ones included)
+MAX_REF_CHARS = MAX_MODEL_NAME_CHARS + 64  # "provider:" before the model
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A name as it may appear in a message: quoted, escaped, cut."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def check_model_name(provider: Provider, model: str) -> None:
+    """Refuse a model name the provider cannot carry safely, before anything is sent or saved.
+
+    Well-formed names are accepted whether or not the provider lists them (DEFAULT_MODEL and the
+    picker take any model name); only names that are too long, hold spaces or control characters,
+    climb paths ("..") or use characters outside the provider's set are refused.
+    """
+    label = provider.label or provider.name
+    if len(model) > MAX_MODEL_NAME_CHARS:
+        raise InvalidInput(
+            f"That model name is {len(model):,} characters long; the limit is {MAX_MODEL_NAME_CHARS}. "
+            "Pick a model from the list or type provider:model.",
+            provider=provider.name,
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in model):
+        raise InvalidInput(f"The model name {_shown(model)} contains spaces or control characters: remove them.",
+                           provider=provider.name)
+    if ".." in model or any(part == "." for part in model.split("/")):
+        raise InvalidInput(f"{_shown(model)} is not a model name: path segments such as '..' are not allowed.",
+                           provider=provider.name)
+    if not provider.model_name_pattern.fullmatch(model):
+        raise InvalidInput(f"{_shown(model)} is not a valid {label} model name: use {provider.model_name_hint}.",
+                           provider=provider.name)
 
 
 class Registry:
@@ -43,6 +76,7 @@ class Registry:
         self._listed: dict[str, tuple[float, list[ModelInfo]]] = {}  # name -> (expires at, models)
         # Providers built with users' own keys, by (provider, sha256 of the key): never the key itself.
         self._keyed: OrderedDict[tuple[str, str], Provider] = OrderedDict()
+        self._keyed_lock = threading.Lock()  # one provider (so one client) per key, even from threads
         self._clock = clock
         self._list_timeout = list_timeout
         self._ttl = ttl
@@ -159,10 +193,14 @@ class Registry:
         if not ref:
             raise NotConfigured("No model was chosen: pick one, written as provider:model (e.g. demo:parley-demo).")
         name, sep, model = ref.partition(":")
+        if len(ref) > MAX_REF_CHARS:  # refused before any lookup, whatever the provider part says
+            raise InvalidInput(f"That model name is {len(model if sep else ref):,} characters long; the limit is "
+                               f"{MAX_MODEL_NAME_CHARS}. Pick a model from the list or type provider:model.")
         if sep and name in self.providers:
             if not model:
                 raise NotConfigured(f"'{ref}' names no model: write it as {name}:<model>.", provider=name)
             provider = self.providers[name]
+            check_model_name(provider, model)
             return provider, provider.model_info(model)
         if sep and name in self._unconfigured:
             label, reason = self._unconfigured[name]
@@ -190,18 +228,20 @@ class Registry:
         name, sep, model = (ref or "").strip().partition(":")
         if not sep or not model:
             return self.resolve(ref)
+        base = self.providers.get(name) or self._standard_provider(name)
+        if base is None:
+            return self.resolve(ref)
+        check_model_name(base, model)  # before a client is built for the key
         cache_key = (name, hashlib.sha256(api_key.encode()).hexdigest())
-        provider = self._keyed.get(cache_key)
-        if provider is None:
-            base = self.providers.get(name) or self._standard_provider(name)
-            if base is None:
-                return self.resolve(ref)
-            provider = base.with_api_key(api_key)
-            self._keyed[cache_key] = provider
-            while len(self._keyed) > KEYED_CLIENTS:
-                self._keyed.popitem(last=False)
-        else:
-            self._keyed.move_to_end(cache_key)
+        with self._keyed_lock:
+            provider = self._keyed.get(cache_key)
+            if provider is None:
+                provider = base.with_api_key(api_key)
+                self._keyed[cache_key] = provider
+                while len(self._keyed) > KEYED_CLIENTS:
+                    self._keyed.popitem(last=False)
+            else:
+                self._keyed.move_to_end(cache_key)
         return provider, provider.model_info(model)
 
     def _standard_provider(self, name: str) -> Provider | None:
@@ -229,8 +269,8 @@ class Registry:
             try:
                 provider, info = self.resolve(wanted)
                 return info.ref
-            except NotConfigured as e:
-                log.warning("DEFAULT_MODEL=%s is not usable (%s); falling back.", wanted, e)
+            except ChatError as e:  # not set up, or a malformed name: start anyway, on another model
+                log.warning("DEFAULT_MODEL=%s is not usable (%s); falling back.", wanted[:MAX_REF_CHARS], e)
         for name, provider in self.providers.items():
             if name == "demo":
                 continue
@@ -273,7 +313,11 @@ class Registry:
         return models or provider.curated()
 
     def warm(self) -> None:
-        """Import every configured SDK and build its client (blocking: call it from a thread)."""
+        """Import every configured SDK and build its client (blocking: call it from a thread).
+
+        A request may already be using a client: each provider builds its client once, under a
+        lock, so warming reuses it and never replaces it.
+        """
         for name, provider in list(self.providers.items()):
             try:
                 provider.warm()

@@ -49,6 +49,8 @@ class TurnPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 8.0
     retry_after_cap: float = 20.0  # a longer Retry-After is reported, not waited for
+    # The user's whole wait for the first token, over every attempt and backoff: retries happen
+    # only within what is left of it, so a silent provider costs one timeout, not one per attempt.
     first_token_timeout: float = 60.0
     idle_timeout: float = 60.0
     coalesce_interval: float = 0.05
@@ -209,12 +211,14 @@ class Turn:
         r = self.result
         r.started = time.perf_counter()
         policy = self.policy
+        loop = asyncio.get_running_loop()
+        first_token_deadline = loop.time() + policy.first_token_timeout
         try:
             while True:
                 r.attempts += 1
                 started_output = False
                 try:
-                    async for event in self._attempt():
+                    async for event in self._attempt(first_token_deadline):
                         if not started_output and isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta, ToolCallEvent)):
                             started_output = True
                         yield event
@@ -223,6 +227,8 @@ class Turn:
                     wait = None
                     if e.retryable and not started_output and r.attempts < policy.max_attempts:
                         wait = policy.backoff(r.attempts, e.retry_after)
+                        if wait is not None and loop.time() + wait >= first_token_deadline:
+                            wait = None  # no time left for another try: report this failure now
                     if wait is None:
                         self._fail(e)
                         break
@@ -254,8 +260,8 @@ class Turn:
         self.result.finish_reason = FinishReason.ERROR
         self.result.finish_detail = error.kind
 
-    async def _attempt(self) -> AsyncIterator[StreamEvent]:
-        """One try: the provider's stream under a first-token deadline, then an idle deadline."""
+    async def _attempt(self, first_token_deadline: float) -> AsyncIterator[StreamEvent]:
+        """One try: the provider's stream under the turn's first-token deadline (loop time), then an idle deadline."""
         r = self.result
         policy = self.policy
         loop = asyncio.get_running_loop()
@@ -266,7 +272,7 @@ class Turn:
         resched_at = 0.0
         stream = self.provider.stream(self.model.id, self.messages, self.params, tools=self.tools)
         try:
-            async with asyncio.timeout(policy.first_token_timeout) as deadline, aclosing(stream):
+            async with asyncio.timeout_at(first_token_deadline) as deadline, aclosing(stream):
                 async for event in stream:
                     if isinstance(event, Finish):
                         # Held back: the turn emits the final Finish itself, after its metrics are set.
@@ -285,9 +291,11 @@ class Turn:
                     self._apply(event)
                     yield event
         except TimeoutError as e:
+            label = self.provider.label or r.provider  # "OpenAI", or the endpoint's own label
             if first:
-                raise FirstTokenTimeout(policy.first_token_timeout, provider=r.provider) from e
-            raise IdleTimeout(policy.idle_timeout, provider=r.provider) from e
+                # The real wait since the turn began (earlier attempts and backoffs included).
+                raise FirstTokenTimeout(time.perf_counter() - r.started, provider=label) from e
+            raise IdleTimeout(policy.idle_timeout, provider=label) from e
 
     def _apply(self, event: StreamEvent) -> None:
         r = self.result

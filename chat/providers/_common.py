@@ -241,15 +241,21 @@ class LoopClient:
 
     httpx2 connection pools belong to the loop that opened them, so a client built under
     one `asyncio.run` (say, model listing at start-up) must not serve another loop.
+    Building is serialised by a lock: the start-up warm thread and the first request may
+    ask at the same moment, and a second client built then would replace the first one while
+    a stream reads from it (its finaliser closes the pool under the stream).
     """
 
-    __slots__ = ("_factory", "_closer", "_client", "_loop")
+    __slots__ = ("_factory", "_closer", "_client", "_loop", "_lock")
 
     def __init__(self, factory: Callable[[], Any], closer: Callable[[Any], Any] | None = None):
+        import threading
+
         self._factory = factory
         self._closer = closer
         self._client: Any = None
         self._loop: Any = None
+        self._lock = threading.Lock()
 
     @property
     def built(self) -> bool:
@@ -261,11 +267,19 @@ class LoopClient:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if self._client is None or (loop is not None and self._loop is not None and loop is not self._loop):
-            self._client = self._factory()
-            self._loop = loop
-        return self._client
+            loop = None  # warm(), from a worker thread
+        client = self._client
+        if client is not None and self._usable_from(loop):
+            return client
+        with self._lock:
+            if self._client is None or not self._usable_from(loop):
+                self._client = self._factory()
+                self._loop = loop
+            return self._client
+
+    def _usable_from(self, loop: Any) -> bool:
+        """Whether the current client may serve `loop`: warm() (no loop) reuses any client, never replaces it."""
+        return loop is None or self._loop is None or self._loop is loop
 
     async def aclose(self) -> None:
         import asyncio

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
 from chat.types import Message, ModelInfo, Params, StreamEvent, ToolSpec
+
+# A model name travels in a JSON body for most providers: any printable name without spaces,
+# quotes or URL syntax (Ollama's "qwen2.5:7b", OpenRouter's "org/model:free", "ft:gpt-4o:org::id").
+BODY_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@+~-]+")
+# Gemini puts the name in the URL path (models/{name}:streamGenerateContent): one plain segment,
+# optionally after the prefixes the SDK passes through unchanged.
+PATH_MODEL_NAME = re.compile(r"(?:models/|tunedModels/)?[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class Provider:
@@ -26,6 +34,10 @@ class Provider:
     accepts: ClassVar[frozenset[str]] = frozenset()
     #: Whether the provider can use tools.
     supports_tools: ClassVar[bool] = False
+    #: Model names this provider can carry safely; the registry refuses others before any call.
+    model_name_pattern: ClassVar[re.Pattern[str]] = BODY_MODEL_NAME
+    #: How a valid name is written, for the refusal message.
+    model_name_hint: ClassVar[str] = "letters, digits and . _ : / @ + ~ -"
 
     def stream(
         self,

@@ -26,7 +26,7 @@ from chat.providers._common import (
     system_text,
     transport_failure,
 )
-from chat.providers.base import Provider
+from chat.providers.base import PATH_MODEL_NAME, Provider
 from chat.types import (
     Finish,
     FinishReason,
@@ -100,6 +100,8 @@ class GeminiProvider(Provider):
     key_env_var = "GEMINI_API_KEY"
     accepts = _ALL
     supports_tools = True
+    model_name_pattern = PATH_MODEL_NAME
+    model_name_hint = "letters, digits and . _ - (optionally after models/ or tunedModels/)"
 
     def __init__(
         self,
