@@ -292,3 +292,17 @@ def test_usage_combines_steps():
     assert Usage.combine([a, b]) == Usage(30, 12, 2, 4, 3, estimated=True)
     assert Usage.combine([]) == Usage()
     assert json.loads(json.dumps(a.as_dict()))["cached_input_tokens"] == 4
+
+
+def test_compare_pane_line_marks_estimates():
+    import dataclasses
+
+    from ui.compare_run import PaneMetrics
+    from ui.compare_view import metrics_markdown
+
+    live = PaneMetrics(model="x", text="t", ttft_ms=100, tokens_per_second=50.0, output_tokens=120, input_tokens=None,
+                       duration_ms=1000, finish_reason=None, error=None, cost=None, usage_estimated=True)
+    line = metrics_markdown(live, live=True, show_cost=True)
+    assert "<b>~120</b>" in line and "<b>~50</b>" in line
+    reported = metrics_markdown(dataclasses.replace(live, usage_estimated=False), live=False, show_cost=True)
+    assert "<b>120</b>" in reported and "~" not in reported
