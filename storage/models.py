@@ -20,6 +20,7 @@ TITLE_MAX = 200
 AUTO_TITLE_MAX = 80
 OWNER_MAX = 255
 NAME_MAX = 200  # provider, model and model version names
+INSTANCE_ID_MAX = 64
 MAX_CONTENT_CHARS = 1_000_000
 DEFAULT_TITLE = "New chat"
 
@@ -147,6 +148,13 @@ class Message(MessageBase, table=True):
     __tablename__ = "message"
     __table_args__ = (
         sa.UniqueConstraint("conversation_id", "position", name="uq_message_conversation_position"),
+        # Only replies still streaming: the replica sweep reads these every heartbeat.
+        sa.Index(
+            "ix_message_pending_instance",
+            "instance_id",
+            sqlite_where=sa.text("finish_reason = 'pending'"),
+            postgresql_where=sa.text("finish_reason = 'pending'"),
+        ),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -154,6 +162,9 @@ class Message(MessageBase, table=True):
     # Copied from the conversation (owners never change): lets search filter by owner inside
     # the full-text index and lets SQLite's FTS triggers delete rows without a join.
     owner: str = Field(max_length=OWNER_MAX, index=True)
+    # The app process (replica.id) streaming this reply while it is pending; other replicas mark
+    # it interrupted only once that process stops sending heartbeats.
+    instance_id: str | None = Field(default=None, max_length=INSTANCE_ID_MAX)
 
 
 class MessagePublic(MessageBase):
@@ -306,3 +317,20 @@ class VoteRecord(SQLModel):
     verdict: str
     winner_slot: int | None
     blind: bool
+
+
+# --- replicas -------------------------------------------------------------------------------
+
+
+class Replica(SQLModel, table=True):
+    """An app process using this database, with its last heartbeat (storage.replicas writes it)."""
+
+    __tablename__ = "replica"
+
+    id: str = Field(primary_key=True, max_length=INSTANCE_ID_MAX)
+    #: The machine and process namespace (hostname, boot id, pid namespace): a process starting with
+    #: the same value can tell whether `pid` still runs, and write off a dead one without waiting.
+    host: str = Field(default="", max_length=OWNER_MAX)
+    pid: int = 0
+    started_at: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)

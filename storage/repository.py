@@ -13,18 +13,19 @@ import functools
 import math
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, col, select
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from storage import blind, transfer
 from storage import search as fts
-from storage.errors import Conflict, InvalidInput, NotFound, StorageError, StorageUnavailable
+from storage.errors import POOL_EXHAUSTED, Conflict, InvalidInput, NotFound, StorageError, StorageUnavailable, unavailable_message
 from storage.models import (
     CONVERSATION_KINDS,
     DEFAULT_TITLE,
@@ -52,12 +53,14 @@ from storage.models import (
     ModelStats,
     PaneIds,
     PaneStart,
+    Replica,
     SearchHit,
     ToolCallRecord,
     TurnIds,
     VoteRecord,
     utcnow,
 )
+from storage.replicas import GRACE_S, INSTANCE_KEY
 from storage.validation import (
     auto_title,
     check_metric,
@@ -121,8 +124,11 @@ def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
             _rollback(session)
             raise Conflict("The conversation changed while this was being saved; try again.") from e
         except (OperationalError, InterfaceError) as e:
+            _rollback(session)  # lock_timeout and statement_timeout end up here too
+            raise StorageUnavailable(unavailable_message(e)) from e
+        except PoolTimeout as e:
             _rollback(session)
-            raise StorageUnavailable(f"The database is unavailable or busy; try again shortly ({_first_line(e)}).") from e
+            raise StorageUnavailable(POOL_EXHAUSTED) from e
         except DataError as e:
             _rollback(session)
             raise InvalidInput(f"The database refused a value: {_first_line(e)}") from e
@@ -412,7 +418,7 @@ def _begin(
             .values(title=auto_title(content))
         )
     blank = dict(conversation_id=cid, owner=owner, content="", provider=None, model=None, params=None,
-                 finish_reason=None, created_at=now)  # fmt: skip
+                 finish_reason=None, created_at=now, instance_id=None)  # fmt: skip
     rows = []
     user_id = user_position = None
     if content is not None:
@@ -422,7 +428,8 @@ def _begin(
     assistant_id = uuid.uuid4()
     rows.append(
         {**blank, "id": assistant_id, "position": position, "role": "assistant", "provider": provider,
-         "model": model, "params": params, "finish_reason": PENDING}
+         "model": model, "params": params, "finish_reason": PENDING,
+         "instance_id": session.info.get(INSTANCE_KEY)}  # which process streams it: see storage.replicas
     )  # fmt: skip
     # One statement for both rows: a round trip less on the path every prompt takes.
     session.execute(sa.insert(Message.__table__), rows)
@@ -560,15 +567,34 @@ def save_partial(
 
 
 @_guarded
-def mark_interrupted(*, session: Session, before: datetime | None = None) -> int:
-    """At start-up, turn every reply left "pending" (server stopped mid-reply) into "interrupted".
+def mark_interrupted(
+    *,
+    session: Session,
+    grace: timedelta = timedelta(seconds=GRACE_S),
+    instance_id: str | None = None,
+    before: datetime | None = None,
+) -> int:
+    """Turn replies left "pending" by app processes that are gone into "interrupted".
 
-    Deliberately not per owner: it repairs the whole database. With several app processes on one
-    database, pass `before` (this process's start time) so live replies of the others are kept.
-    Returns how many replies were marked.
+    A reply counts as orphaned when it is older than `grace` and the process that streams it
+    (message.instance_id) has not sent a heartbeat within `grace`; a reply with no process recorded
+    goes by age alone. So a starting replica never marks another one's live replies, whose partial
+    saves would then stop. `grace=timedelta(0)` marks every pending reply (nothing else is running).
+    `instance_id` marks that process's replies whatever their age (its own clean shutdown), and
+    `before` keeps replies created at or after that time. Deliberately not per owner: it repairs the
+    whole database. Returns how many replies were marked.
     """
+    if not isinstance(grace, timedelta) or grace < timedelta(0):
+        raise InvalidInput("The grace period must be a duration from zero.")
     table = Message.__table__
     query = sa.update(table).where(table.c.finish_reason == PENDING)
+    if instance_id is not None:
+        query = query.where(table.c.instance_id == check_name(instance_id, "instance id"))
+    else:
+        cutoff = utcnow() - grace
+        replicas = Replica.__table__
+        alive = sa.exists().where(replicas.c.id == table.c.instance_id, replicas.c.last_seen >= cutoff)
+        query = query.where(table.c.created_at < cutoff, ~alive)
     before = _aware(before, "cut-off time")
     if before is not None:
         query = query.where(table.c.created_at < before)

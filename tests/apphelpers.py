@@ -73,6 +73,7 @@ def in_process_app(env: dict[str, str]) -> Iterator[tuple[str, object]]:
         yield url.rstrip("/"), services
     finally:
         demo.close()
+        services.close()  # stops the replica heartbeat thread
         services.engine.dispose()
 
 

@@ -16,6 +16,8 @@ from sqlmodel import Session
 
 from chat.registry import Registry
 from chat.turn import TurnPolicy
+from storage.db import db_threads
+from storage.replicas import INSTANCE_KEY, Heartbeat, new_instance_id
 from ui.config import AppConfig
 from ui.ratelimit import RateLimiter
 
@@ -41,10 +43,19 @@ class Services:
         """Seconds between a stream's UI updates: the configured pace, spaced out under load so that all
         streams together stay under `STREAM_UPDATES_PER_SECOND` (each update costs Gradio ~0.7 ms of CPU)."""
         return min(max(self.policy.coalesce_interval, self.active_streams / self.config.updates_per_second), 0.5)
-    # Storage calls are synchronous: they run here, never on the event loop.
     #: Set once every configured SDK is imported and its client built.
     warmed: threading.Event = field(default_factory=threading.Event)
-    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=16, thread_name_prefix="parley-db"))
+    # Storage calls are synchronous: they run here, never on the event loop. No more threads than
+    # the pool has connections (a thread without one would wait on the pool, not the database);
+    # the engine's lock and statement timeouts bound how long any one call holds its thread.
+    executor: ThreadPoolExecutor = field(init=False)
+    #: This process's id in the `replica` table; recorded on the replies it streams.
+    instance_id: str = field(default_factory=new_instance_id)
+    #: Keeps this process's replica row fresh (started by app.create_app; None in most tests).
+    heartbeat: Heartbeat | None = None
+
+    def __post_init__(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=db_threads(self.engine), thread_name_prefix="parley-db")
 
     async def db(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a repository function in a worker thread with its own session."""
@@ -52,8 +63,20 @@ class Services:
         return await loop.run_in_executor(self.executor, partial(self._call, fn, kwargs))
 
     def _call(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self.engine, expire_on_commit=False, info={INSTANCE_KEY: self.instance_id}) as session:
             return fn(session=session, **kwargs)
+
+    def start_heartbeat(self) -> int:
+        """Announce this process and mark replies of stopped ones interrupted; returns how many."""
+        self.heartbeat = Heartbeat(self.engine, self.instance_id)
+        return self.heartbeat.start()
+
+    def close(self) -> None:
+        """Stop the heartbeat (marking this process's unfinished replies) and the storage threads."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     @classmethod
     def build(cls, config: AppConfig, registry: Registry, engine: Engine) -> "Services":

@@ -95,7 +95,7 @@ def test_init_db_is_idempotent_and_models_match_head(empty_engine):
         migrated -= {"search"}  # PostgreSQL's generated tsvector, deliberately not in the model
         assert migrated == {c.name for c in table.columns}, table.name
     with empty_engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == db.HEAD_REVISION
 
 
 def _old_rows(dialect: str):
@@ -193,5 +193,5 @@ def test_init_db_on_an_up_to_date_database_does_not_import_alembic(tmp_path):
             "init_db(e); print(current_revision(e), 'alembic' in sys.modules)")
     first = subprocess.run([sys.executable, "-c", code.format(url=url)], capture_output=True, text=True, check=True)
     second = subprocess.run([sys.executable, "-c", code.format(url=url)], capture_output=True, text=True, check=True)
-    assert first.stdout.split() == ["0004", "True"], first.stderr
-    assert second.stdout.split() == ["0004", "False"], second.stderr
+    assert first.stdout.split() == [db.HEAD_REVISION, "True"], first.stderr
+    assert second.stdout.split() == [db.HEAD_REVISION, "False"], second.stderr

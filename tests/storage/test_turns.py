@@ -121,8 +121,9 @@ def test_mark_interrupted(session):
     left = repo.begin_turn(session=session, owner="alice", conversation_id=conversation.id, content="two")
     other = repo.create_conversation(session=session, owner="bob")
     bobs = repo.begin_turn(session=session, owner="bob", conversation_id=other.id, content="three")
-    assert repo.mark_interrupted(session=session) == 2
-    assert repo.mark_interrupted(session=session) == 0
+    # grace 0: every pending reply (no other process is running); the replica tests cover the rest.
+    assert repo.mark_interrupted(session=session, grace=timedelta(0)) == 2
+    assert repo.mark_interrupted(session=session, grace=timedelta(0)) == 0
     messages = repo.get_conversation(session=session, owner="alice", conversation_id=conversation.id).messages
     assert [m.finish_reason for m in messages] == [None, "stop", None, "interrupted"]
     assert messages[1].id == done.assistant_message_id and messages[3].id == left.assistant_message_id
@@ -135,8 +136,8 @@ def test_mark_interrupted(session):
 def test_mark_interrupted_before_keeps_newer_pending(session):
     conversation = repo.create_conversation(session=session, owner="alice")
     repo.begin_turn(session=session, owner="alice", conversation_id=conversation.id, content="live")
-    assert repo.mark_interrupted(session=session, before=datetime.now(UTC) - timedelta(hours=1)) == 0
-    assert repo.mark_interrupted(session=session, before=datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert repo.mark_interrupted(session=session, grace=timedelta(0), before=datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert repo.mark_interrupted(session=session, grace=timedelta(0), before=datetime.now(UTC) + timedelta(seconds=1)) == 1
 
 
 def test_truncate_after_for_retry_undo_and_edit(session):
@@ -233,7 +234,7 @@ def test_save_partial_keeps_a_streaming_reply_and_never_touches_a_finished_one(s
     ids = repo.begin_turn(session=session, owner="alice", conversation_id=conv.id, content="long story")
     assert repo.save_partial(session=session, owner="alice", message_id=ids.assistant_message_id, content="Once upon")
     assert not repo.save_partial(session=session, owner="bob", message_id=ids.assistant_message_id, content="pwned")
-    assert repo.mark_interrupted(session=session) == 1
+    assert repo.mark_interrupted(session=session, grace=timedelta(0)) == 1
     reply = repo.get_conversation(session=session, owner="alice", conversation_id=conv.id).messages[-1]
     assert (reply.content, reply.finish_reason) == ("Once upon", "interrupted")
 
