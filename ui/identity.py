@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import gradio as gr
 
@@ -46,7 +46,7 @@ def display_name(owner: str) -> str:
 
 # -- the client address, for rate limits on anonymous callers ------------------------------------
 
-ProxyNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+ProxyNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ANONYMOUS = ("anon-", "session:")
 
 

@@ -109,7 +109,7 @@ class RateLimiter:
         self._limiter = MovingWindowRateLimiter(storage)
 
     @classmethod
-    def from_config(cls, config: Any) -> "RateLimiter":
+    def from_config(cls, config: Any) -> RateLimiter:
         """Built from ui.config.AppConfig (RATE_LIMIT, BATCH_RATE_LIMIT, TRUSTED_PROXIES, REDIS_URL)."""
         return cls(config.rate_limit, config.redis_url, prefix=config.rate_prefix,
                    batch_rate=config.batch_rate_limit, trusted_proxies=config.trusted_proxy_networks())
