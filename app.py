@@ -15,8 +15,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
-from storage.db import init_db, make_engine  # noqa: E402
-from storage.repository import mark_interrupted  # noqa: E402
+from storage.db import init_db, make_engine, timeouts_from_env  # noqa: E402
 from ui.config import AppConfig  # noqa: E402
 from ui.exports import export_guard  # noqa: E402
 from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
@@ -42,17 +41,15 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
     # uvicorn (read when launching) trusts X-Forwarded-For from loopback by default: TRUSTED_PROXIES decides.
     os.environ["FORWARDED_ALLOW_IPS"] = config.forwarded_allow_ips()
     registry = Registry.from_settings(Settings.from_env(env))
-    engine = make_engine(config.database_url)
+    engine = make_engine(config.database_url, **timeouts_from_env(env))
     init_db(engine)
-    from sqlmodel import Session
-
-    with Session(engine) as session:
-        interrupted = mark_interrupted(session=session)
-    if interrupted:
-        log.info("marked %d replies interrupted by the last shutdown", interrupted)
     if env.get("PARLEY_GRADIO_PATCHES", "on").lower() != "off":  # "off": Gradio as shipped (to compare)
         apply_gradio_patches()
     services = Services.build(config, registry, engine)
+    # Only replies of processes that stopped sending heartbeats: other replicas' live ones stay.
+    interrupted = services.start_heartbeat()
+    if interrupted:
+        log.info("marked %d replies of stopped processes interrupted", interrupted)
     if warm:
         start_warming(services)
     demo = build_ui(services)
@@ -113,7 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     app.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
                **launch_kwargs(services))
     start_warming(services)
-    app.block_thread()
+    try:
+        app.block_thread()
+    finally:
+        services.close()  # replies cut off by the shutdown are marked now, not after the grace period
 
 
 _built: tuple[gr.Blocks, Services] | None = None
