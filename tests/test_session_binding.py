@@ -173,6 +173,7 @@ async def test_refused_requests_never_reach_gradio_and_bodies_pass_through_intac
     # A sessionless /call binds its event id (its session) before the caller learns it.
     assert (await a.post("/gradio_api/call/chat", json={"data": ["hi"]})).json() == {"event_id": "ev-1"}
     assert (await b.get("/gradio_api/call/chat/ev-1")).status_code == 403
+    assert (await b.get("/gradio_api/call/v2/chat/ev-1")).status_code == 403
     assert (await a.get("/gradio_api/call/chat/ev-1")).status_code == 200
     await a.aclose()
     await b.aclose()

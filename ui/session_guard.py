@@ -61,7 +61,7 @@ REFUSED = b'{"detail":"This session belongs to another user. Reload the page to 
 # Routes whose body names the session: queue/join, cancel, run|api/<name>, call/<name>, component_server.
 _BODY_ROUTES = re.compile(r"^(queue/join|cancel|component_server|(run|api)/[^/]+|call/(v2/)?[^/]+)/?$")
 # GET call[/v2]/<name>/<event_id>: an event's result stream.
-_EVENT_STREAM = re.compile(r"^call/(?:v2/)?[^/]+/([^/]+)$")
+_EVENT_STREAM = re.compile(r"^call/(?:v2/[^/]+|(?!v2/)[^/]+)/([^/]+)$")
 # POST stream/<event_id>[/close]: input to a streaming event.
 _EVENT_INPUT = re.compile(r"^stream/([^/]+)(?:/close)?$")
 
