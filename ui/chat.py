@@ -19,9 +19,11 @@ from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable
 from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
-from ui.convert import NOTICE_PREFIX, content_text, output_tokens_of, result_bubbles, to_messages, user_texts
+from ui.convert import (FLAGGED_ERROR, FLAGGED_MARK, NOTICE_PREFIX, REFUSED_MARK, content_text, refusal_notice,
+                        result_bubbles, to_messages, usage_columns, usage_of, user_texts)
 from ui.identity import owner_for
 from ui.params import params_error, params_from_inputs  # noqa: F401  (compare and batch import them from here)
+from ui.pending_writes import KeptTurn, PendingWrites
 from ui.services import Services
 from ui.store import start_turn
 from ui.tooling import owner_search, tool_records
@@ -32,7 +34,12 @@ turn_log = logging.getLogger("parley.turns")
 #: While a reply streams, its text so far is saved this often (seconds), for a server that dies mid-reply.
 PARTIAL_SAVE_EVERY = 2.0
 
-NOT_SAVED = "💾 This turn could not be saved (the database is unavailable). The reply is shown but will not be in your history."
+KEPT = ("💾 The database is unavailable right now: this turn is kept and will be saved, in this conversation, "
+        "when it is back.")
+DROPPED = ("💾 {n} earlier turn(s) could not be kept while the database was unavailable (too many were waiting, "
+           "or the database refused them): they are not in your saved history.")
+#: Said after every refusal: the message went nowhere, and how to get its text back to edit.
+NOT_SENT = "Your message was not sent or saved: press ↶ Undo to get it back in the box (or ✎ to edit it)."
 
 
 def notice(text: str) -> list[gr.ChatMessage]:
@@ -40,10 +47,33 @@ def notice(text: str) -> list[gr.ChatMessage]:
     return [gr.ChatMessage(role="assistant", content=text, metadata={"title": NOTICE_PREFIX + text.split(". ")[0].rstrip("."), "status": "done"})]
 
 
+def refused(text: str) -> list[gr.ChatMessage]:
+    """The notice for a refused message, marked so the message is never sent as context nor compared with the store."""
+    return [refusal_notice(f"{text} {NOT_SENT}", REFUSED_MARK)]
+
+
 def model_label(info: ModelInfo, provider_label: str) -> str:
     if info.demo:  # its own label already says what it is ("Parley demo (offline)")
         return info.display if "demo" in info.display.lower() else f"{info.display} (offline demo)"
     return f"{provider_label} · {info.display}"
+
+
+def finish_values(r: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """finish_turn's values for a finished turn (or tool loop): the reply, how it ended, its metrics."""
+    return dict(
+        content=r.text,
+        reasoning=r.reasoning or None,
+        provider=r.provider,
+        model=r.model,
+        model_version=r.model_version,
+        params=params,
+        **usage_columns(usage_of(r)),
+        ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
+        duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
+        finish_reason=(r.finish_reason.value if r.finish_reason else "cancelled"),
+        error=r.error.message if r.error else None,
+        tool_calls=tool_records(r),
+    )
 
 
 class ChatHandler:
@@ -53,6 +83,8 @@ class ChatHandler:
         #: Each owner's replies streaming now: a future that resolves, with the conversation id, once
         #: the reply is saved (however it ended). Stop waits on it to show the reply as stored.
         self._running: dict[str, set[asyncio.Future]] = {}
+        #: Turns the database could not take, written before the same owner's next turn.
+        self.pending = PendingWrites(services.db)
 
     async def settled(self, owner: str, timeout: float = 10.0) -> str | None:
         """Wait until this owner's streaming replies are saved (after Stop); the conversation id of one."""
@@ -60,6 +92,8 @@ class ChatHandler:
         if not running:
             return None
         done, _ = await asyncio.wait(running, timeout=timeout)
+        # A reply kept during an outage is written now if the database is back, so the redraw shows it.
+        await self.pending.flush(owner)
         return next((f.result() for f in done if not f.cancelled() and f.result()), None)
 
     async def respond(
@@ -84,26 +118,28 @@ class ChatHandler:
         owner = owner_for(request, profile, owner_state)
         text = clean_text(content_text(message))
         cfg = self.s.config
+        # Every refusal below answers with a marked notice: the refused text is never saved, never
+        # sent later as context, and left out of the next turn's comparison with the store.
         if not text.strip():
-            yield notice("Type a message first: an empty message is not sent."), conversation_id
+            yield refused("Type a message first: an empty message is not sent."), conversation_id
             return
         if len(text) > cfg.max_message_chars:
-            yield notice(f"This message is {len(text):,} characters long; the limit is {cfg.max_message_chars:,}. Shorten it and send again (your text is still in the history above)."), conversation_id
+            yield refused(f"This message is {len(text):,} characters long; the limit is {cfg.max_message_chars:,}. Shorten it and send again."), conversation_id
             return
         try:
             params = params_from_inputs(temperature, top_p, max_tokens, seed, effort)
         except (ValidationError, ValueError, TypeError) as e:
-            yield notice(params_error(e) if isinstance(e, ValidationError) else f"Invalid parameters: {e}. Nothing was sent."), conversation_id
+            yield refused(params_error(e) if isinstance(e, ValidationError) else f"Invalid parameters: {e}."), conversation_id
             return
         try:
             provider, info = self.s.registry.resolve_with_key(model or self.s.registry.default_model, api_key)
         except ChatError as e:
-            yield notice(e.message), conversation_id
+            yield refused(e.message), conversation_id
             return
         # One turn is one call: a tool loop's steps (at most 5) are part of the turn it answers.
         verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=1)
         if not verdict.allowed:
-            yield notice(verdict.message), conversation_id
+            yield refused(verdict.message), conversation_id
             return
 
         flagged = await self._moderate(text)
@@ -123,7 +159,9 @@ class ChatHandler:
         else:
             turn = Turn(provider, info, messages, params, policy=self.s.policy)
         # The user message is saved while the provider call starts: both are on the first-token path.
-        save_task = asyncio.ensure_future(self._begin(owner, conversation_id, history, text, info, system_prompt, sent))
+        shown = user_texts(history)
+        begin = dict(provider=info.provider, model=info.id, system_prompt=system_prompt, params=sent)
+        save_task = asyncio.ensure_future(self._begin(owner, conversation_id, shown, text, begin))
         notes: list[str] = []
         ids = None
         conv = conversation_id
@@ -148,9 +186,12 @@ class ChatHandler:
         finally:
             self.s.active_streams -= 1
             try:
+                begun = await asyncio.shield(save_task)
                 if ids is None:
-                    ids, conv = self._ids(await asyncio.shield(save_task), conversation_id, notes)
-                saved = await asyncio.shield(self._finish(owner, ids, turn.result, sent))
+                    ids, conv = self._ids(begun, conversation_id, notes)
+                kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text,
+                                begin=begin, finish=finish_values(turn.result, sent))
+                saved = await asyncio.shield(self._settle(kept, begun, notes))
                 self._log_turn(owner, conv, turn.result, saved, text)
             finally:
                 if not saved_turn.done():
@@ -160,8 +201,6 @@ class ChatHandler:
                     waiting.discard(saved_turn)
                     if not waiting:
                         del self._running[owner]
-        if not saved and ids and NOT_SAVED not in notes:
-            notes.append(NOT_SAVED)
         # A fast reply can end before the user message is saved: the chat must still learn the
         # conversation id (and any note), or the next message would start a new conversation.
         if finished and (notes or conv != yielded_conv):
@@ -190,16 +229,17 @@ class ChatHandler:
         """A polite refusal; the message is stored, flagged, with no provider call."""
         reply = ("I can't help with that message: it was flagged by the moderation check "
                  f"({', '.join(sorted(set(categories)))}). Please rephrase it.")
-        ids = await self._begin(owner, conversation_id, history, text, info, "", {})
-        if isinstance(ids, StorageError):
-            return notice(reply), conversation_id
-        try:
-            await self.s.db(repo.finish_turn, owner=owner, message_id=ids.assistant_message_id, content=reply,
-                            provider=info.provider, model=info.id, finish_reason="content_filter",
-                            error="flagged by moderation: " + ", ".join(sorted(set(categories))))
-        except StorageError as e:
-                log.warning("could not save a flagged turn: %s", e)
-        return notice(reply), str(ids.conversation_id)
+        shown = user_texts(history)
+        begin = dict(provider=info.provider, model=info.id, system_prompt="", params={})
+        begun = await self._begin(owner, conversation_id, shown, text, begin)
+        kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text, begin=begin,
+                        finish=dict(content=reply, provider=info.provider, model=info.id, finish_reason="content_filter",
+                                    error=f"{FLAGGED_ERROR}: " + ", ".join(sorted(set(categories)))))
+        notes: list[str] = []
+        await self._settle(kept, begun, notes)
+        # Marked: the flagged message is stored, but it must never reach a model as context either.
+        bubbles = [refusal_notice(reply, FLAGGED_MARK), *(notice(n)[0] for n in notes)]
+        return bubbles, (conversation_id if isinstance(begun, StorageError) else str(begun.conversation_id))
 
     # -- storage --------------------------------------------------------------------------
 
@@ -216,60 +256,56 @@ class ChatHandler:
         except StorageError as e:
             log.info("could not save a partial reply: %s", e)
 
-    async def _begin(self, owner: str, conversation_id: str | None, history: list[Any], text: str,
-                     info: ModelInfo, system_prompt: str, params: dict[str, Any]) -> Any:
-        """Save the user message (creating the conversation if needed) and a pending reply."""
+    async def _begin(self, owner: str, conversation_id: str | None, shown: list[str], text: str,
+                     begin: dict[str, Any]) -> Any:
+        """Save the user message (creating the conversation if needed) and a pending reply; the ids or the StorageError.
+
+        Turns kept during a database outage are written first, so this one follows them in the same
+        conversation; while any of them still waits, this one waits behind it (order is kept).
+        """
         try:
-            return await self.s.db(
-                start_turn,
-                owner=owner,
-                conversation_id=conversation_id,
-                history_user_texts=user_texts(history),
-                content=text,
-                provider=info.provider,
-                model=info.id,
-                system_prompt=system_prompt,
-                params=params,
-            )
+            if not await self.pending.flush(owner):
+                return StorageUnavailable("Earlier turns are still waiting for the database.")
+            # A chat that began during the outage has no id yet: continue the conversation its turns made.
+            conversation_id = conversation_id or self.pending.conversation_for(owner, shown)
+            return await self.s.db(start_turn, owner=owner, conversation_id=conversation_id,
+                                   history_user_texts=shown, content=text, **begin)
         except StorageError as e:
             return e
 
     def _ids(self, value: Any, conversation_id: str | None, notes: list[str]) -> tuple[Any, str | None]:
         """The saved turn's ids and conversation, or (False, unchanged id) with a note when saving failed."""
         if isinstance(value, StorageError):
-            msg = NOT_SAVED if isinstance(value, StorageUnavailable) else f"💾 This turn could not be saved: {value.message}"
+            # An outage keeps the turn (see _settle); any other refusal cannot be retried.
+            msg = KEPT if isinstance(value, StorageUnavailable) else f"💾 This turn could not be saved: {value.message}"
             if msg not in notes:
                 notes.append(msg)
             return False, conversation_id
         return value, str(value.conversation_id)
 
-    async def _finish(self, owner: str, ids: Any, r: Any, params: dict[str, Any]) -> bool:
-        if not ids:
+    async def _settle(self, kept: KeptTurn, begun: Any, notes: list[str]) -> bool:
+        """Write the reply; if the database is down, keep the turn to write later. True when it is stored now."""
+        dropped = self.pending.take_dropped(kept.owner)
+        if dropped:
+            notes.append(DROPPED.format(n=dropped))
+        if isinstance(begun, StorageError):
+            if isinstance(begun, StorageUnavailable):
+                self.pending.keep(kept)
             return False
         try:
-            await self.s.db(
-                repo.finish_turn,
-                owner=owner,
-                message_id=ids.assistant_message_id,
-                content=r.text,
-                reasoning=r.reasoning or None,
-                provider=r.provider,
-                model=r.model,
-                model_version=r.model_version,
-                params=params,
-                input_tokens=r.input_tokens,
-                output_tokens=output_tokens_of(r),
-                reasoning_tokens=r.reasoning_tokens,
-                ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
-                duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
-                finish_reason=(r.finish_reason.value if r.finish_reason else "cancelled"),
-                error=r.error.message if r.error else None,
-                tool_calls=tool_records(r),
-            )
+            await self.s.db(repo.finish_turn, owner=kept.owner, message_id=begun.assistant_message_id, **kept.finish)
             return True
-        except StorageError as e:
-            log.warning("could not save the reply of %s: %s", owner, e)
-            return False
+        except StorageUnavailable as e:
+            log.warning("could not save the reply of %s, kept to write later: %s", kept.owner, e)
+            kept.message_id, kept.conversation_id = str(begun.assistant_message_id), str(begun.conversation_id)
+            self.pending.keep(kept)
+            msg = KEPT
+        except StorageError as e:  # refused, not unavailable: writing it again would fail again
+            log.warning("could not save the reply of %s: %s", kept.owner, e)
+            msg = f"💾 This reply could not be saved: {e.message}"
+        if msg not in notes:
+            notes.append(msg)
+        return False
 
     def _log_turn(self, owner: str, conversation_id: str | None, r: Any, saved: bool, text: str) -> None:
         """One structured line per turn; message content only when LOG_CONTENT asks for it."""

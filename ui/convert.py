@@ -6,6 +6,7 @@ from gradio_client; `to_messages` is the one place that accepts both.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,14 @@ from chat.types import FinishReason, Message, Usage, tokens_per_second as rate_o
 # never sent back to a model.
 REASONING_TITLE = "💭 Reasoning"
 NOTICE_PREFIX = "⚠️ "
+
+# Marks on a notice's metadata id that say what became of the user message before it. Kept in
+# the id (a field Gradio passes through both ways, and never shows) rather than in the wording,
+# so that changing a notice's text can never leak a refused message into a model's context.
+REFUSED_MARK = "parley-refused"  # refused before anything happened: never sent, never saved
+FLAGGED_MARK = "parley-flagged"  # refused by moderation: saved as flagged, never sent
+#: How the stored error of a flagged reply starts (so a reopened conversation marks it too).
+FLAGGED_ERROR = "flagged by moderation"
 
 
 def content_text(content: Any) -> str:
@@ -40,19 +49,66 @@ def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
 
 
+def mark_of(item: Any) -> str | None:
+    """REFUSED_MARK or FLAGGED_MARK when this bubble is the notice of a refused message, else None."""
+    metadata = _field(item, "metadata")
+    ident = metadata.get("id") if isinstance(metadata, Mapping) else None
+    if isinstance(ident, str):
+        for mark in (REFUSED_MARK, FLAGGED_MARK):
+            if ident.startswith(mark):
+                return mark
+    return None
+
+
+def refusal_id(mark: str) -> str:
+    """A metadata id carrying `mark`, unique per notice (Gradio nests bubbles by id)."""
+    return f"{mark}-{uuid.uuid4().hex[:12]}"
+
+
+def _user_marks(items: Sequence[Any]) -> dict[int, str]:
+    """For each user message answered by a refusal notice: its index and the notice's mark."""
+    marks: dict[int, str] = {}
+    last_user: int | None = None
+    for i, item in enumerate(items):
+        role = _field(item, "role")
+        if role == "user":
+            last_user = i
+        elif role == "assistant" and last_user is not None:
+            mark = mark_of(item)
+            if mark is not None:
+                marks[last_user] = mark
+    return marks
+
+
+def _refused_turns(items: Sequence[Any]) -> set[int]:
+    """Indexes of every bubble of a refused turn: the user message and all that answers it."""
+    marks = _user_marks(items)
+    skip: set[int] = set()
+    for start in marks:
+        skip.add(start)
+        for i in range(start + 1, len(items)):
+            if _field(items[i], "role") == "user":
+                break
+            skip.add(i)
+    return skip
+
+
 def to_messages(history: Iterable[Any], message: Any = None, system_prompt: str = "") -> list[Message]:
     """Chat-core messages from a Gradio history (either shape) plus the new user message.
 
     Display-only bubbles (reasoning, metrics, notices: anything with a metadata title) are
-    dropped; consecutive assistant bubbles are joined into one message.
+    dropped, and so is every refused turn (refused or flagged: what was refused is never sent);
+    consecutive assistant bubbles are joined into one message.
     """
     out: list[Message] = []
     system = clean_text(system_prompt or "").strip()
     if system:
         out.append(Message(role="system", content=system))
-    for item in history or ():
+    items = list(history or ())
+    refused = _refused_turns(items)
+    for index, item in enumerate(items):
         role = _field(item, "role")
-        if role not in ("user", "assistant"):
+        if role not in ("user", "assistant") or index in refused:
             continue
         metadata = _field(item, "metadata") or {}
         if isinstance(metadata, Mapping) and metadata.get("title"):
@@ -71,14 +127,21 @@ def to_messages(history: Iterable[Any], message: Any = None, system_prompt: str 
     return out
 
 
+def _stored_users(history: Iterable[Any]) -> list[Any]:
+    """The user messages of a Gradio history that are stored: all but the refused ones (flagged ones are stored)."""
+    items = list(history or ())
+    marks = _user_marks(items)
+    return [item for i, item in enumerate(items) if _field(item, "role") == "user" and marks.get(i) != REFUSED_MARK]
+
+
 def user_texts(history: Iterable[Any]) -> list[str]:
-    """The texts of the user messages in a Gradio history, in order."""
-    return [clean_text(content_text(_field(item, "content"))) for item in history or () if _field(item, "role") == "user"]
+    """The texts of the stored user messages in a Gradio history, in order (refused ones were never saved)."""
+    return [clean_text(content_text(_field(item, "content"))) for item in _stored_users(history)]
 
 
 def user_turns(history: Iterable[Any]) -> int:
-    """How many user messages a Gradio history holds (display-only bubbles excluded)."""
-    return sum(1 for item in history or () if _field(item, "role") == "user")
+    """How many stored user messages a Gradio history holds (display-only bubbles and refused messages excluded)."""
+    return len(_stored_users(history))
 
 
 def format_metrics(
@@ -180,6 +243,13 @@ def tool_bubble(record: Any) -> gr.ChatMessage:
     return gr.ChatMessage(role="assistant", content="\n\n".join(body), metadata=metadata)
 
 
+def refusal_notice(text: str, mark: str) -> gr.ChatMessage:
+    """The notice answering a refused message, marked so the message is never sent as context."""
+    # The title is what shows while the notice is folded: it says at once that nothing was sent.
+    title = NOTICE_PREFIX + ("Not sent: " if mark == REFUSED_MARK else "") + _first_sentence(text)
+    return gr.ChatMessage(role="assistant", content=text, metadata={"title": title, "status": "done", "id": refusal_id(mark)})
+
+
 def _note(text: str) -> gr.ChatMessage:
     return gr.ChatMessage(role="assistant", content="", metadata={"title": text, "status": "done"})
 
@@ -244,6 +314,8 @@ def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None) -> list[di
         role = _field(m, "role")
         if role == "user":
             value.append({"role": "user", "content": _field(m, "content") or ""})
+        elif role == "assistant" and str(_field(m, "error") or "").startswith(FLAGGED_ERROR):
+            value.append(_as_dict(refusal_notice(_field(m, "content") or "", FLAGGED_MARK)))
         elif role == "assistant":
             provider, model = _field(m, "provider"), _field(m, "model")
             label = label_for(provider, model) if label_for else (f"{provider}:{model}" if provider else "assistant")

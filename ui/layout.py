@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -52,6 +53,14 @@ def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.S
     return unchecked(gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info))
 
 
+def _check_message(message: str | None, limit: int) -> Any:
+    """The browser's check before a message leaves the box (respond checks again for API callers)."""
+    text = message or ""
+    if not text.strip():
+        return gr.validate(False, "Type a message first: an empty message is not sent.")
+    return gr.validate(len(text) <= limit, f"Messages are limited to {limit:,} characters; this one has {len(text):,}. Shorten it and send again.")
+
+
 def _build_chat(services: Services, chat_handler: ChatHandler, model, system_prompt, param_inputs, api_key, use_tools, conversation_id, owner):
     """The chat tab: a ChatInterface whose extra inputs are the sidebar controls."""
     chatbot = gr.Chatbot(
@@ -80,10 +89,8 @@ def _build_chat(services: Services, chat_handler: ChatHandler, model, system_pro
         editable=True,
         fill_height=True,
         save_history=False,
-        validator=lambda message, *rest: gr.validate(
-            len(message or "") <= services.config.max_message_chars,
-            f"Messages are limited to {services.config.max_message_chars:,} characters.",
-        ),
+        # Runs before the textbox is cleared: a message refused here stays in the box to edit.
+        validator=lambda message, *rest: _check_message(message, services.config.max_message_chars),
     )
     return chat, chatbot
 

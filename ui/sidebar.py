@@ -17,11 +17,11 @@ from chat.types import PARAM_NAMES, ModelInfo, Params
 from storage import repository as repo
 from storage.errors import NotFound, StorageError
 from ui.config import new_browser_id
-from ui.convert import stored_to_chatbot, user_texts, user_turns
+from ui.convert import content_text, stored_to_chatbot, user_texts, user_turns
 from ui.exports import exports_for
 from ui.identity import display_name, owner_for, valid_browser_id
 from ui.services import Services
-from ui.store import undo_last_turn
+from ui.store import undo_turn
 
 log = logging.getLogger("parley.sidebar")
 
@@ -268,13 +268,17 @@ class SidebarHandlers:
         gr.Info(f"Imported {len(created) if hasattr(created, '__len__') else created} conversation(s).")
         return (await self.list_choices(owner, request))[0]
 
-    async def undo(self, history: list[Any], conversation_id: str | None, owner: str, request: gr.Request):
+    async def undo(self, data: gr.UndoData, history: list[Any], conversation_id: str | None, owner: str, request: gr.Request):
         """Undo removes the last turn from the store too, so a reload shows what the chat shows."""
         owner = owner_for(request, None, owner)
         if not conversation_id:
             return
+        # By the undone message's index: the chat may arrive before or after Gradio's own undo popped it,
+        # and a refused message (never saved) must not take the stored turn before it along.
+        index = data.index if isinstance(data.index, int) else data.index[0]
         try:
-            await self.s.db(undo_last_turn, owner=owner, conversation_id=conversation_id, history_user_texts=user_texts(history))
+            await self.s.db(undo_turn, owner=owner, conversation_id=conversation_id,
+                            kept_user_texts=user_texts(history[:index]), undone=content_text(data.value))
         except NotFound:
             return
         except StorageError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlmodel import Session
@@ -15,8 +16,12 @@ def _norm(text: str) -> str:
     return " ".join((text or "").split())
 
 
-def _same_turns(shown: list[str], stored: list[str]) -> bool:
+def same_turns(shown: Sequence[str], stored: Sequence[str]) -> bool:
+    """True when the chat's user texts are the stored ones (whitespace aside)."""
     return len(shown) == len(stored) and all(_norm(a) == _norm(b) for a, b in zip(shown, stored))
+
+
+_same_turns = same_turns
 
 
 def start_turn(
@@ -84,3 +89,20 @@ def undo_last_turn(*, session: Session, owner: str, conversation_id: str, histor
     else:
         return 0
     return repo.truncate_after(session=session, owner=owner, conversation_id=conversation_id, position=cut.position)
+
+
+def undo_turn(*, session: Session, owner: str, conversation_id: str, kept_user_texts: list[str], undone: str) -> int:
+    """Undo of one user message: remove it and what follows from the store, if it is the stored one.
+
+    `kept_user_texts` are the stored user texts the chat shows before the undone message (the same
+    whether Gradio's own undo has already popped it or not). A message that was never saved (a
+    refused one) has no stored counterpart at that place, so nothing is removed.
+    """
+    detail = repo.get_conversation(session=session, owner=owner, conversation_id=conversation_id)
+    stored = [m for m in detail.messages if m.role == "user"]
+    keep = len(kept_user_texts)
+    if len(stored) <= keep or not same_turns(kept_user_texts, [m.content for m in stored[:keep]]):
+        return 0
+    if _norm(stored[keep].content) != _norm(undone):
+        return 0
+    return repo.truncate_after(session=session, owner=owner, conversation_id=conversation_id, position=stored[keep].position)
