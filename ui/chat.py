@@ -13,14 +13,25 @@ from pydantic import ValidationError
 
 from chat.context import clean_text
 from chat.errors import ChatError
+from chat.toolloop import ToolLoop
+from chat.tools import ToolContext
 from chat.turn import Turn
 from chat.types import ModelInfo
 from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable
-from chat.toolloop import ToolLoop
-from chat.tools import ToolContext
-from ui.convert import (FLAGGED_ERROR, FLAGGED_MARK, NOTICE_PREFIX, REFUSED_MARK, content_text, refusal_notice,
-                        result_bubbles, to_messages, usage_columns, usage_of, user_texts)
+from ui.convert import (
+    FLAGGED_ERROR,
+    FLAGGED_MARK,
+    NOTICE_PREFIX,
+    REFUSED_MARK,
+    content_text,
+    refusal_notice,
+    result_bubbles,
+    to_messages,
+    usage_columns,
+    usage_of,
+    user_texts,
+)
 from ui.identity import owner_for
 from ui.params import params_error, params_from_inputs  # noqa: F401  (compare and batch import them from here)
 from ui.pending_writes import KeptTurn, PendingWrites

@@ -14,7 +14,8 @@ import gradio as gr
 
 from chat.context import clean_text
 from chat.turn import TurnResult
-from chat.types import FinishReason, Message, Usage, tokens_per_second as rate_of
+from chat.types import FinishReason, Message, Usage
+from chat.types import tokens_per_second as rate_of
 
 # Titles of the metadata bubbles Parley adds around a reply. They are display only:
 # never sent back to a model.
