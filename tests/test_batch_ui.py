@@ -94,7 +94,13 @@ def test_run_two_models_one_failing_gives_summary_and_downloads(view, tmp_path, 
     # Each run gets its own unguessable directory, outside any shared path.
     run = final[view.run_state]
     assert isinstance(run, BatchRun) and run.directory.parent == tmp_path / "runs"
-    assert Path(jsonl).parent == run.directory and len(run.directory.name) > 8
+    assert len(run.directory.name) > 8
+    # The downloads are copies in the short-lived export folder: per owner, then an unguessable name.
+    from ui.exports import exports_for
+
+    folder = Path(jsonl).parent
+    assert folder != run.directory and len(folder.name.split("-", 1)[1]) >= 20
+    assert folder.parent.name == exports_for(view.handlers.s).owner_dir("session:alice-session")
 
 
 def test_bad_inputs_are_refused_with_clear_messages_and_nothing_runs(view, tmp_path, fake_server):
