@@ -15,13 +15,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
+from core.config import AppConfig  # noqa: E402
+from core.services import Services  # noqa: E402
 from storage.db import init_db, make_engine, timeouts_from_env  # noqa: E402
-from ui.config import AppConfig  # noqa: E402
 from ui.exports import export_guard  # noqa: E402
 from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
 from ui.layout import CSS, build_ui  # noqa: E402
 from ui.session_guard import middleware as session_guard  # noqa: E402
-from ui.services import Services  # noqa: E402
 
 log = logging.getLogger("parley")
 

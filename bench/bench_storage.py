@@ -25,10 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gen_storage_data import BIG_OWNER, engine_for, generate, owner_name, word_of_rank  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
-from gen_storage_data import BIG_OWNER, engine_for, generate, owner_name, word_of_rank  # noqa: E402
 from storage import repository as repo  # noqa: E402
 from storage.models import Conversation  # noqa: E402
 

@@ -16,9 +16,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
@@ -42,7 +40,7 @@ SPACES_DATA_DIR = Path("/data")  # Hugging Face Spaces persistent storage, when 
 LOCK_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 15.0
 SQLITE_BUSY_TIMEOUT_MS = int(LOCK_TIMEOUT_S * 1000)
-#: Threads that run storage calls (ui.services) and connections the pool keeps for them: every
+#: Threads that run storage calls (core.services) and connections the pool keeps for them: every
 #: thread must find a connection, or a call waits on the pool instead of the database.
 DB_THREADS = 16
 #: Connections beyond DB_THREADS for the heartbeat, start-up and other direct sessions.

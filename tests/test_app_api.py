@@ -171,9 +171,10 @@ def test_tools_run_in_a_chat_turn_are_shown_stored_and_restored(app, fake_server
         assert reply["content"].endswith("The answer is 42.")
 
         # reopening the conversation shows the tool block again
-        from ui.convert import stored_to_chatbot
-        from storage import repository as repo
         from sqlmodel import Session
+
+        from storage import repository as repo
+        from ui.convert import stored_to_chatbot
 
         with Session(services.engine) as s:
             detail = repo.get_conversation(session=s, owner=conv["owner"], conversation_id=conv["id"])

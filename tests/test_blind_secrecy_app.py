@@ -11,15 +11,15 @@ import gradio as gr
 import pytest
 
 from chat.registry import Registry, Settings
+from core.config import AppConfig
+from core.services import Services
 from storage.db import init_db, make_engine
 from tests.apphelpers import app_env
 from tests.test_compare import collect, request, run_data
-from ui.compare import build_compare_tab
-from ui.config import AppConfig
+from ui.compare.tab import build_compare_tab
 from ui.context import TabContext
 from ui.dashboard import DashboardHandlers
 from ui.exports import ExportFiles
-from ui.services import Services
 from ui.sidebar import SidebarHandlers
 
 USER = "blindapp"

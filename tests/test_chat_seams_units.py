@@ -8,13 +8,13 @@ import logging
 import pytest
 from sqlmodel import Session
 
+from core.pending_writes import KeptTurn, PendingWrites
+from core.store import start_turn, undo_turn
 from storage import repository as repo
 from storage.db import init_db, make_engine
 from storage.errors import InvalidInput, StorageUnavailable
 from tests.storage.conftest import pg_schema_engine
 from ui.convert import FLAGGED_MARK, REFUSED_MARK, refusal_id, stored_to_chatbot, to_messages, user_texts, user_turns
-from ui.pending_writes import KeptTurn, PendingWrites
-from ui.store import start_turn, undo_turn
 
 OWNER = "anon-" + "u" * 22
 

@@ -20,17 +20,17 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from sqlmodel import Session
 
+from chat.registry import Registry, Settings
 from chat.tools import Toolbox, builtin_tools, tool
+from core.compare_export import CSV_COLUMNS
+from core.config import AppConfig
+from core.services import Services
 from storage import repository as repo
 from storage.models import Conversation
 from tests.apphelpers import app_env, in_process_app
 from tests.fakes import Scenario
-from ui.compare import build_compare_tab
-from ui.compare_export import CSV_COLUMNS
-from ui.config import AppConfig
+from ui.compare.tab import build_compare_tab
 from ui.context import TabContext
-from ui.services import Services
-from chat.registry import Registry, Settings
 
 FAST3 = ["openai:rate-20-tokens-20", "anthropic:rate-20-tokens-20", "gemini:rate-20-tokens-20"]
 CALC = [{"name": "calculator", "arguments": {"expression": "6*7"}}]

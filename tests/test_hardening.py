@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chat.context import clean_text
+from core.ratelimit import RateLimiter
 from storage.models import Conversation, Message
 from tests.apphelpers import app_env, in_process_app
 from tests.fakes import FakeServer, Scenario
 from tests.gradio_raw import RawGradio
 from ui.convert import to_messages
-from ui.ratelimit import RateLimiter
 
 PLANTED = "sk-PLANTED-7f3a9c1e5b2d4068a1f9e3c7b5d2a4f6"
 

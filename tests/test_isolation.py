@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from gradio_client import Client
 
+from core.config import new_browser_id
 from storage.models import Conversation, Message
 from tests.apphelpers import app_env, in_process_app
 from tests.gradio_raw import RawGradio
-from ui.config import new_browser_id
 
 ALICE = ("alice", "wonderland")
 BOB = ("bob", "builder")
@@ -108,8 +108,9 @@ def test_anonymous_browsers_are_isolated_by_their_ids(fake_server, tmp_path):
         a = RawGradio(url)
         a.call("on_load", [a_id])
         # Alice's chat through the API lands under a per-session owner; make one through the store instead.
-        from storage import repository as repo
         from sqlmodel import Session
+
+        from storage import repository as repo
 
         with Session(services.engine) as s:
             conv = repo.create_conversation(session=s, owner=a_id, first_prompt="anon secret diary")

@@ -20,13 +20,13 @@ import httpx
 import pytest
 from gradio_client import Client
 
+from core.config import AppConfig, new_browser_id
+from core.identity import client_address, parse_proxies
+from core.ratelimit import Identity, RateLimiter
 from tests.apphelpers import app_env, in_process_app
 from tests.fakes import Scenario
 from tests.gradio_raw import RawGradio
 from tests.test_batch_ui import make_view, prompts_file
-from ui.config import AppConfig, new_browser_id
-from ui.identity import client_address, parse_proxies
-from ui.ratelimit import Identity, RateLimiter
 
 
 @pytest.fixture(params=["memory", "redis"])

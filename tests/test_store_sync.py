@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
+from core.store import start_turn
 from storage import repository as repo
 from storage.db import init_db, make_engine
-from ui.store import start_turn
 
 OWNER = "anon-" + "x" * 22
 
@@ -66,7 +66,7 @@ def test_a_deleted_conversation_starts_a_new_one(session):
 
 
 def test_undo_removes_the_last_turn_only_when_the_store_matches(session):
-    from ui.store import undo_last_turn
+    from core.store import undo_last_turn
 
     conv = turn(session, None, [], "one")
     turn(session, conv, ["one"], "two")
@@ -76,7 +76,7 @@ def test_undo_removes_the_last_turn_only_when_the_store_matches(session):
 
 
 def test_undo_accepts_a_chat_already_popped(session):
-    from ui.store import undo_last_turn
+    from core.store import undo_last_turn
 
     conv = turn(session, None, [], "one")
     turn(session, conv, ["one"], "two")

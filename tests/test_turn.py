@@ -11,7 +11,6 @@ from chat.providers.base import Provider
 from chat.turn import Turn, TurnPolicy
 from chat.types import Finish, FinishReason, Message, ModelInfo, Params, ReasoningDelta, TextDelta, Usage
 
-
 MSGS = [Message(role="user", content="hi")]
 
 

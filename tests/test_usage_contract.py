@@ -27,7 +27,7 @@ from chat.types import (
     Usage,
     tokens_per_second,
 )
-from compare.batch import RESULT_FIELDS, result_row, Prompt
+from compare.batch import RESULT_FIELDS, Prompt, result_row
 from compare.pricing import Price, PriceTable
 from tests.fakes import FakeServer, Scenario
 
@@ -253,7 +253,7 @@ async def test_batch_rows_carry_the_usage_contract(fake_server):
 
 
 async def test_compare_pane_metrics_carry_the_usage_contract(fake_server, tmp_path):
-    from ui.compare_run import metrics_of
+    from core.compare_run import metrics_of
 
     path = edited(tmp_path, "anthropic_tool_use_response.sse", '"cache_creation_input_tokens":0,"cache_read_input_tokens":0',
                   '"cache_creation_input_tokens":50,"cache_read_input_tokens":1000')
@@ -297,8 +297,8 @@ def test_usage_combines_steps():
 def test_compare_pane_line_marks_estimates():
     import dataclasses
 
-    from ui.compare_run import PaneMetrics
-    from ui.compare_view import metrics_markdown
+    from core.compare_run import PaneMetrics
+    from ui.compare.view import metrics_markdown
 
     live = PaneMetrics(model="x", text="t", ttft_ms=100, tokens_per_second=50.0, output_tokens=120, input_tokens=None,
                        duration_ms=1000, finish_reason=None, error=None, cost=None, usage_estimated=True)

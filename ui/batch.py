@@ -28,11 +28,11 @@ from chat.errors import ChatError
 from chat.types import Params, param_bounds
 from compare.batch import BatchSummary, Prompt, load_prompts, read_results, rows_to_csv, run_batch, summarize
 from compare.pricing import PriceTable
+from core.identity import owner_for
+from core.ratelimit import Verdict
+from core.services import Services
 from ui.context import TabContext
 from ui.exports import exports_for
-from ui.identity import owner_for
-from ui.ratelimit import Verdict
-from ui.services import Services
 
 log = logging.getLogger("parley.batch_ui")
 

@@ -17,6 +17,12 @@ from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
 from chat.turn import Turn
 from chat.types import ModelInfo
+from core.identity import owner_for
+from core.pending_writes import KeptTurn, PendingWrites
+from core.services import Services
+from core.store import start_turn
+from core.tooling import owner_search, tool_records
+from core.usage import usage_columns, usage_of
 from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable
 from ui.convert import (
@@ -28,16 +34,9 @@ from ui.convert import (
     refusal_notice,
     result_bubbles,
     to_messages,
-    usage_columns,
-    usage_of,
     user_texts,
 )
-from ui.identity import owner_for
 from ui.params import params_error, params_from_inputs  # noqa: F401  (compare and batch import them from here)
-from ui.pending_writes import KeptTurn, PendingWrites
-from ui.services import Services
-from ui.store import start_turn
-from ui.tooling import owner_search, tool_records
 
 log = logging.getLogger("parley.chat")
 turn_log = logging.getLogger("parley.turns")

@@ -7,14 +7,14 @@ from typing import Any
 
 import gradio as gr
 
-from ui.services import Services
+from core.services import Services
 
 
 @dataclass
 class TabContext:
     services: Services
     #: The owner key of this session (set on page load). Handlers must still call
-    #: ui.identity.owner_for(request, profile, owner) themselves: endpoints are callable by index.
+    #: core.identity.owner_for(request, profile, owner) themselves: endpoints are callable by index.
     owner: gr.State
     model: gr.Dropdown
     system_prompt: gr.Textbox

@@ -13,9 +13,9 @@ from typing import Any
 import gradio as gr
 
 from chat.context import clean_text
-from chat.turn import TurnResult
-from chat.types import FinishReason, Message, Usage
+from chat.types import FinishReason, Message
 from chat.types import tokens_per_second as rate_of
+from core.usage import output_tokens_of, speed_of, usage_of
 
 # Titles of the metadata bubbles Parley adds around a reply. They are display only:
 # never sent back to a model.
@@ -258,33 +258,6 @@ def _note(text: str) -> gr.ChatMessage:
 def _first_sentence(text: str, limit: int = 140) -> str:
     sentence = text.split(". ")[0].rstrip(".")
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
-
-
-def usage_of(result: Any) -> Usage:
-    """The usage contract of a turn or a tool loop: the provider's figures, or an estimate marked as one."""
-    return result.usage
-
-
-def usage_columns(usage: Usage) -> dict[str, Any]:
-    """A reply's usage as storage.repository.finish_turn's keyword arguments."""
-    return {
-        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens, "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens, "usage_estimated": usage.estimated,
-    }  # fmt: skip
-
-
-def output_tokens_of(result: Any) -> int | None:
-    """Output tokens (reasoning included): reported, else estimated (see usage_of for which)."""
-    return usage_of(result).output_tokens
-
-
-def speed_of(result: Any) -> float | None:
-    """Tokens per second of a turn, or of a tool loop's last step."""
-    if isinstance(result, TurnResult):
-        return result.tokens_per_second
-    turn = getattr(result, "turn", None)
-    return turn.tokens_per_second if turn is not None else None
 
 
 def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = ()) -> list[gr.ChatMessage]:

@@ -14,12 +14,12 @@ import pandas as pd
 from sqlmodel import Session
 
 from compare.pricing import PriceTable
+from core.identity import owner_for
+from core.services import Services
 from storage import repository as repo
 from storage.errors import StorageError
 from storage.models import ModelStats
 from ui.context import TabContext
-from ui.identity import owner_for
-from ui.services import Services
 
 log = logging.getLogger("parley.dashboard")
 

@@ -8,13 +8,13 @@ from typing import Any
 import gradio as gr
 
 from chat.types import Params, param_bounds
+from core.services import Services
 from ui.batch import build_batch_tab
 from ui.chat import ChatHandler
-from ui.compare import build_compare_tab
+from ui.compare.tab import build_compare_tab
 from ui.context import TabContext
 from ui.dashboard import build_dashboard_tab
 from ui.params import EFFORT_CHOICES, unchecked
-from ui.services import Services
 from ui.sidebar import SidebarHandlers
 
 CSS = """

@@ -14,14 +14,14 @@ import gradio as gr
 from chat.context import clean_text
 from chat.errors import ChatError
 from chat.types import PARAM_NAMES, ModelInfo, Params
+from core.config import new_browser_id
+from core.identity import display_name, owner_for, valid_browser_id
+from core.services import Services
+from core.store import undo_turn
 from storage import repository as repo
 from storage.errors import NotFound, StorageError
-from ui.config import new_browser_id
 from ui.convert import content_text, stored_to_chatbot, user_texts, user_turns
 from ui.exports import exports_for
-from ui.identity import display_name, owner_for, valid_browser_id
-from ui.services import Services
-from ui.store import undo_turn
 
 log = logging.getLogger("parley.sidebar")
 

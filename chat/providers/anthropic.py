@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any

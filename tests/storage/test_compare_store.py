@@ -167,9 +167,9 @@ def test_deleting_a_pane_conversation_removes_its_pane_rows(session, engine):
 
 
 def test_migration_from_0002_keeps_chats_and_downgrade_keeps_messages(empty_engine):
-    from alembic import command
-
     import uuid
+
+    from alembic import command
 
     db.migrate(empty_engine, "0002")
     sqlite = empty_engine.dialect.name == "sqlite"

@@ -10,11 +10,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from core.config import AppConfig
+from core.services import Services
 from storage import db
 from storage import repository as repo
 from storage.errors import StorageUnavailable, unavailable_message
-from ui.config import AppConfig
-from ui.services import Services
 
 #: How long a test waits for an answer before it calls the call stuck (never a speed assertion:
 #: the lock timeout under test is 5 s, this only has to be far above it).

@@ -17,7 +17,7 @@ from storage.models import Message, Replica, utcnow
 
 
 def _session(engine, instance_id: str | None) -> Session:
-    """A session as ui.services opens it for the process `instance_id`."""
+    """A session as core.services opens it for the process `instance_id`."""
     return Session(engine, info={replicas.INSTANCE_KEY: instance_id} if instance_id else {})
 
 

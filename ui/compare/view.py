@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from chat.types import FinishReason
-from ui.compare_run import PaneMetrics, ReplyResult, redact
+from core.compare_run import PaneMetrics, ReplyResult, redact
 from ui.convert import NOTICE_PREFIX, REASONING_TITLE, tool_bubble
 
 FINISH_ICONS = {

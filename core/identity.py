@@ -7,19 +7,17 @@ import re
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-import gradio as gr
-
 # Matched with fullmatch: `$` would also accept a trailing newline, a second owner key for the same id.
 _BROWSER_ID = re.compile(r"anon-[A-Za-z0-9_-]{22,64}")
 _HF_OWNER = re.compile(r"hf:[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
-def owner_for(request: gr.Request | None, profile: Any = None, state_owner: str | None = None) -> str:
+def owner_for(request: Any, profile: Any = None, state_owner: str | None = None) -> str:
     """The owner of this call, most trusted source first.
 
     A login name (APP_USERS) or a Hugging Face profile always wins, so a logged-in user can
     never be steered to another owner. `state_owner` is the owner that `on_load` put in a
-    server-side gr.State: Gradio never takes a State's value from the client, and `on_load`
+    server-side Gradio State: Gradio never takes a State's value from the client, and `on_load`
     accepts only well-formed random browser ids. Callers with none of these (gradio_client
     without a page load) get an owner per client session.
     """

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from chat.types import tokens_per_second
+from core.compare_run import blind_label
 from storage.models import ComparisonDetail
-from ui.compare_run import blind_label
 
 CSV_COLUMNS = [
     "comparison_id", "created_at", "prompt", "blind", "slot", "label", "model", "model_version",

@@ -21,7 +21,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from ui.identity import ProxyNetwork, client_address, is_anonymous
+from core.identity import ProxyNetwork, client_address, is_anonymous
 
 log = logging.getLogger("parley.ratelimit")
 
@@ -110,7 +110,7 @@ class RateLimiter:
 
     @classmethod
     def from_config(cls, config: Any) -> RateLimiter:
-        """Built from ui.config.AppConfig (RATE_LIMIT, BATCH_RATE_LIMIT, TRUSTED_PROXIES, REDIS_URL)."""
+        """Built from core.config.AppConfig (RATE_LIMIT, BATCH_RATE_LIMIT, TRUSTED_PROXIES, REDIS_URL)."""
         return cls(config.rate_limit, config.redis_url, prefix=config.rate_prefix,
                    batch_rate=config.batch_rate_limit, trusted_proxies=config.trusted_proxy_networks())
 

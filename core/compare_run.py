@@ -1,7 +1,7 @@
 """Compare mode's engine: one reply per pane run concurrently, merged into one coalesced feed, then saved.
 
 A pane's reply is a `Turn`, or a `ToolLoop` when the run allows tools and its model supports them.
-No Gradio here: the tab (ui/compare.py) and the `/compare` API both drive `CompareRun`.
+No Gradio here: the tab (ui/compare/tab.py) and the `/compare` API both drive `CompareRun`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from chat.tools import ToolContext
 from chat.turn import Turn, TurnResult, coalesce
 from chat.types import FinishReason, Message, ModelInfo, Params
 from compare.pricing import PriceTable
+from core.services import Services
+from core.tooling import owner_search, tool_records
+from core.usage import speed_of, usage_columns, usage_of
 from storage import repository as repo
 from storage.errors import StorageError
 from storage.models import ComparisonIds
-from ui.convert import speed_of, usage_columns, usage_of
-from ui.services import Services
-from ui.tooling import owner_search, tool_records
 
 log = logging.getLogger("parley.compare")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from chat.tools import SearchFn
+from core.services import Services
 from storage import repository as repo
-from ui.services import Services
 
 
 def tool_record(t: Any) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from sqlmodel import Session
 
 from chat.registry import Registry
 from chat.turn import TurnPolicy
+from core.config import AppConfig
+from core.ratelimit import RateLimiter
 from storage.db import db_threads
 from storage.replicas import INSTANCE_KEY, Heartbeat, new_instance_id
-from ui.config import AppConfig
-from ui.ratelimit import RateLimiter
 
 T = TypeVar("T")
 log = logging.getLogger("parley.services")

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ui.identity import ProxyNetwork, parse_proxies
-from ui.ratelimit import parse_rate
+from core.identity import ProxyNetwork, parse_proxies
+from core.ratelimit import parse_rate
 
 
 def parse_users(spec: str | None) -> list[tuple[str, str]]:

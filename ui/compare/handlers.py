@@ -24,21 +24,21 @@ from chat.context import clean_text
 from chat.errors import ChatError
 from chat.types import Message, Params
 from compare.pricing import ROW_COLUMNS, PriceError, PriceTable
+from core.compare_export import to_csv, to_jsonl
+from core.compare_run import LETTERS, CompareRun, Pane, blind_label, metrics_of
+from core.identity import owner_for
+from core.services import Services
 from storage import repository as repo
 from storage.errors import StorageError
 from storage.models import MAX_PANES, MIN_PANES, ComparisonIds
 from ui.chat import model_label, params_error, params_from_inputs
-from ui.compare_board import build_board, rating_plot_html, table_frame, win_matrix_html
-from ui.compare_export import to_csv, to_jsonl
-from ui.compare_run import LETTERS, CompareRun, Pane, blind_label, metrics_of
-from ui.compare_view import chart_frames, header_markdown, metrics_markdown, reply_bubbles
+from ui.compare.board import build_board, rating_plot_html, table_frame, win_matrix_html
+from ui.compare.view import chart_frames, header_markdown, metrics_markdown, reply_bubbles
 from ui.convert import content_text
 from ui.exports import exports_for
-from ui.identity import owner_for
-from ui.services import Services
 
 if TYPE_CHECKING:
-    from ui.compare import CompareUI
+    from ui.compare.tab import CompareUI
 
 log = logging.getLogger("parley.compare")
 

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.store import same_turns, start_turn
 from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable
-from ui.store import same_turns, start_turn
 
 log = logging.getLogger("parley.pending")
 

@@ -1,8 +1,8 @@
 """The compare tab: one prompt into 2-4 panes at once, live metrics, blind votes, leaderboard, exports.
 
-This module is the layout and the event wiring; the handlers are ui/compare_handlers.py, the
-concurrent run ui/compare_run.py, the rendering ui/compare_view.py, the leaderboard
-ui/compare_board.py and the exports ui/compare_export.py.
+This module is the layout and the event wiring; the handlers are ui/compare/handlers.py, the
+concurrent run core/compare_run.py, the rendering ui/compare/view.py, the leaderboard
+ui/compare/board.py and the exports core/compare_export.py.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import gradio as gr
 
 from compare.pricing import ROW_COLUMNS, PriceTable
+from core.compare_run import LETTERS
 from storage.models import MAX_PANES, MIN_PANES
-from ui.compare_handlers import TEMPERATURE_CHOICES, CompareTab, rows_frame
-from ui.compare_run import LETTERS
-from ui.compare_view import CHART_METRICS, header_markdown
+from ui.compare.handlers import TEMPERATURE_CHOICES, CompareTab, rows_frame
+from ui.compare.view import CHART_METRICS, header_markdown
 from ui.context import TabContext
 
 METRICS_CSS = """
