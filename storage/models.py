@@ -58,6 +58,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a `table=True` model, typed (SQLModel leaves `__table__` untyped for mypy)."""
+    table = model.__table__  # type: ignore[attr-defined]  # set by SQLAlchemy's declarative mapping at class creation
+    assert isinstance(table, sa.Table), f"{model.__name__} is not a table model"
+    return table
+
+
 # --- conversation ---------------------------------------------------------------------------
 
 

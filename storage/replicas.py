@@ -29,7 +29,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from storage.errors import StorageError, StorageUnavailable, unavailable_message
-from storage.models import OWNER_MAX, Replica, utcnow
+from storage.guard import rowcount
+from storage.models import OWNER_MAX, Replica, table_of, utcnow
 
 log = logging.getLogger("parley.replicas")
 
@@ -67,9 +68,9 @@ def host_key() -> str:
 def beat(*, session: Session, instance_id: str) -> None:
     """Record that `instance_id` (this process) is alive now, creating its row on the first beat."""
     now = utcnow()
-    table = Replica.__table__
+    table = table_of(Replica)
     updated = session.execute(sa.update(table).where(table.c.id == instance_id).values(last_seen=now))
-    if updated.rowcount == 0:
+    if rowcount(updated) == 0:
         session.execute(
             sa.insert(table).values(id=instance_id, host=host_key(), pid=os.getpid(), started_at=now, last_seen=now)
         )
@@ -78,7 +79,7 @@ def beat(*, session: Session, instance_id: str) -> None:
 
 def dead_local_instances(*, session: Session, instance_id: str) -> list[str]:
     """Other instances recorded on this host whose process is gone (or whose pid is now ours)."""
-    table = Replica.__table__
+    table = table_of(Replica)
     rows = session.execute(
         sa.select(table.c.id, table.c.pid).where(table.c.host == host_key(), table.c.id != instance_id)
     ).all()
@@ -91,7 +92,7 @@ def dead_local_instances(*, session: Session, instance_id: str) -> list[str]:
 
 def forget(*, session: Session, instance_ids: list[str] | None = None) -> int:
     """Delete these instances' rows, or (None) those silent for FORGET_AFTER; returns how many."""
-    table = Replica.__table__
+    table = table_of(Replica)
     query = sa.delete(table)
     if instance_ids is None:
         query = query.where(table.c.last_seen < utcnow() - FORGET_AFTER)
@@ -101,7 +102,7 @@ def forget(*, session: Session, instance_ids: list[str] | None = None) -> int:
         return 0
     result = session.execute(query)
     session.commit()
-    return result.rowcount
+    return rowcount(result)
 
 
 def _running(pid: int) -> bool:

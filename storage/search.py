@@ -4,14 +4,26 @@ User text never becomes SQL: for SQLite it becomes an FTS5 expression made only 
 strings (which FTS5 treats as plain words, whatever they contain), bound as a parameter; for
 PostgreSQL the words are bound as a parameter to `plainto_tsquery`, which has no operators.
 Every whitespace-separated chunk must appear (AND); matching is by whole word, case- and
-accent-insensitive on SQLite, case-insensitive on PostgreSQL.
+accent-insensitive on SQLite, case-insensitive on PostgreSQL. `search_messages` is the query itself.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.types import TypeEngine
+from sqlmodel import Session
+from sqlmodel.sql.sqltypes import UTCDateTime
+
+from storage.errors import InvalidInput, StorageError
+from storage.guard import guarded
+from storage.models import SearchHit
+from storage.validation import check_owner
+
+MAX_SEARCH_HITS = 200
 MAX_TERMS = 16
 MAX_TERM_CHARS = 64
 SNIPPET_CHARS = 200
@@ -105,3 +117,76 @@ def _match_pattern(words: list[str]) -> re.Pattern[str] | None:
 
 def _escape(text: str) -> str:
     return html.escape(_SPACE.sub(" ", text))
+
+
+_HIT_COLUMNS: dict[str, TypeEngine[Any]] = dict(
+    id=sa.Uuid(),
+    conversation_id=sa.Uuid(),
+    title=sa.String(),
+    role=sa.String(),
+    content=sa.Text(),
+    reasoning=sa.Text(),
+    created_at=UTCDateTime(),
+)
+
+_SQLITE_SEARCH = sa.text(
+    """
+    SELECT m.id, m.conversation_id, c.title, m.role, m.content, m.reasoning, m.created_at
+    FROM message_fts
+    JOIN message AS m ON m.rowid = message_fts.rowid
+    JOIN conversation AS c ON c.id = m.conversation_id
+    WHERE message_fts MATCH :query AND m.owner = :owner AND c.owner = :owner AND c.kind = 'chat'
+    ORDER BY m.created_at DESC, m.position DESC
+    LIMIT :limit
+    """
+).columns(**_HIT_COLUMNS)
+
+_PG_SEARCH = sa.text(
+    """
+    SELECT m.id, m.conversation_id, c.title, m.role, m.content, m.reasoning, m.created_at
+    FROM message AS m
+    JOIN conversation AS c ON c.id = m.conversation_id
+    WHERE m.search @@ plainto_tsquery('simple', :query) AND m.owner = :owner AND c.owner = :owner AND c.kind = 'chat'
+    ORDER BY m.created_at DESC, m.position DESC
+    LIMIT :limit
+    """
+).columns(**_HIT_COLUMNS)
+
+
+@guarded
+def search_messages(*, session: Session, owner: str, query: str, limit: int = 50) -> list[SearchHit]:
+    """This owner's chat messages containing every word of `query`, newest first, with a marked snippet.
+
+    Compare panes are left out: opening one from the sidebar would reveal a blind pane's model.
+
+    Whatever `query` holds (quotes, operators, SQL) is searched for as words. A query without any
+    letter or digit finds nothing.
+    """
+    owner = check_owner(owner)
+    if not isinstance(query, str):
+        raise InvalidInput("The search must be text.")
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_SEARCH_HITS:
+        raise InvalidInput(f"The number of results must be between 1 and {MAX_SEARCH_HITS}.")
+    terms = search_terms(query)
+    if not terms:
+        return []
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        statement, text = _SQLITE_SEARCH, fts5_query(terms, owner)
+    elif dialect == "postgresql":
+        statement, text = _PG_SEARCH, pg_query_text(terms)
+    else:  # pragma: no cover - only the two supported backends have a migration with an index
+        raise StorageError(f"Search is not available on {dialect}.")
+    words = highlight_words(terms)
+    rows = session.execute(statement, {"query": text, "owner": owner, "limit": limit}).mappings()
+    return [
+        SearchHit(
+            conversation_id=r["conversation_id"],
+            title=r["title"],
+            message_id=r["id"],
+            role=r["role"],
+            snippet=make_snippet(r["content"], r["reasoning"], words),
+            created_at=r["created_at"],
+        )
+        for r in rows
+    ]

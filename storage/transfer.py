@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -24,8 +24,8 @@ from storage.models import (
 )
 from storage.validation import check_params
 
-FORMAT = "parley.conversations"
-VERSION = 1
+FORMAT: Final = "parley.conversations"
+VERSION: Final = 1
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 MAX_IMPORT_CONVERSATIONS = 1_000
 MAX_IMPORT_MESSAGES = 10_000  # per conversation
@@ -66,7 +66,7 @@ class FileUsage(_Strict):
     estimated: bool | None = None
 
     @model_validator(mode="after")
-    def _parts_fit(self) -> "FileUsage":
+    def _parts_fit(self) -> FileUsage:
         parts = (self.cached_input_tokens or 0) + (self.cache_write_tokens or 0)
         if self.input_tokens is not None and parts > self.input_tokens:
             raise ValueError("cached_input_tokens and cache_write_tokens are parts of input_tokens and cannot exceed it")
@@ -101,7 +101,7 @@ class FileMessage(_Strict):
     _params = field_validator("params")(lambda v: _params_or_error(v))
 
     @model_validator(mode="after")
-    def _usage_agrees(self) -> "FileMessage":
+    def _usage_agrees(self) -> FileMessage:
         # The flat counts stay for older readers; a file whose two copies disagree is not ours to guess about.
         if self.usage is not None:
             for name in ("input_tokens", "output_tokens", "reasoning_tokens"):

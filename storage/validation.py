@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 from storage.errors import InvalidInput, NotFound
 from storage.models import AUTO_TITLE_MAX, DEFAULT_TITLE, MAX_CONTENT_CHARS, OWNER_MAX, TITLE_MAX
@@ -46,6 +46,10 @@ def parse_id(value: object, what: str = "conversation") -> uuid.UUID:
     raise NotFound(f"No {what} with id {shown}.")
 
 
+@overload
+def clean_text(value: object, what: str, *, limit: int = ..., optional: Literal[False] = ...) -> str: ...
+@overload
+def clean_text(value: object, what: str, *, limit: int = ..., optional: bool) -> str | None: ...
 def clean_text(value: object, what: str, *, limit: int = MAX_CONTENT_CHARS, optional: bool = False) -> str | None:
     """Text as stored: NUL characters (which PostgreSQL refuses) replaced, length checked."""
     if value is None and optional:
@@ -98,7 +102,7 @@ def check_params(params: object) -> dict[str, Any] | None:
     if len(encoded) > MAX_PARAMS_CHARS:
         raise InvalidInput(f"The parameters take {len(encoded):,} characters; the limit is {MAX_PARAMS_CHARS:,}.")
     _refuse_secrets(params)
-    return json.loads(encoded)
+    return cast(dict[str, Any], json.loads(encoded))  # a JSON object was encoded, so an object decodes
 
 
 def _refuse_secrets(value: Any) -> None:

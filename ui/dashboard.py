@@ -100,11 +100,11 @@ def bucket_starts(now: datetime, buckets: Buckets) -> list[datetime]:
 
 def _usage_over_time(*, session: Session, owner: str, since: datetime | None, until: datetime,
                      starts: list[datetime], step: timedelta) -> tuple[list[ModelStats], list[list[ModelStats]]]:
-    """The period's stats and one usage_stats per bucket, in one session (one worker-thread hop)."""
+    """The period's stats and every bucket's (one grouped query), in one session (one worker-thread hop)."""
     totals = repo.usage_stats(session=session, owner=owner, since=since, until=until)
     if not totals:
         return totals, []
-    per_bucket = [repo.usage_stats(session=session, owner=owner, since=s, until=s + step) for s in starts]
+    per_bucket = repo.usage_over_time(session=session, owner=owner, edges=[*starts, starts[-1] + step])
     return totals, per_bucket
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from storage.db import default_url, normalize_url
 
@@ -20,7 +20,7 @@ def run_migrations() -> None:
     _run(connection)
 
 
-def _run(connection) -> None:  # noqa: ANN001
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=None,  # revisions are written by hand; the models mirror head

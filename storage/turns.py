@@ -1,0 +1,338 @@
+"""The turn lifecycle: a prompt and its pending reply, the reply finished or saved in part, Retry/Undo/Edit, feedback.
+
+begin_turn saves the user's message and a pending placeholder before the provider is called;
+finish_turn writes the reply (whole or partial) into it when the stream ends; save_partial keeps the
+text of a reply still streaming; mark_interrupted repairs replies a dead process left pending.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from storage.errors import InvalidInput, NotFound
+from storage.guard import aware, guarded, message_public, owned_conversation, owned_message, rowcount
+from storage.models import (
+    DEFAULT_TITLE,
+    FINISH_REASONS,
+    INTERRUPTED,
+    PENDING,
+    Conversation,
+    Message,
+    MessagePublic,
+    Replica,
+    ToolCallRecord,
+    TurnIds,
+    table_of,
+    utcnow,
+)
+from storage.replicas import GRACE_S, INSTANCE_KEY
+from storage.validation import auto_title, check_metric, check_name, check_owner, check_params, clean_text, parse_id
+
+
+@guarded
+def begin_turn(
+    *,
+    session: Session,
+    owner: str,
+    conversation_id: uuid.UUID | str,
+    content: str,
+    provider: str | None = None,
+    model: str | None = None,
+    params: dict[str, Any] | None = None,
+    system_prompt: str | None = None,
+) -> TurnIds:
+    """Save the user's message and a pending assistant placeholder in one transaction.
+
+    Call it before the provider is called; call finish_turn with the reply when it ends. The
+    conversation remembers `provider:model`, `params` and `system_prompt` as last used, and takes
+    its title from `content` when it is still the default and this is the first message.
+    """
+    content = clean_text(content, "message")
+    return add_turn(session, owner, conversation_id, content, provider, model, params, system_prompt)
+
+
+@guarded
+def begin_reply(
+    *,
+    session: Session,
+    owner: str,
+    conversation_id: uuid.UUID | str,
+    provider: str | None = None,
+    model: str | None = None,
+    params: dict[str, Any] | None = None,
+    system_prompt: str | None = None,
+) -> TurnIds:
+    """Add only a pending assistant placeholder (Retry: after truncate_after removed the old reply)."""
+    return add_turn(session, owner, conversation_id, None, provider, model, params, system_prompt)
+
+
+def add_turn(
+    session: Session,
+    owner: str,
+    conversation_id: object,
+    content: str | None,
+    provider: object,
+    model: object,
+    params: object,
+    system_prompt: object,
+    *,
+    commit: bool = True,
+) -> TurnIds:
+    owner = check_owner(owner)
+    cid = parse_id(conversation_id, "conversation")
+    provider = check_name(provider, "provider")
+    model = check_name(model, "model")
+    params = check_params(params)
+    system_prompt = clean_text(system_prompt, "system prompt", optional=True)
+    now = utcnow()
+    values: dict[str, Any] = {"updated_at": now}
+    if provider or model:
+        values["model"] = check_name(f"{provider}:{model}" if provider and model else provider or model, "model")
+    if params is not None:
+        values["params"] = params
+    if system_prompt is not None:
+        values["system_prompt"] = system_prompt
+    table = table_of(Conversation)
+    # Writing the conversation first takes its lock (the row on PostgreSQL, the database write lock
+    # on SQLite) before the next position is read, so two turns can never claim the same position.
+    updated = session.execute(
+        sa.update(table).where(table.c.id == cid, table.c.owner == owner).values(**values)
+    )
+    if rowcount(updated) == 0:
+        raise NotFound(f"No conversation with id {str(cid)!r}.")
+    last = session.execute(
+        sa.select(sa.func.max(table_of(Message).c.position)).where(table_of(Message).c.conversation_id == cid)
+    ).scalar_one()
+    position = 0 if last is None else last + 1
+    if content is not None and position == 0:
+        session.execute(
+            sa.update(table)
+            .where(table.c.id == cid, table.c.title == DEFAULT_TITLE)
+            .values(title=auto_title(content))
+        )
+    blank = dict(conversation_id=cid, owner=owner, content="", provider=None, model=None, params=None,
+                 finish_reason=None, created_at=now, instance_id=None)  # fmt: skip
+    rows = []
+    user_id = user_position = None
+    if content is not None:
+        user_id, user_position = uuid.uuid4(), position
+        rows.append({**blank, "id": user_id, "position": position, "role": "user", "content": content})
+        position += 1
+    assistant_id = uuid.uuid4()
+    rows.append(
+        {**blank, "id": assistant_id, "position": position, "role": "assistant", "provider": provider,
+         "model": model, "params": params, "finish_reason": PENDING,
+         "instance_id": session.info.get(INSTANCE_KEY)}  # which process streams it: see storage.replicas
+    )  # fmt: skip
+    # One statement for both rows: a round trip less on the path every prompt takes.
+    session.execute(sa.insert(table_of(Message)), rows)
+    if commit:  # begin_comparison commits all its panes' turns at once
+        session.commit()
+        session.expire_all()
+    return TurnIds(
+        conversation_id=cid,
+        user_message_id=user_id,
+        user_position=user_position,
+        assistant_message_id=assistant_id,
+        assistant_position=position,
+    )
+
+
+@guarded
+def finish_turn(
+    *,
+    session: Session,
+    owner: str,
+    message_id: uuid.UUID | str,
+    content: str,
+    finish_reason: str,
+    reasoning: str | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    model_version: str | None = None,
+    params: dict[str, Any] | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
+    ttft_ms: int | float | None = None,
+    duration_ms: int | float | None = None,
+    error: str | None = None,
+    tool_calls: list[ToolCallRecord | dict[str, Any]] | None = None,
+    cached_input_tokens: int | None = None,
+    cache_write_tokens: int | None = None,
+    usage_estimated: bool | None = None,
+) -> MessagePublic:
+    """Write the reply (whole or partial) and its metrics into the pending placeholder.
+
+    `finish_reason` is one of FINISH_REASONS ("stop", "cancelled", "error", ...; a FinishReason
+    enum works too). Only a pending (or interrupted) assistant message can be finished.
+    Usage follows chat's contract: input_tokens is the whole prompt, cached_input_tokens and
+    cache_write_tokens parts of it, output_tokens includes reasoning_tokens, and usage_estimated
+    says whether the figures are an estimate (True) or the provider's (False).
+    """
+    owner = check_owner(owner)
+    reason = getattr(finish_reason, "value", finish_reason)
+    if reason not in FINISH_REASONS:
+        raise InvalidInput(f"Unknown finish reason {str(reason)[:40]!r}.")
+    values: dict[str, Any] = dict(
+        content=clean_text(content, "reply"),
+        reasoning=clean_text(reasoning, "reasoning", optional=True),
+        model_version=check_name(model_version, "model version"),
+        input_tokens=check_metric(input_tokens, "input token count"),
+        output_tokens=check_metric(output_tokens, "output token count"),
+        reasoning_tokens=check_metric(reasoning_tokens, "reasoning token count"),
+        cached_input_tokens=check_metric(cached_input_tokens, "cached input token count"),
+        cache_write_tokens=check_metric(cache_write_tokens, "cache write token count"),
+        usage_estimated=_flag(usage_estimated, "usage_estimated"),
+        ttft_ms=check_metric(ttft_ms, "time to first token"),
+        duration_ms=check_metric(duration_ms, "duration"),
+        finish_reason=reason,
+        error=clean_text(error, "error", limit=100_000, optional=True),
+        tool_calls=_tool_calls(tool_calls),
+    )
+    _check_cache_parts(values)
+    # Only overwrite what the placeholder already knows when the caller says something new.
+    for name, value in (("provider", provider), ("model", model)):
+        if value is not None:
+            values[name] = check_name(value, name)
+    if params is not None:
+        values["params"] = check_params(params)
+    row = owned_message(session, owner, message_id)
+    if row.role != "assistant":
+        raise InvalidInput("Only an assistant reply can be finished.")
+    if row.finish_reason not in (PENDING, INTERRUPTED):
+        raise InvalidInput("This reply is already finished.")
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.execute(
+        sa.update(table_of(Conversation))
+        .where(table_of(Conversation).c.id == row.conversation_id)
+        .values(updated_at=utcnow())
+    )
+    session.flush()
+    public = message_public(row)
+    session.commit()
+    return public
+
+
+def _check_cache_parts(values: dict[str, Any]) -> None:
+    # Cached reads and cache writes are parts of the prompt: more of them than the prompt is a bad figure.
+    total, parts = values["input_tokens"], (values["cached_input_tokens"] or 0) + (values["cache_write_tokens"] or 0)
+    if total is not None and parts > total:
+        raise InvalidInput(f"Cached and cache-write tokens ({parts}) cannot exceed the input tokens ({total}).")
+
+
+def _flag(value: object, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidInput(f"{what} must be true, false or null.")
+
+
+def _tool_calls(calls: object) -> list[dict[str, Any]] | None:
+    if calls is None:
+        return None
+    if not isinstance(calls, list | tuple):
+        raise InvalidInput("Tool calls must be a list.")
+    return [ToolCallRecord.model_validate(c).model_dump() for c in calls]
+
+
+@guarded
+def save_partial(
+    *, session: Session, owner: str, message_id: uuid.UUID | str, content: str, reasoning: str | None = None
+) -> bool:
+    """Keep the text of a reply still streaming, so a server that dies mid-reply loses little of it.
+
+    Writes only while the reply is pending: a late call never overwrites a finished reply.
+    Returns whether it wrote.
+    """
+    owner = check_owner(owner)
+    mid = parse_id(message_id, "message")
+    content = clean_text(content, "reply", optional=True) or ""
+    reasoning = clean_text(reasoning, "reasoning", optional=True)
+    table = table_of(Message)
+    result = session.execute(
+        sa.update(table)
+        .where(table.c.id == mid, table.c.owner == owner, table.c.finish_reason == PENDING)
+        .values(content=content, reasoning=reasoning)
+    )
+    session.commit()
+    return rowcount(result) == 1
+
+
+@guarded
+def mark_interrupted(
+    *,
+    session: Session,
+    grace: timedelta = timedelta(seconds=GRACE_S),
+    instance_id: str | None = None,
+    before: datetime | None = None,
+) -> int:
+    """Turn replies left "pending" by app processes that are gone into "interrupted".
+
+    A reply counts as orphaned when it is older than `grace` and the process that streams it
+    (message.instance_id) has not sent a heartbeat within `grace`; a reply with no process recorded
+    goes by age alone. So a starting replica never marks another one's live replies, whose partial
+    saves would then stop. `grace=timedelta(0)` marks every pending reply (nothing else is running).
+    `instance_id` marks that process's replies whatever their age (its own clean shutdown), and
+    `before` keeps replies created at or after that time. Deliberately not per owner: it repairs the
+    whole database. Returns how many replies were marked.
+    """
+    if not isinstance(grace, timedelta) or grace < timedelta(0):
+        raise InvalidInput("The grace period must be a duration from zero.")
+    table = table_of(Message)
+    query = sa.update(table).where(table.c.finish_reason == PENDING)
+    if instance_id is not None:
+        query = query.where(table.c.instance_id == check_name(instance_id, "instance id"))
+    else:
+        cutoff = utcnow() - grace
+        replicas = table_of(Replica)
+        alive = sa.exists().where(replicas.c.id == table.c.instance_id, replicas.c.last_seen >= cutoff)
+        query = query.where(table.c.created_at < cutoff, ~alive)
+    before = aware(before, "cut-off time")
+    if before is not None:
+        query = query.where(table.c.created_at < before)
+    result = session.execute(query.values(finish_reason=INTERRUPTED))
+    session.commit()
+    return rowcount(result)
+
+
+@guarded
+def truncate_after(*, session: Session, owner: str, conversation_id: uuid.UUID | str, position: int) -> int:
+    """Delete the messages at `position` and after it (Retry, Undo, Edit); returns how many went."""
+    owner = check_owner(owner)
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise InvalidInput("The position must be a whole number from 0.")
+    conversation = owned_conversation(session, owner, conversation_id)
+    table = table_of(Message)
+    result = session.execute(
+        sa.delete(table).where(
+            table.c.conversation_id == conversation.id, table.c.owner == owner, table.c.position >= position
+        )
+    )
+    conversation.updated_at = utcnow()
+    session.commit()
+    return rowcount(result)
+
+
+@guarded
+def set_feedback(
+    *, session: Session, owner: str, message_id: uuid.UUID | str, feedback: Literal["like", "dislike"] | None
+) -> MessagePublic:
+    """Record a like or dislike on an assistant reply (None clears it)."""
+    owner = check_owner(owner)
+    if feedback not in ("like", "dislike", None):
+        raise InvalidInput("Feedback must be 'like', 'dislike' or nothing.")
+    row = owned_message(session, owner, message_id)
+    if row.role != "assistant":
+        raise InvalidInput("Only an assistant reply can be liked or disliked.")
+    row.feedback = feedback
+    session.flush()
+    public = message_public(row)
+    session.commit()
+    return public
+
