@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+from typing import Any
 
 # Telemetry off before Gradio is imported (it reads this at import time).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -41,7 +42,7 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
     # uvicorn (read when launching) trusts X-Forwarded-For from loopback by default: TRUSTED_PROXIES decides.
     os.environ["FORWARDED_ALLOW_IPS"] = config.forwarded_allow_ips()
     registry = Registry.from_settings(Settings.from_env(env))
-    engine = make_engine(config.database_url, **timeouts_from_env(env))
+    engine = make_engine(config.database_url, **timeouts_from_env(env))  # type: ignore[arg-type]  # its keys are the two float timeouts, never busy_timeout_ms
     init_db(engine)
     if env.get("PARLEY_GRADIO_PATCHES", "on").lower() != "off":  # "off": Gradio as shipped (to compare)
         apply_gradio_patches()
@@ -73,7 +74,7 @@ def _warm(services: Services) -> None:
         services.warmed.set()
 
 
-def launch_kwargs(services: Services) -> dict:
+def launch_kwargs(services: Services) -> dict[str, Any]:
     """Options for demo.launch(): security defaults from the research notes, auth from APP_USERS."""
     config = services.config
     return dict(
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 _built: tuple[gr.Blocks, Services] | None = None
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> gr.Blocks:
     """`from app import demo` (Gradio's reload mode, Spaces tooling) builds the app on first use."""
     global _built
     if name == "demo":

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     ttft = [f for f, _ in results if f is not None]
     errors = [e for _, e in results if e]
     expected = args.users * args.turns
-    print(f"| users × turns | turns done | errors | saved replies | saved user messages | TTFT p50 | TTFT p95 | wall | server CPU | clients' CPU |")
+    print("| users × turns | turns done | errors | saved replies | saved user messages | TTFT p50 | TTFT p95 | wall | server CPU | clients' CPU |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.users} × {args.turns} | {len(results)}/{expected} | {len(errors)} | {saved}/{expected} | {users_rows}/{expected} | "
           f"{statistics.median(ttft):.3f} s | {pct(ttft, 95):.3f} s | {wall:.1f} s | {server_cpu:.1f} s | {client_cpu:.1f} s |")

@@ -90,15 +90,14 @@ class GradioChat:
         self.template: list = []
         self.message_i = self.model_i = -1
 
-    async def discover(self) -> "GradioChat":
+    async def discover(self) -> GradioChat:
         """fn_index and input order of the dependency with api_name "chat", from /config."""
         config = (await self.client.get(f"{self.url}/config")).json()
         components = {c["id"]: c for c in config["components"]}
-        for i, dep in enumerate(config["dependencies"]):
-            if dep.get("api_name") == "chat":
-                break
-        else:
+        chat_deps = [(i, dep) for i, dep in enumerate(config["dependencies"]) if dep.get("api_name") == "chat"]
+        if not chat_deps:
             raise RuntimeError(f"{self.url}: no dependency with api_name 'chat'")
+        i, dep = chat_deps[0]
         self.fn_index = dep.get("id", i)
         for j, target in enumerate(dep["inputs"]):
             comp = components[target]

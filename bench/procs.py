@@ -91,7 +91,7 @@ class FakeProvider(Process):
         super().__init__("fake", [sys.executable, "-m", "tests.fakes", "--port", "0", "--key", "test-key"], {}, log_dir)
         self.url = ""
 
-    def start(self) -> "FakeProvider":
+    def start(self) -> FakeProvider:
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True, text=True)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]

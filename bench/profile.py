@@ -46,7 +46,8 @@ class Sampler:
         if exe is None:
             raise RuntimeError("py-spy is not installed (pip install py-spy)")
         self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--nonblocking", *(["--idle"] if os.environ.get("BENCH_PYSPY_IDLE") else []), "--output", str(out)],
+            [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--nonblocking",
+             *(["--idle"] if os.environ.get("BENCH_PYSPY_IDLE") else []), "--output", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         time.sleep(1.0)  # let it attach

@@ -196,7 +196,8 @@ class Bench:
                     rep.note(f"{model} {k}: ttlt {[round(lr.results[0].ttlt or -1, 3) for lr in res[k]]}, errors {errs[k]}")
                 ratio = med["parley"] / med["raw"] if med["parley"] and med["raw"] else None
                 rep.rows.append(Row(
-                    f"{label} (median of {runs})", s(med["raw"]), s(med["tutorial"]) + (f" ({med['tutorial'] / med['raw']:.2f}×)" if med["tutorial"] and med["raw"] else ""),
+                    f"{label} (median of {runs})", s(med["raw"]),
+                    s(med["tutorial"]) + (f" ({med['tutorial'] / med['raw']:.2f}×)" if med["tutorial"] and med["raw"] else ""),
                     s(med["parley"]), f"{ratio:.3f}× raw" if ratio else "n/a", f"≤ {limit}× raw",
                     verdict(ratio is not None and ratio <= limit and errs["parley"] == 0), share(*[lr for k in targets for lr in res[k]]),
                 ))
@@ -326,7 +327,8 @@ class Bench:
             ))
             rep.rows.append(Row(
                 f"resident memory after {m.rss_sessions} sessions (VmRSS; at start → after)",
-                "–", f"{rss['tutorial'][0] / 1024:.0f} → {rss['tutorial'][1] / 1024:.0f} MB", f"{rss['parley'][0] / 1024:.0f} → {rss['parley'][1] / 1024:.0f} MB",
+                "–", f"{rss['tutorial'][0] / 1024:.0f} → {rss['tutorial'][1] / 1024:.0f} MB",
+                f"{rss['parley'][0] / 1024:.0f} → {rss['parley'][1] / 1024:.0f} MB",
                 f"{rss['parley'][1] / rss['tutorial'][1]:.2f}× tutorial", "report", "–",
             ))
             rep.note(f"RSS at the end of the load phases: tutorial {self.tutorial.rss_kb() / 1024:.0f} MB, parley {self.parley.rss_kb() / 1024:.0f} MB")

@@ -32,7 +32,7 @@ async def _main(args: argparse.Namespace) -> int:
         for problem in registry.problems:
             print(f"warning: {problem}", file=sys.stderr)
         if args.list:
-            for name, models in (await registry.list_models()).items():
+            for models in (await registry.list_models()).values():
                 for info in models:
                     ctx = f"  ({info.context_window:,} tokens)" if info.context_window else ""
                     print(f"{info.ref}{ctx}")

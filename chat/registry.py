@@ -103,18 +103,18 @@ class Registry:
 
         official = (
             (OpenAIProvider, "openai", "OpenAI", s.openai_api_key, "set OPENAI_API_KEY",
-             lambda: OpenAIProvider(api_key=s.openai_api_key, base_url=s.openai_base_url)),
+             lambda key: OpenAIProvider(api_key=key, base_url=s.openai_base_url)),
             (AnthropicProvider, "anthropic", "Anthropic", s.anthropic_api_key, "set ANTHROPIC_API_KEY",
-             lambda: AnthropicProvider(api_key=s.anthropic_api_key, base_url=s.anthropic_base_url)),
+             lambda key: AnthropicProvider(api_key=key, base_url=s.anthropic_base_url)),
             (GeminiProvider, "gemini", "Google Gemini", s.gemini_api_key, "set GEMINI_API_KEY (or GOOGLE_API_KEY)",
-             lambda: GeminiProvider(api_key=s.gemini_api_key, base_url=s.gemini_base_url, key_env_var=s.gemini_key_var)),
+             lambda key: GeminiProvider(api_key=key, base_url=s.gemini_base_url, key_env_var=s.gemini_key_var)),
         )  # fmt: skip
         for provider_cls, name, label, key, hint, build in official:
             missing = provider_cls.sdk_missing()
             if missing:
                 reg._mark_unconfigured(name, label, missing)
             elif key:
-                reg.register(build())
+                reg.register(build(key))  # the key, narrowed to str by the test above
             else:
                 reg._mark_unconfigured(name, label, hint)
 

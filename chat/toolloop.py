@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -319,7 +319,7 @@ class ToolLoop:
 
     # -- consumers ----------------------------------------------------------------------------
 
-    async def updates(self, interval: float | Callable[[], float] | None = None) -> AsyncIterator[ToolLoopResult]:
+    async def updates(self, interval: float | Callable[[], float] | None = None) -> AsyncGenerator[ToolLoopResult, None]:
         """The result after changes: the first change at once, then at most one update per `interval`.
 
         The same `ToolLoopResult` object each time (text so far, tool records, `turn` = current step);

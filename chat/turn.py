@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -59,7 +59,7 @@ class TurnPolicy:
         """Seconds to wait before try `attempt + 1`, or None when the wait is too long to be worth it."""
         if retry_after is not None and retry_after > 0:
             return retry_after if retry_after <= self.retry_after_cap else None
-        delay = min(self.backoff_base * 2 ** (attempt - 1), self.backoff_max)
+        delay = min(self.backoff_base * 2.0 ** (attempt - 1), self.backoff_max)
         return delay * random.uniform(0.75, 1.0)  # jitter spreads out clients that failed together
 
 
@@ -144,8 +144,8 @@ SleepFn = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
 
 
-async def coalesce(task: asyncio.Task, changed: asyncio.Event, value: T,
-                   interval: float | Callable[[], float]) -> AsyncIterator[T]:
+async def coalesce(task: asyncio.Task[object], changed: asyncio.Event, value: T,
+                   interval: float | Callable[[], float]) -> AsyncGenerator[T, None]:
     """Yield `value` (updated in place by `task`) after each change: at once the first time, then at
     most once per `interval`, and always once more when `task` ends. Closing the iterator early
     cancels `task`; an unexpected error in `task` is raised here. `interval` may be a function,
@@ -206,7 +206,7 @@ class Turn:
 
     # -- the raw event stream ------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[StreamEvent]:
+    async def events(self) -> AsyncGenerator[StreamEvent, None]:
         """Every event of the reply; the last one is always a `Finish` unless cancelled."""
         r = self.result
         r.started = time.perf_counter()
@@ -260,7 +260,7 @@ class Turn:
         self.result.finish_reason = FinishReason.ERROR
         self.result.finish_detail = error.kind
 
-    async def _attempt(self, first_token_deadline: float) -> AsyncIterator[StreamEvent]:
+    async def _attempt(self, first_token_deadline: float) -> AsyncGenerator[StreamEvent, None]:
         """One try: the provider's stream under the turn's first-token deadline (loop time), then an idle deadline."""
         r = self.result
         policy = self.policy
@@ -319,7 +319,7 @@ class Turn:
 
     # -- the coalesced feed for a UI -------------------------------------------------------
 
-    async def updates(self, interval: float | Callable[[], float] | None = None) -> AsyncIterator[TurnResult]:
+    async def updates(self, interval: float | Callable[[], float] | None = None) -> AsyncGenerator[TurnResult, None]:
         """The result after changes: the first token at once, then at most one update per `interval`.
 
         Each update carries the whole text so far (the same `TurnResult` object, updated in place),

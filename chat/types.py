@@ -6,7 +6,7 @@ import enum
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -181,7 +181,7 @@ class Usage:
         }
 
     @staticmethod
-    def combine(parts: "Iterable[Usage]") -> "Usage":
+    def combine(parts: Iterable[Usage]) -> Usage:
         """The usage of several calls together (a tool loop's steps): sums of what is known, estimated if any part is."""
         items = list(parts)
 
@@ -232,7 +232,7 @@ class Finish:
     model_version: str | None = None
 
 
-StreamEvent = Union[TextDelta, ReasoningDelta, ToolCallDelta, ToolCallEvent, Usage, Finish]
+StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | ToolCallEvent | Usage | Finish
 
 
 @dataclass(slots=True)

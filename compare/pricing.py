@@ -328,10 +328,10 @@ def _check_key(key: Any, *, where: str) -> str:
         raise PriceError(f"{where}: the model is empty; write it as provider:model (e.g. openai:gpt-4o-mini).")
     if not isinstance(key, str):
         raise PriceError(f"{where}: the model must be text like provider:model, got {key!r}.")
-    key = key.strip()
-    if not _KEY.match(key):
-        raise PriceError(f"{where}: '{key}' is not a provider:model reference (e.g. openai:gpt-4o-mini or ollama:*).")
-    return key
+    ref = key.strip()
+    if not _KEY.match(ref):
+        raise PriceError(f"{where}: '{ref}' is not a provider:model reference (e.g. openai:gpt-4o-mini or ollama:*).")
+    return ref
 
 
 def _number(value: Any, what: str) -> float:

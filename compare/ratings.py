@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 
 Outcome = Literal["a", "b", "tie", "both_bad"]
 OUTCOMES: tuple[str, ...] = ("a", "b", "tie", "both_bad")
+
+
+def is_outcome(value: object) -> TypeGuard[Outcome]:
+    """Whether `value` is one of OUTCOMES."""
+    return value in OUTCOMES
 
 BASE = 1000.0
 SCALE = 400.0 / math.log(10.0)  # rating points per unit of log-odds
@@ -72,7 +77,8 @@ def best_of(models: Sequence[str], winner: str) -> list[Vote]:
     if len(set(names)) != len(names):
         raise RatingsError(f"A vote lists a model twice: {', '.join(names)}.")
     if winner in ("tie", "both_bad"):
-        return [Vote(a, b, winner) for k, a in enumerate(names) for b in names[k + 1:]]  # type: ignore[arg-type]
+        draw: Outcome = "tie" if winner == "tie" else "both_bad"
+        return [Vote(a, b, draw) for k, a in enumerate(names) for b in names[k + 1:]]
     if winner not in names:
         raise RatingsError(f"The winner '{winner}' is not one of the models voted on ({', '.join(names)}).")
     return [Vote(winner, other, "a") for other in names if other != winner]
@@ -81,6 +87,9 @@ def best_of(models: Sequence[str], winner: str) -> list[Vote]:
 def as_vote(item: VoteLike, index: int | None = None) -> Vote:
     """A validated `Vote` from a Vote, an (a, b, outcome) tuple or a mapping with those keys."""
     where = f"Vote #{index + 1}" if index is not None else "A vote"
+    a: object
+    b: object
+    outcome: object  # checked below, whatever shape the vote came in
     if isinstance(item, Vote):
         a, b, outcome = item.model_a, item.model_b, item.outcome
     elif isinstance(item, Mapping):
@@ -96,7 +105,7 @@ def as_vote(item: VoteLike, index: int | None = None) -> Vote:
         raise RatingsError(f"{where} needs two model names, got {a!r} and {b!r}.")
     if a == b:
         raise RatingsError(f"{where} compares '{a}' with itself; a vote needs two different models.")
-    if outcome not in OUTCOMES:
+    if not is_outcome(outcome):
         raise RatingsError(f"{where} has outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}.")
     return Vote(a, b, outcome)
 
@@ -228,7 +237,8 @@ def _matrices(t: _Tallies, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _objective(theta: np.ndarray, wins: np.ndarray, l2: float) -> np.ndarray:
     diff = theta[:, :, None] - theta[:, None, :]
     log_p = -np.logaddexp(0.0, -diff)  # log σ(θi − θj), stable for large gaps
-    return (wins * log_p).sum(axis=(1, 2)) - 0.5 * l2 * (theta**2).sum(axis=1)
+    objective: np.ndarray = (wins * log_p).sum(axis=(1, 2)) - 0.5 * l2 * (theta**2).sum(axis=1)
+    return objective
 
 
 def _fit(wins: np.ndarray, battles: np.ndarray, l2: float, *, tol: float = 1e-9, max_iter: int = 100) -> np.ndarray:

@@ -79,7 +79,7 @@ class AppConfig:
     max_upload_bytes: int = 5 * 1024 * 1024
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "AppConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AppConfig:
         env = os.environ if env is None else env
         return cls(
             users=parse_users(env.get("APP_USERS")),

@@ -79,7 +79,7 @@ class Services:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     @classmethod
-    def build(cls, config: AppConfig, registry: Registry, engine: Engine) -> "Services":
+    def build(cls, config: AppConfig, registry: Registry, engine: Engine) -> Services:
         policy = TurnPolicy(
             first_token_timeout=config.first_token_timeout,
             idle_timeout=config.idle_timeout,

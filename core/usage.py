@@ -10,7 +10,8 @@ from chat.types import Usage
 
 def usage_of(result: Any) -> Usage:
     """The usage contract of a turn or a tool loop: the provider's figures, or an estimate marked as one."""
-    return result.usage
+    usage: Usage = result.usage  # TurnResult.usage or ToolLoopResult.usage
+    return usage
 
 
 def usage_columns(usage: Usage) -> dict[str, Any]:

@@ -87,7 +87,7 @@ class AppProcess:
         self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"parley-app-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90.0) -> "AppProcess":
+    def start(self, timeout: float = 90.0) -> AppProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "app.py", "--port", str(self.port)], cwd=ROOT, env=self.env,
@@ -95,9 +95,9 @@ class AppProcess:
         )
         try:
             wait_ready(self.url, timeout)
-        except TimeoutError:
+        except TimeoutError as e:
             self.stop()
-            raise RuntimeError(f"app did not start:\n{self.output()}")
+            raise RuntimeError(f"app did not start:\n{self.output()}") from e
         return self
 
     def output(self) -> str:
@@ -122,7 +122,7 @@ class AppProcess:
         if getattr(self, "_log", None):
             self._log.close()
 
-    def __enter__(self) -> "AppProcess":
+    def __enter__(self) -> AppProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,6 @@ import json
 import pytest
 import sqlalchemy as sa
 from gradio_client import Client
-from gradio_client.exceptions import AppError
 
 from storage.models import Conversation, Message
 from tests.apphelpers import app_env, in_process_app

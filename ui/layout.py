@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from gradio.components import Component
 
 from chat.types import Params, param_bounds
 from core.services import Services
@@ -49,6 +51,8 @@ class ChatView:
 
 def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.Slider:
     lo, hi = param_bounds(name)
+    if lo is None or hi is None:
+        raise ValueError(f"Params.{name} needs ge= and le= bounds to be a slider")
     # unchecked: a bad API value gets params_from_inputs' message, not Gradio's bare "Error".
     return unchecked(gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info))
 
@@ -61,7 +65,8 @@ def _check_message(message: str | None, limit: int) -> Any:
     return gr.validate(len(text) <= limit, f"Messages are limited to {limit:,} characters; this one has {len(text):,}. Shorten it and send again.")
 
 
-def _build_chat(services: Services, chat_handler: ChatHandler, model, system_prompt, param_inputs, api_key, use_tools, conversation_id, owner):
+def _build_chat(services: Services, chat_handler: ChatHandler, model: gr.Dropdown, system_prompt: gr.Textbox, param_inputs: Sequence[Component],
+                api_key: gr.Textbox, use_tools: gr.Checkbox, conversation_id: gr.State, owner: gr.State) -> tuple[gr.ChatInterface, gr.Chatbot]:
     """The chat tab: a ChatInterface whose extra inputs are the sidebar controls."""
     chatbot = gr.Chatbot(
         height="75vh", editable="user", layout="bubble", elem_id="chatbot", show_label=False,
@@ -105,7 +110,8 @@ def build_ui(services: Services) -> gr.Blocks:
     if default_model not in {v for _, v in choices}:
         choices.insert(0, (default_model, default_model))
 
-    with gr.Blocks(title="Parley", fill_height=True) as demo:
+    demo = gr.Blocks(title="Parley", fill_height=True)
+    with demo:
         owner = gr.State(None)
         conversation_id = gr.State(None)
         browser_id = gr.BrowserState("", storage_key="parley_owner", secret=services.config.browser_secret)
@@ -194,7 +200,7 @@ def build_ui(services: Services) -> gr.Blocks:
         )
         new_chat.click(side.new_chat, None, [chat.chatbot_value, conversation_id, conv_list, title], api_visibility="private")
 
-        async def show_stopped(conv: str | None, owner_state: str | None, request: gr.Request):
+        async def show_stopped(conv: str | None, owner_state: str | None, request: gr.Request) -> tuple[Any, ...]:
             return await side.show_stopped(chat_handler, conv, owner_state, request)
 
         # Stop: once the reply is saved, the chat shows it as stored (its text, the Stopped note, its metrics).
@@ -214,5 +220,5 @@ def build_ui(services: Services) -> gr.Blocks:
         export_md.click(side.export_markdown, [conversation_id, owner], [download], api_visibility="private")
         upload.upload(side.import_file, [upload, owner], [conv_list], api_visibility="private")
 
-    demo.parley = ChatView(model=model, system_prompt=system_prompt, conversation_id=conversation_id, owner=owner, chat=chat)  # type: ignore[attr-defined]
+    demo.parley = ChatView(model=model, system_prompt=system_prompt, conversation_id=conversation_id, owner=owner, chat=chat)  # type: ignore[attr-defined]  # Blocks has no slot for it: app.py and the tests read the chat's components here
     return demo

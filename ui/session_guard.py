@@ -242,7 +242,8 @@ def _cookies(scope: Scope) -> dict[str, str]:
 
 
 def _relative_path(scope: Scope) -> str:
-    path, root = scope.get("path", ""), scope.get("root_path", "")
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path
 
 
@@ -253,13 +254,14 @@ def _query(scope: Scope, name: str) -> list[str]:
 
 def _event_session(scope: Scope, event_id: str) -> str:
     """The session an event belongs to, found as Gradio's `/call/<name>/<event_id>` route finds it."""
-    app = scope.get("app")
+    app: Any = scope.get("app")
     queue = getattr(app.get_blocks(), "_queue", None) if hasattr(app, "get_blocks") else None
     if queue is None:
         return event_id
     event = queue.event_ids_to_events.get(event_id)
     if event is not None:
-        return event.session_hash
+        session: str = event.session_hash
+        return session
     return next((s for s, ids in queue.pending_event_ids_session.items() if event_id in ids), event_id)
 
 

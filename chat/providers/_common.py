@@ -183,10 +183,10 @@ def error_message(body: Any, fallback: str = "") -> str:
     """The human message inside a vendor error body, whatever its nesting."""
     if isinstance(body, Mapping):
         err = body.get("error", body)
-        if isinstance(err, Mapping) and isinstance(err.get("message"), str):
-            return err["message"]
-        if isinstance(body.get("message"), str):
-            return body["message"]
+        if isinstance(err, Mapping) and isinstance(message := err.get("message"), str):
+            return message
+        if isinstance(message := body.get("message"), str):
+            return message
     if isinstance(body, str) and body:
         return body
     return fallback

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from chat.errors import ChatError
@@ -119,7 +119,7 @@ class AnthropicProvider(Provider):
     def warm(self) -> None:
         self._client.get()
 
-    def with_api_key(self, api_key: str) -> "Provider":
+    def with_api_key(self, api_key: str) -> Provider:
         """The same provider with a user's own key and a client of its own."""
         clone = copy.copy(self)
         clone._api_key = api_key
@@ -195,7 +195,7 @@ class AnthropicProvider(Provider):
         params: Params,
         *,
         tools: Sequence[ToolSpec] = (),
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         kwargs = self.request(model, messages, params, tools)
         state = StreamState()
         reader = EventReader()
@@ -234,8 +234,8 @@ class AnthropicProvider(Provider):
 def _body_kind(body: Any) -> str | None:
     if isinstance(body, dict):
         err = body.get("error", body)
-        if isinstance(err, dict) and isinstance(err.get("type"), str):
-            return err["type"]
+        if isinstance(err, dict) and isinstance(kind := err.get("type"), str):
+            return kind
     return None
 
 

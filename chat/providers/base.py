@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import ClassVar
 
 from chat.types import Message, ModelInfo, Params, StreamEvent, ToolSpec
@@ -24,14 +24,16 @@ class Provider:
     It builds its SDK client once, lazily, and reuses it.
     """
 
+    # name, label, key_env_var and accepts are class defaults that an instance may override (not ClassVars):
+    # an OpenAI-compatible endpoint is the OpenAI provider with its own name, label, key variable and parameters.
     #: Registry key, the part before ':' in "provider:model".
-    name: ClassVar[str] = ""
+    name: str = ""
     #: Human label used in the model picker ("OpenAI", "Anthropic", ...).
-    label: ClassVar[str] = ""
+    label: str = ""
     #: Environment variable holding the key (None when no key is needed).
-    key_env_var: ClassVar[str | None] = None
+    key_env_var: str | None = None
     #: Parameter names (fields of Params) the provider sends.
-    accepts: ClassVar[frozenset[str]] = frozenset()
+    accepts: frozenset[str] = frozenset()
     #: Whether the provider can use tools.
     supports_tools: ClassVar[bool] = False
     #: Model names this provider can carry safely; the registry refuses others before any call.
@@ -46,8 +48,11 @@ class Provider:
         params: Params,
         *,
         tools: Sequence[ToolSpec] = (),
-    ) -> AsyncIterator[StreamEvent]:
-        """Stream one reply as events; the last event is a Finish unless the stream was cut."""
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Stream one reply as events; the last event is a Finish unless the stream was cut.
+
+        An async generator (callers close it with `aclosing`), so every provider writes `async def ... yield`.
+        """
         raise NotImplementedError
 
     async def list_models(self) -> list[ModelInfo]:
@@ -69,7 +74,7 @@ class Provider:
         """Import the SDK and build the client now (from a worker thread at start-up), so that
         the first request never imports seconds of SDK code on the event loop."""
 
-    def with_api_key(self, api_key: str) -> "Provider":
+    def with_api_key(self, api_key: str) -> Provider:
         """This provider using another key (bring your own key); providers without keys return self."""
         return self
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from chat.providers.base import Provider
 from chat.types import (
@@ -110,7 +110,7 @@ class DemoProvider(Provider):
         params: Params,
         *,
         tools: Sequence[ToolSpec] = (),
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         prompt = _last_user_text(messages)
         delay = 1.0 / self.rate if self.rate > 0 else 0.0
         input_tokens = sum(len(_tokens(m.content)) for m in messages)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, Sequence
+from contextvars import ContextVar, Token
 from typing import Any
 
 from chat.errors import ChatError, SafetyBlocked
@@ -112,7 +112,7 @@ class GeminiProvider(Provider):
         list_timeout: float = 3.0,
     ):
         """`key_env_var` names the variable the key came from (GEMINI_API_KEY or GOOGLE_API_KEY) for error messages."""
-        self.key_env_var = key_env_var  # type: ignore[misc]
+        self.key_env_var = key_env_var
         self.base_url = base_url or DEFAULT_BASE_URL
         self.api_version = api_version
         self._api_key = api_key
@@ -142,7 +142,7 @@ class GeminiProvider(Provider):
     def warm(self) -> None:
         self._client.get()
 
-    def with_api_key(self, api_key: str) -> "Provider":
+    def with_api_key(self, api_key: str) -> Provider:
         """The same provider with a user's own key and a client of its own."""
         clone = copy.copy(self)
         clone._api_key = api_key
@@ -224,13 +224,13 @@ class GeminiProvider(Provider):
         params: Params,
         *,
         tools: Sequence[ToolSpec] = (),
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         config = self.config(model, messages, params, tools)
         contents = to_gemini_contents(messages)
         state = StreamState()
         reader = ChunkReader(self.label)
         opened: list[Any] = []
-        token = _OPENED.set(opened)
+        token: Token[list[Any] | None] | None = _OPENED.set(opened)
         chunks = None
         try:
             with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
@@ -295,8 +295,8 @@ def _reason(details: Any) -> str | None:
     """The ErrorInfo reason (e.g. API_KEY_INVALID) inside a Google error body."""
     err = details.get("error", details) if isinstance(details, dict) else None
     for item in (err or {}).get("details", []) if isinstance(err, dict) else []:
-        if isinstance(item, dict) and isinstance(item.get("reason"), str):
-            return item["reason"]
+        if isinstance(item, dict) and isinstance(reason := item.get("reason"), str):
+            return reason
     return None
 
 

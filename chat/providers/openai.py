@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -79,7 +79,7 @@ class OpenAIProvider(Provider):
 
     name = "openai"
     label = "OpenAI"
-    key_env_var = "OPENAI_API_KEY"
+    key_env_var: str | None = "OPENAI_API_KEY"  # None for a local server that takes no key
     accepts = frozenset({"temperature", "top_p", "max_tokens", "seed", "effort"})
     supports_tools = True
 
@@ -102,13 +102,13 @@ class OpenAIProvider(Provider):
         list_timeout: float = 3.0,
     ):
         """`official` defaults to "base_url is api.openai.com"; it picks `max_completion_tokens` and the curated list."""
-        self.name = name or type(self).name  # type: ignore[misc]  # instance attributes override the ClassVars
-        self.label = label or type(self).label  # type: ignore[misc]
-        self.key_env_var = key_env_var  # type: ignore[misc]
+        self.name = name or type(self).name
+        self.label = label or type(self).label
+        self.key_env_var = key_env_var
         self.base_url = (base_url or OFFICIAL_BASE_URL).rstrip("/")
         self.official = official if official is not None else urlparse(self.base_url).hostname == "api.openai.com"
         self.send_effort = self.official if send_effort is None else send_effort
-        self.accepts = frozenset(_SAMPLING | ({"effort"} if self.send_effort else set()))  # type: ignore[misc]
+        self.accepts = frozenset(_SAMPLING | ({"effort"} if self.send_effort else set()))
         self.include_usage = include_usage
         self.context_window = context_window
         self.base_url_env_var = base_url_env_var
@@ -175,7 +175,7 @@ class OpenAIProvider(Provider):
                 flagged.extend(hits or ["flagged"])
         return flagged
 
-    def with_api_key(self, api_key: str) -> "Provider":
+    def with_api_key(self, api_key: str) -> Provider:
         """The same provider with a user's own key and a client of its own."""
         clone = copy.copy(self)
         clone._api_key = api_key
@@ -251,7 +251,7 @@ class OpenAIProvider(Provider):
         params: Params,
         *,
         tools: Sequence[ToolSpec] = (),
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         kwargs = self.request(model, messages, params, tools)
         state = StreamState()
         reader = ChunkReader()
@@ -300,8 +300,8 @@ def _kind(code: Any, type_: Any, body: Any) -> str | None:
         err = body.get("error", body)
         if isinstance(err, dict):
             for key in ("code", "type", "status"):
-                if isinstance(err.get(key), str):
-                    return err[key]
+                if isinstance(value := err.get(key), str):
+                    return value
     return None
 
 

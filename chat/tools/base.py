@@ -92,7 +92,7 @@ class Tool:
         A parameter annotated `ToolContext` receives the run's context. The description defaults to the
         docstring. Raises TypeError when the function cannot be described to a model.
         """
-        name = name or getattr(fn, "__name__", "")
+        name = name or str(getattr(fn, "__name__", ""))
         if not _NAME.match(name):
             raise TypeError(
                 f"tool name {name!r} must be letters, digits, '_' or '-' (a letter or '_' first, 64 at most); "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Union
 
 from pydantic import BaseModel, Field
 
@@ -17,7 +16,7 @@ MAX_ARGS = 50  # arguments of min/max
 MAX_ABS = 10**300  # largest magnitude of any intermediate or final value
 _MAX_BITS = MAX_ABS.bit_length()
 
-Number = Union[int, float]
+Number = int | float
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>\*\*|//|[-+*/%^(),]))"

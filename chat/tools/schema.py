@@ -24,7 +24,7 @@ def argument_schema(model: type[BaseModel]) -> dict[str, Any]:
     """
     raw = model.model_json_schema()
     defs = raw.get("$defs", {})
-    schema = _clean(raw, defs, ())
+    schema: dict[str, Any] = _clean(raw, defs, ())  # a dict in, a dict out
     if schema.get("type") != "object":
         raise SchemaError(f"the arguments of a tool must be an object, not {schema.get('type')!r}")
     schema.setdefault("properties", {})

@@ -125,10 +125,10 @@ def nginx(cluster, tmp_path_factory):
         try:
             httpx.get(url + "/gradio_api/info", timeout=2)
             break
-        except httpx.HTTPError:
+        except httpx.HTTPError as e:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError(f"nginx did not start: {proc.stdout.read().decode(errors='replace') if proc.stdout else ''}")
+                raise RuntimeError(f"nginx did not start: {proc.stdout.read().decode(errors='replace') if proc.stdout else ''}") from e
             time.sleep(0.2)
     yield url, {f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"}
     proc.terminate()

@@ -77,7 +77,8 @@ def test_finish_accepts_a_str_enum(session):
 
     conversation = repo.create_conversation(session=session, owner="alice")
     ids = repo.begin_turn(session=session, owner="alice", conversation_id=conversation.id, content="hi")
-    assert repo.finish_turn(session=session, owner="alice", message_id=ids.assistant_message_id, content="x", finish_reason=Reason.LENGTH).finish_reason == "length"
+    finished = repo.finish_turn(session=session, owner="alice", message_id=ids.assistant_message_id, content="x", finish_reason=Reason.LENGTH)
+    assert finished.finish_reason == "length"
 
 
 @pytest.mark.parametrize(
