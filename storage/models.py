@@ -81,7 +81,7 @@ class ConversationBase(SQLModel):
 class ConversationCreate(ConversationBase):
     """What a caller may set when creating a conversation (validated before any write)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]  # SQLModel types it as its own SQLModelConfig; a ConfigDict is what it reads
 
 
 class Conversation(ConversationBase, table=True):
@@ -113,7 +113,7 @@ class ConversationPublic(ConversationBase):
 class ToolCallRecord(SQLModel):
     """One tool call of an assistant reply, with its result (stored in message.tool_calls)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]  # SQLModel types it as its own SQLModelConfig; a ConfigDict is what it reads
 
     id: str = Field(max_length=NAME_MAX)
     name: str = Field(max_length=NAME_MAX)
@@ -268,7 +268,7 @@ class ComparisonVote(SQLModel, table=True):
 class PaneStart(SQLModel):
     """One pane of a new run: its model, settings and (for a follow-up) its pane conversation."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]  # SQLModel types it as its own SQLModelConfig; a ConfigDict is what it reads
 
     provider: str = Field(min_length=1, max_length=NAME_MAX)
     model: str = Field(min_length=1, max_length=NAME_MAX)

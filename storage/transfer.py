@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -37,7 +37,7 @@ FinishReason = Literal[
     "stop", "length", "tool_calls", "content_filter", "refusal", "error",
     "cancelled", "truncated", "interrupted", "pending",
 ]  # fmt: skip
-assert set(FinishReason.__args__) == FINISH_REASONS | {PENDING}  # type: ignore[attr-defined]
+assert set(get_args(FinishReason)) == FINISH_REASONS | {PENDING}
 
 
 class _Strict(BaseModel):
