@@ -12,6 +12,7 @@ import pytest
 
 from chat.registry import Registry, Settings
 from core.config import AppConfig
+from core.exports import ExportFiles
 from core.services import Services
 from storage.db import init_db, make_engine
 from tests.apphelpers import app_env
@@ -19,7 +20,6 @@ from tests.test_compare import collect, request, run_data
 from ui.compare.tab import build_compare_tab
 from ui.context import TabContext
 from ui.dashboard import DashboardHandlers
-from ui.exports import ExportFiles
 from ui.sidebar import SidebarHandlers
 
 USER = "blindapp"

@@ -13,9 +13,10 @@ import pytest
 from gradio_client import Client
 
 from compare.pricing import Price, PriceTable
+from core.stats import BUCKETS, PERIODS, bucket_starts
 from tests.apphelpers import app_env, in_process_app
 from ui.context import TabContext
-from ui.dashboard import _BUCKETS, EMPTY_MESSAGE, PERIODS, DashboardHandlers, bucket_starts, build_dashboard_tab
+from ui.dashboard import EMPTY_MESSAGE, DashboardHandlers, build_dashboard_tab
 
 
 @dataclass
@@ -114,7 +115,7 @@ def test_refresh_fills_table_and_plots_or_shows_the_empty_message(chatted):
 def test_buckets_cover_the_period_and_end_at_now():
     now = datetime(2026, 7, 14, 15, 37, 12, tzinfo=UTC)
     for period, reach in PERIODS.items():
-        b = _BUCKETS[period]
+        b = BUCKETS[period]
         starts = bucket_starts(now, b)
         assert len(starts) == b.count and starts == sorted(starts)
         assert starts[-1] <= now < starts[-1] + b.step
