@@ -60,7 +60,7 @@ class PendingWrites:
         self._max_delay = max_delay
         self._queue: deque[KeptTurn] = deque()
         self._lock: asyncio.Lock | None = None
-        self._retry: asyncio.Task | None = None
+        self._retry: asyncio.Task[None] | None = None
         self._written: OrderedDict[str, deque[tuple[tuple[str, ...], str]]] = OrderedDict()
         self._dropped: OrderedDict[str, int] = OrderedDict()
 

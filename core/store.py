@@ -1,4 +1,4 @@
-"""Storage steps the chat handler runs together in one worker-thread call."""
+"""Storage steps a chat turn runs together in one worker-thread call, and how a flagged reply is stored."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from sqlmodel import Session
 from storage import repository as repo
 from storage.errors import NotFound
 from storage.models import TurnIds
+
+#: How the stored error of a reply refused by moderation starts (so a reopened conversation marks it too).
+FLAGGED_ERROR = "flagged by moderation"
 
 
 def _norm(text: str) -> str:

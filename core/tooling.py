@@ -14,7 +14,7 @@ def tool_record(t: Any) -> dict[str, Any]:
     return {
         "id": (t.id or t.key)[:200], "name": (t.name or "tool")[:200], "arguments": (t.arguments or "{}")[:100_000],
         "result": t.result[:1_000_000] if t.result is not None else None,
-        "error": t.error[:100_000] if t.error is not None else (("stopped" if t.status == "cancelled" else None)),
+        "error": t.error[:100_000] if t.error is not None else ("stopped" if t.status == "cancelled" else None),
         "duration_ms": max(int(t.duration_ms), 0) if t.duration_ms is not None else None,
     }
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chat.types import Params, param_bounds
-from ui.chat import params_error, params_from_inputs
-from ui.params import ParamsProblem
+from core.params import ParamsProblem, params_error, params_from_inputs
 
 
 def test_widget_values_become_params():

@@ -16,10 +16,10 @@ from gradio_client.exceptions import AppError
 
 from core.exports import ExportFiles
 from core.identity import owner_for, valid_browser_id
+from core.params import ParamsProblem, params_error, params_from_inputs
 from storage.models import Conversation
 from tests.apphelpers import app_env, in_process_app
 from tests.gradio_raw import RawGradio
-from ui.params import ParamsProblem, params_error, params_from_inputs
 
 GOOD_ID = "anon-" + "A" * 22
 

@@ -1,53 +1,23 @@
-"""The chat handler: reads inputs, runs a turn, yields coalesced bubbles, saves the turn."""
+"""The chat handler: reads the chat's inputs, runs core.chat's turn use case, and draws its events as bubbles."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import gradio as gr
-from pydantic import ValidationError
 
-from chat.context import clean_text
-from chat.errors import ChatError
-from chat.toolloop import ToolLoop
-from chat.tools import ToolContext
-from chat.turn import Turn
-from chat.types import ModelInfo
+from core.chat import ChatEvent, ChatTurns, Flagged, Refused, model_label
 from core.identity import owner_for
-from core.pending_writes import KeptTurn, PendingWrites
+from core.params import ParamInputs, params_error, params_from_inputs
+from core.pending_writes import PendingWrites
 from core.services import Services
-from core.store import start_turn
-from core.tooling import owner_search, tool_records
-from core.usage import usage_columns, usage_of
-from storage import repository as repo
-from storage.errors import StorageError, StorageUnavailable
-from ui.convert import (
-    FLAGGED_ERROR,
-    FLAGGED_MARK,
-    NOTICE_PREFIX,
-    REFUSED_MARK,
-    content_text,
-    refusal_notice,
-    result_bubbles,
-    to_messages,
-    user_texts,
-)
-from ui.params import params_error, params_from_inputs  # noqa: F401  (compare and batch import them from here)
+from ui.convert import FLAGGED_MARK, NOTICE_PREFIX, REFUSED_MARK, content_text, refusal_notice, result_bubbles, to_messages, user_texts
 
-log = logging.getLogger("parley.chat")
-turn_log = logging.getLogger("parley.turns")
+# Compare imports these from here (they moved to core with the turn).
+__all__ = ["NOT_SENT", "ChatHandler", "model_label", "notice", "params_error", "params_from_inputs", "refused"]
 
-#: While a reply streams, its text so far is saved this often (seconds), for a server that dies mid-reply.
-PARTIAL_SAVE_EVERY = 2.0
-
-KEPT = ("💾 The database is unavailable right now: this turn is kept and will be saved, in this conversation, "
-        "when it is back.")
-DROPPED = ("💾 {n} earlier turn(s) could not be kept while the database was unavailable (too many were waiting, "
-           "or the database refused them): they are not in your saved history.")
 #: Said after every refusal: the message went nowhere, and how to get its text back to edit.
 NOT_SENT = "Your message was not sent or saved: press ↶ Undo to get it back in the box (or ✎ to edit it)."
 
@@ -62,49 +32,29 @@ def refused(text: str) -> list[gr.ChatMessage]:
     return [refusal_notice(f"{text} {NOT_SENT}", REFUSED_MARK)]
 
 
-def model_label(info: ModelInfo, provider_label: str) -> str:
-    if info.demo:  # its own label already says what it is ("Parley demo (offline)")
-        return info.display if "demo" in info.display.lower() else f"{info.display} (offline demo)"
-    return f"{provider_label} · {info.display}"
-
-
-def finish_values(r: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """finish_turn's values for a finished turn (or tool loop): the reply, how it ended, its metrics."""
-    return dict(
-        content=r.text,
-        reasoning=r.reasoning or None,
-        provider=r.provider,
-        model=r.model,
-        model_version=r.model_version,
-        params=params,
-        **usage_columns(usage_of(r)),
-        ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
-        duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
-        finish_reason=(r.finish_reason.value if r.finish_reason else "cancelled"),
-        error=r.error.message if r.error else None,
-        tool_calls=tool_records(r),
-    )
+def bubbles(event: ChatEvent) -> list[gr.ChatMessage]:
+    """The assistant bubbles that show one event of a turn."""
+    if isinstance(event, Refused):
+        return refused(event.message)
+    if isinstance(event, Flagged):
+        # Marked: the flagged message is stored, but it must never reach a model as context either.
+        return [refusal_notice(event.reply, FLAGGED_MARK), *(notice(n)[0] for n in event.notes)]
+    return result_bubbles(event.result, event.label, notes=event.notes)
 
 
 class ChatHandler:
     def __init__(self, services: Services):
         self.s = services
-        self._background: set[asyncio.Task] = set()
-        #: Each owner's replies streaming now: a future that resolves, with the conversation id, once
-        #: the reply is saved (however it ended). Stop waits on it to show the reply as stored.
-        self._running: dict[str, set[asyncio.Future]] = {}
-        #: Turns the database could not take, written before the same owner's next turn.
-        self.pending = PendingWrites(services.db)
+        self.turns = ChatTurns(services)
+
+    @property
+    def pending(self) -> PendingWrites:
+        """Turns the database could not take (kept by the use case)."""
+        return self.turns.pending
 
     async def settled(self, owner: str, timeout: float = 10.0) -> str | None:
         """Wait until this owner's streaming replies are saved (after Stop); the conversation id of one."""
-        running = list(self._running.get(owner, ()))
-        if not running:
-            return None
-        done, _ = await asyncio.wait(running, timeout=timeout)
-        # A reply kept during an outage is written now if the database is back, so the redraw shows it.
-        await self.pending.flush(owner)
-        return next((f.result() for f in done if not f.cancelled() and f.result()), None)
+        return await self.turns.settled(owner, timeout)
 
     async def respond(
         self,
@@ -121,220 +71,25 @@ class ChatHandler:
         tools: bool = False,
         conversation_id: str | None = None,
         owner_state: str | None = None,
-        request: gr.Request = None,  # type: ignore[assignment]
+        request: gr.Request = None,  # type: ignore[assignment]  # Gradio fills it in; None only from direct calls
         profile: gr.OAuthProfile | None = None,
     ) -> AsyncIterator[tuple[list[gr.ChatMessage], str | None]]:
         """Stream one reply into the chat and save the turn."""
         owner = owner_for(request, profile, owner_state)
-        text = clean_text(content_text(message))
-        cfg = self.s.config
-        # Every refusal below answers with a marked notice: the refused text is never saved, never
-        # sent later as context, and left out of the next turn's comparison with the store.
-        if not text.strip():
-            yield refused("Type a message first: an empty message is not sent."), conversation_id
-            return
-        if len(text) > cfg.max_message_chars:
-            yield refused(f"This message is {len(text):,} characters long; the limit is {cfg.max_message_chars:,}. Shorten it and send again."), conversation_id
-            return
-        try:
-            params = params_from_inputs(temperature, top_p, max_tokens, seed, effort)
-        except (ValidationError, ValueError, TypeError) as e:
-            yield refused(params_error(e) if isinstance(e, ValidationError) else f"Invalid parameters: {e}."), conversation_id
-            return
-        try:
-            provider, info = self.s.registry.resolve_with_key(model or self.s.registry.default_model, api_key)
-        except ChatError as e:
-            yield refused(e.message), conversation_id
-            return
-        # One turn is one call: a tool loop's steps (at most 5) are part of the turn it answers.
-        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=1)
-        if not verdict.allowed:
-            yield refused(verdict.message), conversation_id
-            return
-
-        flagged = await self._moderate(text)
-        if flagged is not None:
-            yield await self._refuse(owner, conversation_id, history, text, info, flagged)
-            return
-
-        system_prompt = clean_text(system_prompt or "")
-        messages = to_messages(history, text, system_prompt)
-        label = model_label(info, provider.label)
-        sent = params.for_provider(info.params or provider.accepts)
-
-        toolbox = self.s.toolbox
-        if tools and toolbox is not None and info.supports_tools:
-            turn: Any = ToolLoop(provider, info, messages, params, tools=toolbox,
-                                 context=ToolContext(owner=owner, search=owner_search(self.s)), policy=self.s.policy)
-        else:
-            turn = Turn(provider, info, messages, params, policy=self.s.policy)
-        # The user message is saved while the provider call starts: both are on the first-token path.
-        shown = user_texts(history)
-        begin = dict(provider=info.provider, model=info.id, system_prompt=system_prompt, params=sent)
-        save_task = asyncio.ensure_future(self._begin(owner, conversation_id, shown, text, begin))
-        notes: list[str] = []
-        ids = None
-        conv = conversation_id
-        yielded_conv = conversation_id
-        finished = False
-        self.s.active_streams += 1
-        loop = asyncio.get_running_loop()
-        saved_turn: asyncio.Future = loop.create_future()
-        self._running.setdefault(owner, set()).add(saved_turn)
-        partial_due = loop.time() + PARTIAL_SAVE_EVERY
-        try:
-            async for r in turn.updates(self.s.update_interval):
-                if ids is None and save_task.done():
-                    ids, conv = self._ids(save_task.result(), conversation_id, notes)
-                if ids and loop.time() >= partial_due:
-                    # Off the stream's path: the stream never waits for the database.
-                    partial_due = loop.time() + PARTIAL_SAVE_EVERY
-                    self._spawn(self._save_partial(owner, ids, r.text, r.reasoning))
-                yield result_bubbles(r, label, notes=notes), conv
-                yielded_conv = conv
-            finished = True
-        finally:
-            self.s.active_streams -= 1
-            try:
-                begun = await asyncio.shield(save_task)
-                if ids is None:
-                    ids, conv = self._ids(begun, conversation_id, notes)
-                kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text,
-                                begin=begin, finish=finish_values(turn.result, sent))
-                saved = await asyncio.shield(self._settle(kept, begun, notes))
-                self._log_turn(owner, conv, turn.result, saved, text)
-            finally:
-                if not saved_turn.done():
-                    saved_turn.set_result(conv)
-                waiting = self._running.get(owner)
-                if waiting is not None:
-                    waiting.discard(saved_turn)
-                    if not waiting:
-                        del self._running[owner]
-        # A fast reply can end before the user message is saved: the chat must still learn the
-        # conversation id (and any note), or the next message would start a new conversation.
-        if finished and (notes or conv != yielded_conv):
-            yield result_bubbles(turn.result, label, notes=notes), conv
-
-    # -- moderation -----------------------------------------------------------------------
-
-    async def _moderate(self, text: str) -> list[str] | None:
-        """With MODERATION=openai: the categories a message is flagged for, or None when it may pass."""
-        if self.s.config.moderation != "openai":
-            return None
-        moderator = self.s.registry.providers.get("openai")
-        if moderator is None or not hasattr(moderator, "moderate"):
-            log.warning("MODERATION=openai but OpenAI is not configured: messages are not checked")
-            return None
-        try:
-            flagged = await moderator.moderate(text)
-        except ChatError as e:
-            # Fail open, loudly: an outage of the moderation endpoint must not stop every chat.
-            log.warning("moderation check failed (%s); the message was let through", e.kind)
-            return None
-        return flagged or None
-
-    async def _refuse(self, owner: str, conversation_id: str | None, history: list[Any], text: str,
-                      info: ModelInfo, categories: list[str]) -> tuple[list[gr.ChatMessage], str | None]:
-        """A polite refusal; the message is stored, flagged, with no provider call."""
-        reply = ("I can't help with that message: it was flagged by the moderation check "
-                 f"({', '.join(sorted(set(categories)))}). Please rephrase it.")
-        shown = user_texts(history)
-        begin = dict(provider=info.provider, model=info.id, system_prompt="", params={})
-        begun = await self._begin(owner, conversation_id, shown, text, begin)
-        kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text, begin=begin,
-                        finish=dict(content=reply, provider=info.provider, model=info.id, finish_reason="content_filter",
-                                    error=f"{FLAGGED_ERROR}: " + ", ".join(sorted(set(categories)))))
-        notes: list[str] = []
-        await self._settle(kept, begun, notes)
-        # Marked: the flagged message is stored, but it must never reach a model as context either.
-        bubbles = [refusal_notice(reply, FLAGGED_MARK), *(notice(n)[0] for n in notes)]
-        return bubbles, (conversation_id if isinstance(begun, StorageError) else str(begun.conversation_id))
-
-    # -- storage --------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._background.discard)
-
-    async def _save_partial(self, owner: str, ids: Any, text: str, reasoning: str) -> None:
-        """Keep the reply so far: if the server dies now, the user finds it, marked interrupted."""
-        try:
-            await self.s.db(repo.save_partial, owner=owner, message_id=ids.assistant_message_id,
-                            content=text, reasoning=reasoning or None)
-        except StorageError as e:
-            log.info("could not save a partial reply: %s", e)
-
-    async def _begin(self, owner: str, conversation_id: str | None, shown: list[str], text: str,
-                     begin: dict[str, Any]) -> Any:
-        """Save the user message (creating the conversation if needed) and a pending reply; the ids or the StorageError.
-
-        Turns kept during a database outage are written first, so this one follows them in the same
-        conversation; while any of them still waits, this one waits behind it (order is kept).
-        """
-        try:
-            if not await self.pending.flush(owner):
-                return StorageUnavailable("Earlier turns are still waiting for the database.")
-            # A chat that began during the outage has no id yet: continue the conversation its turns made.
-            conversation_id = conversation_id or self.pending.conversation_for(owner, shown)
-            return await self.s.db(start_turn, owner=owner, conversation_id=conversation_id,
-                                   history_user_texts=shown, content=text, **begin)
-        except StorageError as e:
-            return e
-
-    def _ids(self, value: Any, conversation_id: str | None, notes: list[str]) -> tuple[Any, str | None]:
-        """The saved turn's ids and conversation, or (False, unchanged id) with a note when saving failed."""
-        if isinstance(value, StorageError):
-            # An outage keeps the turn (see _settle); any other refusal cannot be retried.
-            msg = KEPT if isinstance(value, StorageUnavailable) else f"💾 This turn could not be saved: {value.message}"
-            if msg not in notes:
-                notes.append(msg)
-            return False, conversation_id
-        return value, str(value.conversation_id)
-
-    async def _settle(self, kept: KeptTurn, begun: Any, notes: list[str]) -> bool:
-        """Write the reply; if the database is down, keep the turn to write later. True when it is stored now."""
-        dropped = self.pending.take_dropped(kept.owner)
-        if dropped:
-            notes.append(DROPPED.format(n=dropped))
-        if isinstance(begun, StorageError):
-            if isinstance(begun, StorageUnavailable):
-                self.pending.keep(kept)
-            return False
-        try:
-            await self.s.db(repo.finish_turn, owner=kept.owner, message_id=begun.assistant_message_id, **kept.finish)
-            return True
-        except StorageUnavailable as e:
-            log.warning("could not save the reply of %s, kept to write later: %s", kept.owner, e)
-            kept.message_id, kept.conversation_id = str(begun.assistant_message_id), str(begun.conversation_id)
-            self.pending.keep(kept)
-            msg = KEPT
-        except StorageError as e:  # refused, not unavailable: writing it again would fail again
-            log.warning("could not save the reply of %s: %s", kept.owner, e)
-            msg = f"💾 This reply could not be saved: {e.message}"
-        if msg not in notes:
-            notes.append(msg)
-        return False
-
-    def _log_turn(self, owner: str, conversation_id: str | None, r: Any, saved: bool, text: str) -> None:
-        """One structured line per turn; message content only when LOG_CONTENT asks for it."""
-        record: dict[str, Any] = {
-            "event": "turn",
-            "owner": owner,
-            "conversation": conversation_id,
-            "model": r.ref,
-            "outcome": r.finish_reason.value if r.finish_reason else None,
-            "error_kind": r.error.kind if r.error else None,
-            "attempts": getattr(r, "attempts", None) or sum(getattr(x, "attempts", 0) for x in getattr(r, "steps", ())),
-            "tool_calls": len(getattr(r, "tools", ())),
-            "ttft_ms": round(r.ttft_ms, 1) if r.ttft_ms is not None else None,
-            "duration_ms": round(r.duration_ms, 1) if r.duration_ms is not None else None,
-            "input_tokens": r.input_tokens,
-            "output_tokens": r.output_tokens,
-            "saved": saved,
-        }
-        if self.s.config.log_content:
-            record["prompt"] = text
-            record["reply"] = r.text
-        turn_log.info(json.dumps(record))
+        events = self.turns.send(
+            owner=owner,
+            identity=self.s.limiter.identity(request, owner),
+            text=content_text(message),
+            context=to_messages(history),
+            shown=user_texts(history),
+            model=model,
+            system_prompt=system_prompt,
+            params=ParamInputs(temperature, top_p, max_tokens, seed, effort),
+            api_key=api_key,
+            tools=tools,
+            conversation_id=conversation_id,
+        )
+        # Closed on Stop too: the use case saves the reply so far in its `finally`.
+        async with aclosing(events):
+            async for event in events:
+                yield bubbles(event), event.conversation_id

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
+from gradio.components.chatbot import MetadataDict
 
 from chat.context import clean_text
 from chat.types import FinishReason, Message
 from chat.types import tokens_per_second as rate_of
+from core.store import FLAGGED_ERROR  # how a flagged reply is stored: stored_to_chatbot marks it
 from core.usage import output_tokens_of, speed_of, usage_of
 
 # Titles of the metadata bubbles Parley adds around a reply. They are display only:
@@ -27,8 +29,6 @@ NOTICE_PREFIX = "⚠️ "
 # so that changing a notice's text can never leak a refused message into a model's context.
 REFUSED_MARK = "parley-refused"  # refused before anything happened: never sent, never saved
 FLAGGED_MARK = "parley-flagged"  # refused by moderation: saved as flagged, never sent
-#: How the stored error of a flagged reply starts (so a reopened conversation marks it too).
-FLAGGED_ERROR = "flagged by moderation"
 
 
 def content_text(content: Any) -> str:
@@ -189,7 +189,7 @@ def reply_bubbles(
     """The assistant bubbles for one reply: reasoning and tool calls (collapsible), the answer, then a metrics line."""
     bubbles: list[gr.ChatMessage] = []
     if reasoning:
-        status = "done" if (text or finished or tools) else "pending"
+        status: Literal["pending", "done"] = "done" if (text or finished or tools) else "pending"
         bubbles.append(gr.ChatMessage(role="assistant", content=reasoning, metadata={"title": REASONING_TITLE, "status": status}))
     bubbles.extend(tool_bubble(t) for t in tools)
     if text:
@@ -238,7 +238,7 @@ def tool_bubble(record: Any) -> gr.ChatMessage:
         body.append(f"**Error**\n```\n{error}\n```")
     elif result is not None:
         body.append(f"**Result**\n```\n{result}\n```")
-    metadata: dict[str, Any] = {"title": title, "status": "pending" if status == "pending" else "done"}
+    metadata: MetadataDict = {"title": title, "status": "pending" if status == "pending" else "done"}
     if duration is not None:
         metadata["duration"] = round(duration / 1000, 3)
     return gr.ChatMessage(role="assistant", content="\n\n".join(body), metadata=metadata)

@@ -1,0 +1,387 @@
+"""Send a chat turn: the use case under the chat tab, the `/chat` API and any other surface.
+
+`ChatTurns.send` owns every rule of a turn: the message is cleaned and checked (empty, too long),
+the parameters parsed, the model resolved, one call charged to the rate limit, the message
+moderated; then the Turn (or ToolLoop) streams while the turn is saved (user message first,
+partial text while it streams, the reply in `finally` so Stop and errors keep what was said),
+turns the database cannot take are kept for later, and one log line records the turn.
+
+It yields `ChatEvent`s in domain terms (no Gradio): the surface draws them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from chat.context import clean_text
+from chat.errors import ChatError
+from chat.toolloop import ToolLoop, ToolLoopResult
+from chat.tools import ToolContext
+from chat.turn import Turn, TurnResult
+from chat.types import Message, ModelInfo
+from core.params import ParamInputs, params_error
+from core.pending_writes import KeptTurn, PendingWrites
+from core.ratelimit import Identity
+from core.services import Services
+from core.store import FLAGGED_ERROR, start_turn
+from core.tooling import owner_search, tool_records
+from core.usage import usage_columns, usage_of
+from storage import repository as repo
+from storage.errors import StorageError, StorageUnavailable
+from storage.models import TurnIds
+
+log = logging.getLogger("parley.chat")
+turn_log = logging.getLogger("parley.turns")
+
+#: While a reply streams, its text so far is saved this often (seconds), for a server that dies mid-reply.
+PARTIAL_SAVE_EVERY = 2.0
+
+KEPT = ("💾 The database is unavailable right now: this turn is kept and will be saved, in this conversation, "
+        "when it is back.")
+DROPPED = ("💾 {n} earlier turn(s) could not be kept while the database was unavailable (too many were waiting, "
+           "or the database refused them): they are not in your saved history.")
+
+#: A turn's live or final result: a plain turn's, or a tool loop's.
+Result = TurnResult | ToolLoopResult
+#: Why a message was refused before anything was sent or saved.
+RefusalKind = Literal["empty", "too_long", "params", "model", "rate_limited"]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The message was refused before anything happened: nothing was sent, saved or charged beyond the check."""
+
+    message: str
+    kind: RefusalKind
+    #: The conversation the chat had open (unchanged).
+    conversation_id: str | None
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """Moderation refused the message: it is stored, flagged, with this reply; no provider was called."""
+
+    reply: str
+    categories: tuple[str, ...]
+    #: Storage notes (the turn was kept for later, or could not be saved).
+    notes: tuple[str, ...]
+    conversation_id: str | None
+
+
+@dataclass(frozen=True)
+class Update:
+    """The reply so far (or finished, when `result.done`), with storage notes and the conversation it is saved in."""
+
+    result: Result
+    #: The model as the user knows it ("OpenAI · GPT-4o").
+    label: str
+    notes: tuple[str, ...]
+    conversation_id: str | None
+
+
+ChatEvent = Refused | Flagged | Update
+
+
+def model_label(info: ModelInfo, provider_label: str) -> str:
+    """How a reply names its model: "<provider> · <model>", or the offline demo's own label."""
+    if info.demo:  # its own label already says what it is ("Parley demo (offline)")
+        return info.display if "demo" in info.display.lower() else f"{info.display} (offline demo)"
+    return f"{provider_label} · {info.display}"
+
+
+def finish_values(r: Result, params: dict[str, Any]) -> dict[str, Any]:
+    """finish_turn's values for a finished turn (or tool loop): the reply, how it ended, its metrics."""
+    return dict(
+        content=r.text,
+        reasoning=r.reasoning or None,
+        provider=r.provider,
+        model=r.model,
+        model_version=r.model_version,
+        params=params,
+        **usage_columns(usage_of(r)),
+        ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
+        duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
+        finish_reason=(r.finish_reason.value if r.finish_reason else "cancelled"),
+        error=r.error.message if r.error else None,
+        tool_calls=tool_records(r),
+    )
+
+
+def context_messages(context: Sequence[Message], text: str, system_prompt: str) -> list[Message]:
+    """What the model is sent: the system prompt, the chat's context, then the new user message."""
+    out: list[Message] = []
+    system = clean_text(system_prompt or "").strip()
+    if system:
+        out.append(Message(role="system", content=system))
+    out.extend(context)
+    if text:
+        out.append(Message(role="user", content=text))
+    return out
+
+
+@dataclass
+class ChatTurns:
+    """The chat-turn use case over the app's services; one per process (it keeps the turns waiting for the database)."""
+
+    s: Services
+    #: Turns the database could not take, written before the same owner's next turn.
+    pending: PendingWrites = field(init=False)
+    _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    #: Each owner's replies streaming now: a future that resolves, with the conversation id, once
+    #: the reply is saved (however it ended). Stop waits on it to show the reply as stored.
+    _running: dict[str, set[asyncio.Future[str | None]]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pending = PendingWrites(self.s.db)
+
+    async def settled(self, owner: str, timeout: float = 10.0) -> str | None:
+        """Wait until this owner's streaming replies are saved (after Stop); the conversation id of one."""
+        running = list(self._running.get(owner, ()))
+        if not running:
+            return None
+        done, _ = await asyncio.wait(running, timeout=timeout)
+        # A reply kept during an outage is written now if the database is back, so the redraw shows it.
+        await self.pending.flush(owner)
+        return next((f.result() for f in done if not f.cancelled() and f.result()), None)
+
+    async def send(
+        self,
+        *,
+        owner: str,
+        identity: Identity,
+        text: str,
+        context: Sequence[Message] = (),
+        shown: Sequence[str] = (),
+        model: str = "",
+        system_prompt: str = "",
+        params: ParamInputs = ParamInputs(),  # noqa: B008  (frozen: one shared default is safe)
+        api_key: str = "",
+        tools: bool = False,
+        conversation_id: str | None = None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """Run one chat turn and save it, yielding what happens.
+
+        `identity` is who the rate limit charges; `context` the chat's messages that may be sent (refused
+        turns and display-only bubbles already left out); `shown` the stored user texts the chat shows,
+        which the store is made to agree with before the turn is saved.
+        """
+        text = clean_text(text)
+        cfg = self.s.config
+        # Every refusal below leaves no trace: the refused text is never saved, never sent later as
+        # context, and (the surface marks it) left out of the next turn's comparison with the store.
+        if not text.strip():
+            yield Refused("Type a message first: an empty message is not sent.", "empty", conversation_id)
+            return
+        if len(text) > cfg.max_message_chars:
+            yield Refused(f"This message is {len(text):,} characters long; the limit is {cfg.max_message_chars:,}. Shorten it and send again.",
+                          "too_long", conversation_id)
+            return
+        try:
+            parsed = params.parse()
+        except (ValidationError, ValueError, TypeError) as e:
+            yield Refused(params_error(e) if isinstance(e, ValidationError) else f"Invalid parameters: {e}.", "params", conversation_id)
+            return
+        try:
+            provider, info = self.s.registry.resolve_with_key(model or self.s.registry.default_model, api_key)
+        except ChatError as e:
+            yield Refused(e.message, "model", conversation_id)
+            return
+        # One turn is one call: a tool loop's steps (at most 5) are part of the turn it answers.
+        verdict = await self.s.limiter.charge(identity, calls=1)
+        if not verdict.allowed:
+            yield Refused(verdict.message, "rate_limited", conversation_id)
+            return
+
+        flagged = await self._moderate(text)
+        if flagged is not None:
+            yield await self._refuse(owner, conversation_id, list(shown), text, info, flagged)
+            return
+
+        system_prompt = clean_text(system_prompt or "")
+        messages = context_messages(context, text, system_prompt)
+        label = model_label(info, provider.label)
+        sent = parsed.for_provider(info.params or provider.accepts)
+
+        turn: Turn | ToolLoop
+        toolbox = self.s.toolbox
+        if tools and toolbox is not None and info.supports_tools:
+            turn = ToolLoop(provider, info, messages, parsed, tools=toolbox,
+                            context=ToolContext(owner=owner, search=owner_search(self.s)), policy=self.s.policy)
+        else:
+            turn = Turn(provider, info, messages, parsed, policy=self.s.policy)
+        # The user message is saved while the provider call starts: both are on the first-token path.
+        shown = list(shown)
+        begin = dict(provider=info.provider, model=info.id, system_prompt=system_prompt, params=sent)
+        save_task = asyncio.ensure_future(self._begin(owner, conversation_id, shown, text, begin))
+        notes: list[str] = []
+        ids: TurnIds | None | bool = None
+        conv = conversation_id
+        yielded_conv = conversation_id
+        finished = False
+        self.s.active_streams += 1
+        loop = asyncio.get_running_loop()
+        saved_turn: asyncio.Future[str | None] = loop.create_future()
+        self._running.setdefault(owner, set()).add(saved_turn)
+        partial_due = loop.time() + PARTIAL_SAVE_EVERY
+        updates: AsyncIterator[Result] = turn.updates(self.s.update_interval)
+        try:
+            async for r in updates:
+                if ids is None and save_task.done():
+                    ids, conv = self._ids(save_task.result(), conversation_id, notes)
+                if isinstance(ids, TurnIds) and loop.time() >= partial_due:
+                    # Off the stream's path: the stream never waits for the database.
+                    partial_due = loop.time() + PARTIAL_SAVE_EVERY
+                    self._spawn(self._save_partial(owner, ids, r.text, r.reasoning))
+                yield Update(r, label, tuple(notes), conv)
+                yielded_conv = conv
+            finished = True
+        finally:
+            self.s.active_streams -= 1
+            try:
+                begun = await asyncio.shield(save_task)
+                if ids is None:
+                    ids, conv = self._ids(begun, conversation_id, notes)
+                kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text,
+                                begin=begin, finish=finish_values(turn.result, sent))
+                saved = await asyncio.shield(self._settle(kept, begun, notes))
+                self._log_turn(owner, conv, turn.result, saved, text)
+            finally:
+                if not saved_turn.done():
+                    saved_turn.set_result(conv)
+                waiting = self._running.get(owner)
+                if waiting is not None:
+                    waiting.discard(saved_turn)
+                    if not waiting:
+                        del self._running[owner]
+        # A fast reply can end before the user message is saved: the chat must still learn the
+        # conversation id (and any note), or the next message would start a new conversation.
+        if finished and (notes or conv != yielded_conv):
+            yield Update(turn.result, label, tuple(notes), conv)
+
+    # -- moderation -----------------------------------------------------------------------
+
+    async def _moderate(self, text: str) -> list[str] | None:
+        """With MODERATION=openai: the categories a message is flagged for, or None when it may pass."""
+        if self.s.config.moderation != "openai":
+            return None
+        moderator = self.s.registry.providers.get("openai")
+        if moderator is None or not hasattr(moderator, "moderate"):
+            log.warning("MODERATION=openai but OpenAI is not configured: messages are not checked")
+            return None
+        try:
+            flagged: list[str] = await moderator.moderate(text)
+        except ChatError as e:
+            # Fail open, loudly: an outage of the moderation endpoint must not stop every chat.
+            log.warning("moderation check failed (%s); the message was let through", e.kind)
+            return None
+        return flagged or None
+
+    async def _refuse(self, owner: str, conversation_id: str | None, shown: list[str], text: str,
+                      info: ModelInfo, categories: list[str]) -> Flagged:
+        """A polite refusal; the message is stored, flagged, with no provider call."""
+        named = sorted(set(categories))
+        reply = f"I can't help with that message: it was flagged by the moderation check ({', '.join(named)}). Please rephrase it."
+        begin = dict(provider=info.provider, model=info.id, system_prompt="", params={})
+        begun = await self._begin(owner, conversation_id, shown, text, begin)
+        kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text, begin=begin,
+                        finish=dict(content=reply, provider=info.provider, model=info.id, finish_reason="content_filter",
+                                    error=f"{FLAGGED_ERROR}: " + ", ".join(named)))
+        notes: list[str] = []
+        await self._settle(kept, begun, notes)
+        conv = conversation_id if isinstance(begun, StorageError) else str(begun.conversation_id)
+        return Flagged(reply, tuple(named), tuple(notes), conv)
+
+    # -- storage --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
+
+    async def _save_partial(self, owner: str, ids: TurnIds, text: str, reasoning: str) -> None:
+        """Keep the reply so far: if the server dies now, the user finds it, marked interrupted."""
+        try:
+            await self.s.db(repo.save_partial, owner=owner, message_id=ids.assistant_message_id,
+                            content=text, reasoning=reasoning or None)
+        except StorageError as e:
+            log.info("could not save a partial reply: %s", e)
+
+    async def _begin(self, owner: str, conversation_id: str | None, shown: list[str], text: str,
+                     begin: dict[str, Any]) -> TurnIds | StorageError:
+        """Save the user message (creating the conversation if needed) and a pending reply; the ids or the StorageError.
+
+        Turns kept during a database outage are written first, so this one follows them in the same
+        conversation; while any of them still waits, this one waits behind it (order is kept).
+        """
+        try:
+            if not await self.pending.flush(owner):
+                return StorageUnavailable("Earlier turns are still waiting for the database.")
+            # A chat that began during the outage has no id yet: continue the conversation its turns made.
+            conversation_id = conversation_id or self.pending.conversation_for(owner, shown)
+            return await self.s.db(start_turn, owner=owner, conversation_id=conversation_id,
+                                   history_user_texts=shown, content=text, **begin)
+        except StorageError as e:
+            return e
+
+    def _ids(self, value: TurnIds | StorageError, conversation_id: str | None, notes: list[str]) -> tuple[TurnIds | bool, str | None]:
+        """The saved turn's ids and conversation, or (False, unchanged id) with a note when saving failed."""
+        if isinstance(value, StorageError):
+            # An outage keeps the turn (see _settle); any other refusal cannot be retried.
+            msg = KEPT if isinstance(value, StorageUnavailable) else f"💾 This turn could not be saved: {value.message}"
+            if msg not in notes:
+                notes.append(msg)
+            return False, conversation_id
+        return value, str(value.conversation_id)
+
+    async def _settle(self, kept: KeptTurn, begun: TurnIds | StorageError, notes: list[str]) -> bool:
+        """Write the reply; if the database is down, keep the turn to write later. True when it is stored now."""
+        dropped = self.pending.take_dropped(kept.owner)
+        if dropped:
+            notes.append(DROPPED.format(n=dropped))
+        if isinstance(begun, StorageError):
+            if isinstance(begun, StorageUnavailable):
+                self.pending.keep(kept)
+            return False
+        try:
+            await self.s.db(repo.finish_turn, owner=kept.owner, message_id=begun.assistant_message_id, **kept.finish)
+            return True
+        except StorageUnavailable as e:
+            log.warning("could not save the reply of %s, kept to write later: %s", kept.owner, e)
+            kept.message_id, kept.conversation_id = str(begun.assistant_message_id), str(begun.conversation_id)
+            self.pending.keep(kept)
+            msg = KEPT
+        except StorageError as e:  # refused, not unavailable: writing it again would fail again
+            log.warning("could not save the reply of %s: %s", kept.owner, e)
+            msg = f"💾 This reply could not be saved: {e.message}"
+        if msg not in notes:
+            notes.append(msg)
+        return False
+
+    def _log_turn(self, owner: str, conversation_id: str | None, r: Result, saved: bool, text: str) -> None:
+        """One structured line per turn; message content only when LOG_CONTENT asks for it."""
+        record: dict[str, Any] = {
+            "event": "turn",
+            "owner": owner,
+            "conversation": conversation_id,
+            "model": r.ref,
+            "outcome": r.finish_reason.value if r.finish_reason else None,
+            "error_kind": r.error.kind if r.error else None,
+            "attempts": getattr(r, "attempts", None) or sum(getattr(x, "attempts", 0) for x in getattr(r, "steps", ())),
+            "tool_calls": len(getattr(r, "tools", ())),
+            "ttft_ms": round(r.ttft_ms, 1) if r.ttft_ms is not None else None,
+            "duration_ms": round(r.duration_ms, 1) if r.duration_ms is not None else None,
+            "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens,
+            "saved": saved,
+        }
+        if self.s.config.log_content:
+            record["prompt"] = text
+            record["reply"] = r.text
+        turn_log.info(json.dumps(record))
