@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import subprocess
 import sys
 import uuid
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 
 from chat.registry import Registry, Settings
 from chat.types import FinishReason, Message
-from core.chat import KEPT, ChatEvent, ChatTurns, Refused, Update
+from core.chat import KEPT, ChatEvent, ChatTurns, Flagged, Refused, Update
 from core.config import AppConfig
 from core.params import ParamInputs
 from core.ratelimit import Identity
@@ -230,3 +232,27 @@ async def test_stop_keeps_the_partial_reply_and_settled_names_its_conversation(s
     assert [(r[0], r[1], r[3]) for r in stored] == [(conv, "user", None), (conv, "assistant", "cancelled")]
     assert stored[1][2], "the reply so far is kept"
     assert services.active_streams == 0 and not turns._running
+
+
+async def test_a_flagged_message_is_stored_flagged_and_never_sent(fake_server, engine):
+    services = make_services(fake_server, engine, MODERATION="openai")
+    try:
+        who = owner()
+        before = completions(fake_server)
+        [flagged] = await run(ChatTurns(services), who, "please FLAGME now")
+        assert isinstance(flagged, Flagged) and flagged.categories and "rephrase" in flagged.reply
+        assert completions(fake_server) == before, "a flagged message never reaches the model"
+        stored = rows(services, who)
+        assert [(r[0], r[1], r[2], r[3]) for r in stored] == [
+            (flagged.conversation_id, "user", "please FLAGME now", None), (flagged.conversation_id, "assistant", flagged.reply, "content_filter")]
+    finally:
+        services.close()
+
+
+async def test_one_log_line_per_turn_without_content(services, caplog):
+    caplog.set_level(logging.INFO, logger="parley.turns")
+    who = owner()
+    last = (await run(ChatTurns(services), who, "my very private prompt"))[-1]
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "parley.turns"]
+    assert line["owner"] == who and line["outcome"] == "stop" and line["saved"] is True
+    assert line["conversation"] == last.conversation_id and "prompt" not in line and "reply" not in line
