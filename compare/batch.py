@@ -2,8 +2,9 @@
 
     python -m compare.batch prompts.jsonl --models demo:parley-demo,openai:gpt-4o-mini --out results.jsonl
 
-Each (prompt, model) pair is one `chat.turn.Turn`, so retries, timeouts and metrics are exactly a chat
-turn's. Runs are resumable: pairs already in the output without an error are skipped, everything else
+Each (prompt, model) pair is one reply of compare/engine.py, the engine a compare pane runs too: a
+`chat.turn.Turn` (or a tool loop with --tools), so retries, timeouts and metrics are exactly a chat turn's.
+Runs are resumable: pairs already in the output without an error are skipped, everything else
 (missing, or an error row) runs again and is appended; the last row of a pair is the one that counts.
 """
 
@@ -29,9 +30,10 @@ import numpy as np
 
 from chat.errors import ChatError, InvalidInput
 from chat.providers.base import Provider
-from chat.toolloop import ToolLoop
-from chat.turn import Turn, TurnPolicy, TurnResult
-from chat.types import Message, ModelInfo, Params
+from chat.tools import Toolbox
+from chat.turn import TurnPolicy
+from chat.types import ModelInfo, Params
+from compare.engine import ReplyResult, attempts_of, prompt_messages, speed_of, start_reply
 from compare.pricing import PriceError, PriceTable
 
 if TYPE_CHECKING:
@@ -178,9 +180,8 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def result_row(prompt: Prompt, result: Any, *, started_at: str, prices: PriceTable) -> dict[str, Any]:
+def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: PriceTable) -> dict[str, Any]:
     """The JSONL row for one finished turn, or tool loop (keys: RESULT_FIELDS)."""
-    step = getattr(result, "turn", None)  # a tool loop's last step carries the speed
     ref = result.ref
     usage = result.usage
     cost = prices.usage_cost(ref, usage)
@@ -194,7 +195,7 @@ def result_row(prompt: Prompt, result: Any, *, started_at: str, prices: PriceTab
         "error_kind": result.error.kind if result.error else None,
         "ttft_ms": _round(result.ttft_ms, 1),
         "duration_ms": _round(result.duration_ms, 1),
-        "tokens_per_second": _round(result.tokens_per_second if isinstance(result, TurnResult) else (step.tokens_per_second if step else None), 2),
+        "tokens_per_second": _round(speed_of(result), 2),
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
@@ -202,7 +203,7 @@ def result_row(prompt: Prompt, result: Any, *, started_at: str, prices: PriceTab
         "cache_write_tokens": usage.cache_write_tokens,
         "usage_estimated": usage.estimated,
         "cost": _round(cost, 10),
-        "attempts": result.attempts if isinstance(result, TurnResult) else sum(t.attempts for t in result.steps),
+        "attempts": attempts_of(result),
         "started_at": started_at,
         "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result, "error": t.error}
                        for t in getattr(result, "tools", ())],
@@ -422,7 +423,7 @@ async def run_batch(
     progress: Callable[[int, int], None] | None = None,
     system: str | None = None,
     prices: PriceTable | None = None,
-    tools: Any = None,
+    tools: Toolbox | None = None,
 ) -> BatchSummary:
     """Run every prompt × model, appending each finished row to `out_path` (JSONL) at once.
 
@@ -466,15 +467,10 @@ async def run_batch(
 
         async def one(prompt: Prompt, ref: str) -> None:
             provider, info = resolved[ref]
-            sys_text = prompt.system or system
-            messages = [Message(role="system", content=sys_text)] if sys_text else []
-            messages.append(Message(role="user", content=prompt.prompt))
+            messages = prompt_messages(prompt.prompt, system=prompt.system or system)
             async with semaphore:
                 started_at = _utc_now()
-                if tools is not None and info.supports_tools:
-                    result = await ToolLoop(provider, info, messages, params, tools=tools, policy=policy).run()
-                else:
-                    result = await Turn(provider, info, messages, params, policy=policy).run()
+                result = await start_reply(provider, info, messages, params, policy=policy, toolbox=tools).run()
             row = result_row(prompt, result, started_at=started_at, prices=prices)
             # Written from the event loop thread only, one whole line at a time: rows never interleave.
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -584,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             params = Params(**kwargs)
         except ValueError as e:  # pydantic's ValidationError is a ValueError
-            errors = getattr(e, "errors", lambda: [])()
+            errors: list[dict[str, Any]] = getattr(e, "errors", lambda: [])()
             detail = "; ".join(f"--{'-'.join(map(str, x['loc'])).replace('_', '-')}: {x['msg']}" for x in errors) or str(e)
             raise BatchError(f"Bad generation setting ({detail}).") from e
         prices = PriceTable.from_file(args.prices) if args.prices else PriceTable.from_env()

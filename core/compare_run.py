@@ -1,7 +1,8 @@
 """Compare mode's engine: one reply per pane run concurrently, merged into one coalesced feed, then saved.
 
-A pane's reply is a `Turn`, or a `ToolLoop` when the run allows tools and its model supports them.
-No Gradio here: the tab (ui/compare/tab.py) and the `/compare` API both drive `CompareRun`.
+A pane's reply comes from compare/engine.py, the engine batch pairs run too: a `Turn`, or a `ToolLoop`
+when the run allows tools and its model supports them. No Gradio here: core/compare.py (`Comparisons`,
+behind the Compare tab and the `/compare` API) drives `CompareRun`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,21 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from chat.providers.base import Provider
-from chat.toolloop import ToolLoop, ToolLoopResult
+from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
-from chat.turn import Turn, TurnResult, coalesce
+from chat.turn import coalesce
 from chat.types import FinishReason, Message, ModelInfo, Params
+from compare.engine import Reply, ReplyResult, prompt_messages, speed_of, start_reply, uses_tools
 from compare.pricing import PriceTable
 from core.services import Services
 from core.tooling import owner_search, tool_records
-from core.usage import speed_of, usage_columns, usage_of
+from core.usage import usage_columns, usage_of
 from storage import repository as repo
 from storage.errors import StorageError
 from storage.models import ComparisonIds
@@ -35,11 +37,6 @@ log = logging.getLogger("parley.compare")
 #: 1k messages/s, and each update carries every pane).
 UPDATE_INTERVAL = 0.08
 LETTERS = "ABCD"
-
-#: One pane's reply, and what it fills in as it runs.
-Reply = Turn | ToolLoop
-ReplyResult = TurnResult | ToolLoopResult
-
 
 def blind_label(slot: int) -> str:
     return f"Model {LETTERS[slot]}"
@@ -60,6 +57,13 @@ class Pane:
     @property
     def ref(self) -> str:
         return self.info.ref
+
+    @property
+    def result(self) -> ReplyResult:
+        """The reply's result so far (a pane's reply is made when its run is)."""
+        if self.turn is None:
+            raise RuntimeError(f"pane {self.ref} has not been started by a CompareRun")
+        return self.turn.result
 
     @property
     def sent_params(self) -> dict[str, Any]:
@@ -158,7 +162,7 @@ async def drive(reply: Reply, changed: Callable[[], None]) -> None:
             changed()
 
 
-async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_INTERVAL) -> AsyncIterator[None]:
+async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_INTERVAL) -> AsyncGenerator[None, None]:
     """Run every reply at once; yield when something changed (at most once per `interval`), and once at the end.
 
     The replies' results are updated in place, so a consumer reads `turn.result` after each yield.
@@ -179,7 +183,8 @@ async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_I
     # and closing it early cancels them all.
     together = asyncio.gather(*tasks, return_exceptions=True)
     try:
-        async with aclosing(coalesce(together, changed, None, interval)) as updates:
+        # coalesce reads a task's done/cancel/callbacks only, which the gathering future has too.
+        async with aclosing(coalesce(cast("asyncio.Task[object]", together), changed, None, interval)) as updates:
             async for _ in updates:
                 if together.done():
                     for turn, task in zip(turns, tasks):
@@ -228,7 +233,8 @@ def _finish_all(*, session: Any, owner: str, ids: ComparisonIds, panes: Sequence
                 ttft_ms=round(r.ttft_ms) if r.ttft_ms is not None else None,
                 duration_ms=round(r.duration_ms) if r.duration_ms is not None else None,
                 finish_reason=r.finish_reason.value if r.finish_reason else "cancelled",
-                error=r.error.message if r.error else None, tool_calls=tool_records(r),
+                error=r.error.message if r.error else None,
+                tool_calls=[*calls] if (calls := tool_records(r)) else None,  # a fresh list, typed as finish_turn takes it
             )  # fmt: skip
         except StorageError as e:  # one pane's bad value must not lose the others
             log.warning("could not save compare pane %s: %s", pane_ids.slot, e)
@@ -275,31 +281,29 @@ class CompareRun:
         self.ids: ComparisonIds | StorageError | None = None
         self.saved: bool | None = None
         for pane in self.panes:
-            messages = ([Message(role="system", content=pane.system_prompt)] if pane.system_prompt else []) + [
-                *pane.history, Message(role="user", content=prompt)]  # fmt: skip
+            messages = prompt_messages(prompt, system=pane.system_prompt, history=pane.history)
             pane.turn = self._reply(pane, messages)
 
     def uses_tools(self, pane: Pane) -> bool:
         """Whether this run lets `pane` call tools: asked for, offered by the deployment, supported by its model."""
-        return self.tools and self.s.toolbox is not None and pane.info.supports_tools
+        return self.tools and uses_tools(pane.info, self.s.toolbox)
 
     def _reply(self, pane: Pane, messages: list[Message]) -> Reply:
-        if self.uses_tools(pane):
-            # The search tool sees the run's owner only, as in the chat.
-            context = ToolContext(owner=self.owner, search=owner_search(self.s))
-            return ToolLoop(pane.provider, pane.info, messages, pane.params, tools=self.s.toolbox, context=context,
-                            policy=self.s.policy)  # fmt: skip
-        return Turn(pane.provider, pane.info, messages, pane.params, policy=self.s.policy)
+        toolbox = self.s.toolbox if self.tools else None
+        # The search tool sees the run's owner only, as in the chat.
+        context = ToolContext(owner=self.owner, search=owner_search(self.s)) if self.uses_tools(pane) else None
+        return start_reply(pane.provider, pane.info, messages, pane.params, policy=self.s.policy, toolbox=toolbox,
+                           context=context)  # fmt: skip
 
     @property
     def results(self) -> list[ReplyResult]:
         return [p.turn.result for p in self.panes if p.turn]
 
-    async def stream(self, interval: float = UPDATE_INTERVAL) -> AsyncIterator[None]:
+    async def stream(self, interval: float = UPDATE_INTERVAL) -> AsyncGenerator[None, None]:
         # The prompt is saved while the providers are called: both are on the first-token path.
         save = asyncio.ensure_future(save_begin(self.s, self.owner, self.prompt, self.panes, self.blind))
         try:
-            async with aclosing(stream_concurrently([p.turn for p in self.panes], interval)) as feed:  # type: ignore[misc]
+            async with aclosing(stream_concurrently([p.turn for p in self.panes if p.turn], interval)) as feed:
                 async for _ in feed:
                     yield
         finally:

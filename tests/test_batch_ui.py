@@ -14,11 +14,12 @@ import gradio as gr
 import pytest
 
 from chat.registry import Registry, Settings
+from core.batch import MAX_CALLS, BatchRun
 from core.config import AppConfig
 from core.services import Services
 from storage.db import init_db, make_engine
 from tests.apphelpers import app_env
-from ui.batch import MAX_CALLS, BatchRun, build_batch_tab
+from ui.batch import build_batch_tab
 from ui.context import TabContext
 
 

@@ -1,52 +1,18 @@
-"""The compare leaderboard: stored votes → pairwise battles → Bradley–Terry table, rating plot, win matrix."""
+"""The compare leaderboard as shown: the Bradley–Terry table, the rating plot and the win matrix.
+
+The ratings themselves (votes → pairwise battles → ratings) are core/compare.py's `build_board`.
+"""
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable
 
 import pandas as pd
 
-from compare.ratings import Leaderboard, Vote, leaderboard
-from storage.models import VoteRecord
+from compare.ratings import Leaderboard
 
-ROUNDS = 200
 TABLE_COLUMNS = ["rank", "model", "rating", "95% CI", "votes", "win rate"]
-
-
-def battles_of(record: VoteRecord) -> list[Vote]:
-    """Pairwise battles from one vote of a 2-4 pane run.
-
-    "slot": the winner beat each other pane; "tie" / "both_bad": every pair tied. Panes of the same
-    model (a parameter sweep) are not a battle, and each pair of models counts once per vote.
-    """
-    models = record.models
-    seen: set[frozenset[str]] = set()
-    out: list[Vote] = []
-    if record.verdict == "slot":
-        if record.winner_slot is None or not 0 <= record.winner_slot < len(models):
-            return []
-        winner = models[record.winner_slot]
-        for other in models:
-            pair = frozenset((winner, other))
-            if other != winner and pair not in seen:
-                seen.add(pair)
-                out.append(Vote(winner, other, "a"))
-        return out
-    outcome = "tie" if record.verdict == "tie" else "both_bad"
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            pair = frozenset((a, b))
-            if a != b and pair not in seen:
-                seen.add(pair)
-                out.append(Vote(a, b, outcome))  # type: ignore[arg-type]
-    return out
-
-
-def build_board(records: Iterable[VoteRecord], *, rounds: int = ROUNDS) -> Leaderboard:
-    votes = [v for r in records for v in battles_of(r)]
-    return leaderboard(votes, rounds=rounds, seed=0)
 
 
 def table_frame(board: Leaderboard) -> pd.DataFrame:

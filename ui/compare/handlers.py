@@ -1,5 +1,7 @@
-"""The compare tab's handlers and the /compare API: every one resolves the owner itself.
+"""The Compare tab's thin handlers and the /compare API: read the inputs, call core/compare.py, render.
 
+Built with the tab's components (`CompareUI`, ui/compare/components.py) and the `Comparisons` use
+case: dependencies go in at construction, and nothing reaches back into the layout.
 Blind mode keeps the model names on the server: the pane order and the names live in the
 session's gr.State (never sent to the browser) until the vote, and everything rendered before it
 is built from "Model A"-style labels, kind-only error texts and no costs.
@@ -8,108 +10,52 @@ is built from "Model A"-style labels, kind-only error texts and no costs.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import random
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 from pydantic import ValidationError
 
 from chat.context import clean_text
-from chat.errors import ChatError
-from chat.types import Message, Params
+from chat.types import Params
 from compare.pricing import ROW_COLUMNS, PriceError, PriceTable
-from core.compare_export import to_csv, to_jsonl
+from core.chat import model_label
+from core.compare import CompareProblem, Comparisons, ExportFormat, PaneInput
 from core.compare_run import LETTERS, CompareRun, Pane, blind_label, metrics_of
 from core.identity import owner_for
+from core.params import ParamsProblem, params_error, params_from_inputs
 from core.services import Services
-from storage import repository as repo
 from storage.errors import StorageError
 from storage.models import MAX_PANES, MIN_PANES, ComparisonIds
-from ui.chat import model_label, params_error, params_from_inputs
-from ui.compare.board import build_board, rating_plot_html, table_frame, win_matrix_html
+from ui.compare.board import rating_plot_html, table_frame, win_matrix_html
+from ui.compare.components import CompareUI
 from ui.compare.view import chart_frames, header_markdown, metrics_markdown, reply_bubbles
 from ui.convert import content_text
 from ui.exports import exports_for
-
-if TYPE_CHECKING:
-    from ui.compare.tab import CompareUI
-
-log = logging.getLogger("parley.compare")
 
 TEMPERATURE_CHOICES = [("Sidebar's", ""), *[(v, v) for v in ("0", "0.3", "0.7", "1", "1.3", "1.7", "2")]]
 VERDICT_TEXT = {"tie": "a tie", "both_bad": "all answers bad"}
 STOP_WAIT = 10.0  # seconds the Stop handler waits at most for the cancelled run to save (usually ms)
 
-
-# -- inputs ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PaneInput:
-    ref: str
-    system_prompt: str
-    temperature: float | None
+Update = dict[Any, Any]
 
 
-class InputProblem(Exception):
-    """A message for the status line; nothing was sent."""
-
-
-def _pane_params(base: Params, temperature: float | None) -> Params:
-    if temperature in (None, ""):
-        return base
-    return Params.model_validate({**base.model_dump(), "temperature": temperature})
-
-
-def _fingerprint(inputs: list[PaneInput], blind: bool, base: Params, system_prompt: str) -> str:
-    """Same panes and settings → a follow-up in the same panes; anything changed → a new comparison."""
-    return json.dumps([[(p.ref, p.system_prompt, p.temperature) for p in inputs], blind, base.model_dump(), system_prompt],
-                      sort_keys=True, default=str)
-
-
-class CompareTab:
+class CompareHandlers:
     """Handlers of the compare tab and the /compare API; every one resolves the owner itself."""
 
-    def __init__(self, services: Services, prices: PriceTable):
-        self.s = services
-        self.default_prices = prices
+    def __init__(self, comparisons: Comparisons, ui: CompareUI):
+        self.comparisons = comparisons
+        self.ui = ui
 
-    # -- shared by the UI and the API ---------------------------------------------------------
+    @property
+    def s(self) -> Services:
+        return self.comparisons.s
 
-    def _prices(self, rows: Any) -> PriceTable:
-        if not rows:
-            return self.default_prices
-        try:
-            return PriceTable.from_rows(rows)
-        except PriceError:
-            return self.default_prices
-
-    def _resolve(self, ref: str, where: str) -> tuple[Any, Any]:
-        ref = (ref or "").strip()
-        if not ref:
-            raise InputProblem(f"{where}: pick a model (provider:model).")
-        try:
-            return self.s.registry.resolve(ref)
-        except ChatError as e:
-            raise InputProblem(f"{where}: {e.message}") from e
-
-    def _name(self, pane: Pane) -> str:
-        return model_label(pane.info, pane.provider.label)
-
-    def _check_message(self, message: Any) -> str:
-        text = clean_text(content_text(message)).strip()
-        if not text:
-            raise InputProblem("Type a prompt first: an empty prompt is not sent.")
-        limit = self.s.config.max_message_chars
-        if len(text) > limit:
-            raise InputProblem(f"This prompt is {len(text):,} characters long; the limit is {limit:,}.")
-        return text
+    @property
+    def default_prices(self) -> PriceTable:
+        return self.comparisons.default_prices
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -119,7 +65,7 @@ class CompareTab:
         models: list[str],
         system_prompt: str = "",
         tools: bool = False,
-        request: gr.Request = None,  # type: ignore[assignment]
+        request: gr.Request = None,  # type: ignore[assignment]  # Gradio fills it in; the default keeps it out of the API's inputs
         profile: gr.OAuthProfile | None = None,
     ) -> list[dict[str, Any]]:
         """Send one prompt to 2-4 models at once; returns per model its text and metrics.
@@ -134,30 +80,15 @@ class CompareTab:
         """
         owner = owner_for(request, profile, None)
         try:
-            text = self._check_message(message)
-            if isinstance(models, str):
-                models = [m for m in models.split(",")]
-            if not isinstance(models, list) or not MIN_PANES <= len(models) <= MAX_PANES:
-                raise InputProblem(f"Give {MIN_PANES} to {MAX_PANES} models as a list of provider:model.")
-            panes = []
-            for i, ref in enumerate(models):
-                provider, info = self._resolve(str(ref), f"Model {i + 1} ({str(ref)[:80]})")
-                panes.append(Pane(provider=provider, info=info, params=Params(),
-                                  system_prompt=clean_text(system_prompt or "").strip()))
-        except InputProblem as e:
-            raise gr.Error(str(e)) from None
-        # Every pane is a provider call: all are charged before any starts, or none runs.
-        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=len(panes))
-        if not verdict.allowed:
-            raise gr.Error(verdict.message)
-        prices = self.default_prices
-        run = CompareRun(self.s, owner, text, panes, prices=prices, tools=bool(tools))
-        await run.run()
-        return [{**metrics_of(r, prices).as_dict(), "tools": tool_calls_of(r)} for r in run.results]
+            return await self.comparisons.compare(owner=owner, request=request, message=content_text(message), models=models,
+                                                  system_prompt=system_prompt, tools=bool(tools))
+        except CompareProblem as e:
+            raise gr.Error(e.message) from None
 
     # -- the tab ------------------------------------------------------------------------------
 
-    def read_inputs(self, data: dict[Any, Any], ui: "CompareUI") -> tuple[int, list[PaneInput], Params, str]:
+    def read_inputs(self, data: Update) -> tuple[int, list[PaneInput], Params, str]:
+        ui = self.ui
         count = int(data[ui.pane_count] or MIN_PANES)
         count = min(max(count, MIN_PANES), MAX_PANES)
         inputs = []
@@ -166,46 +97,18 @@ class CompareTab:
             try:
                 temperature = float(temp) if temp else None
             except ValueError as e:
-                raise InputProblem(f"Pane {i + 1}: the temperature must be a number from 0 to 2, got {temp[:20]!r}.") from e
+                raise CompareProblem(f"Pane {i + 1}: the temperature must be a number from 0 to 2, got {temp[:20]!r}.") from e
             inputs.append(PaneInput(ref=(data[ui.models[i]] or "").strip(),
                                     system_prompt=clean_text(data[ui.system_prompts[i]] or "").strip(),
                                     temperature=temperature))  # fmt: skip
         try:
             p = [data[c] for c in ui.ctx.params]
             base = params_from_inputs(*p)
-        except ValidationError as e:
-            raise InputProblem(params_error(e)) from e
+        except (ValidationError, ParamsProblem) as e:
+            raise CompareProblem(params_error(e)) from e
         except (TypeError, ValueError) as e:
-            raise InputProblem(f"Invalid parameters: {e}. Nothing was sent.") from e
+            raise CompareProblem(f"Invalid parameters: {e}. Nothing was sent.") from e
         return count, inputs, base, clean_text(data[ui.ctx.system_prompt] or "").strip()
-
-    def _build_panes(self, session: dict[str, Any], inputs: list[PaneInput], base: Params, system_prompt: str,
-                     blind: bool) -> list[Pane]:
-        """Panes in display order: a follow-up continues the session's panes, else a new (shuffled) set."""
-        key = _fingerprint(inputs, blind, base, system_prompt)
-        resolved = []
-        for i, p in enumerate(inputs):
-            provider, info = self._resolve(p.ref, f"Pane {i + 1}")
-            try:
-                params = _pane_params(base, p.temperature)
-            except ValidationError as e:
-                raise InputProblem(f"Pane {i + 1}: " + params_error(e)) from e
-            resolved.append((provider, info, params, p.system_prompt or system_prompt))
-        if session.get("key") != key:
-            order = list(range(len(inputs)))
-            if blind:
-                random.SystemRandom().shuffle(order)
-            session.clear()
-            session.update(key=key, blind=blind, revealed=not blind, order=order,
-                           panes=[{"conversation_id": None, "history": [], "display": [], "display_full": []} for _ in order])  # fmt: skip
-        panes = []
-        for slot, index in enumerate(session["order"]):
-            provider, info, params, sp = resolved[index]
-            state = session["panes"][slot]
-            history = [Message(role=m["role"], content=m["content"]) for m in state["history"]]
-            panes.append(Pane(provider=provider, info=info, params=params, system_prompt=sp, history=history,
-                              conversation_id=state["conversation_id"]))  # fmt: skip
-        return panes
 
     @staticmethod
     def _names(session: dict[str, Any]) -> list[str | None]:
@@ -227,22 +130,23 @@ class CompareTab:
             bits.append("tools" if run.uses_tools(pane) else "no tools (not supported)")
         return " · ".join(bits)
 
-    def _headers(self, ui: "CompareUI", session: dict[str, Any]) -> dict[Any, Any]:
+    def _headers(self, session: dict[str, Any]) -> Update:
+        ui = self.ui
         names = self._names(session)
         details = session.get("details") or [""] * len(names)
-        out: dict[Any, Any] = {}
+        out: Update = {}
         for i in range(MAX_PANES):
             if i < len(names):
-                label = blind_label(i)
-                out[ui.headers[i]] = header_markdown(label, names[i], details[i] if names[i] else "")
+                name = names[i]
+                out[ui.headers[i]] = header_markdown(blind_label(i), name, details[i] if name else "")
                 out[ui.pane_columns[i]] = gr.update(visible=True)
             else:
                 out[ui.pane_columns[i]] = gr.update(visible=False)
         return out
 
-    async def run(self, data: dict[Any, Any], request: gr.Request, profile: gr.OAuthProfile | None = None):
+    async def run(self, data: Update, request: gr.Request, profile: gr.OAuthProfile | None = None) -> AsyncGenerator[Update, None]:
         """Stream one prompt into every pane at once; save the run; offer the vote."""
-        ui: CompareUI = self.ui
+        ui = self.ui
         owner = owner_for(request, profile, data[ui.ctx.owner])
         session: dict[str, Any] = data[ui.session]
         if not isinstance(session, dict):  # never for a browser session; the state starts as {}
@@ -252,26 +156,23 @@ class CompareTab:
             return
         blind = bool(data[ui.blind])
         try:
-            text = self._check_message(data[ui.message])
-            _count, inputs, base, system_prompt = self.read_inputs(data, ui)
-            panes = self._build_panes(session, inputs, base, system_prompt, blind)
-        except InputProblem as e:
-            yield {ui.status: f"⚠️ {e}"}
-            return
-        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=len(panes))
-        if not verdict.allowed:
-            yield {ui.status: f"⚠️ {verdict.message}"}
+            text = self.comparisons.check_message(content_text(data[ui.message]))
+            _count, inputs, base, system_prompt = self.read_inputs(data)
+            panes = self.comparisons.session_panes(session, inputs, base, system_prompt, blind)
+            await self.comparisons.charge(request, owner, panes)
+        except CompareProblem as e:
+            yield {ui.status: f"⚠️ {e.message}"}
             return
 
-        prices = self._prices(data[ui.prices_state])
+        prices = self.comparisons.prices(data[ui.prices_state])
         hidden = bool(session.get("blind") and not session.get("revealed"))
         secret_names = [n for p in panes for n in p.names()] if hidden else []
-        run = CompareRun(self.s, owner, text, panes, blind=bool(session.get("blind")), prices=prices,
-                         tools=bool(data[ui.tools]))
+        run = self.comparisons.start(owner, text, panes, blind=bool(session.get("blind")), prices=prices,
+                                     tools=bool(data[ui.tools]))
         session.update(running=True, comparison_id=None, voted=False, prompt=text,
-                       names=[self._name(p) for p in panes], refs=[p.ref for p in panes],
+                       names=[model_label(p.info, p.provider.label) for p in panes], refs=[p.ref for p in panes],
                        details=[self._detail(p, run) for p in panes])
-        first = {**self._headers(ui, session), ui.message: "", ui.vote_row: gr.update(visible=False),
+        first = {**self._headers(session), ui.message: "", ui.vote_row: gr.update(visible=False),
                  # In blind mode the settings (which list the models, in another order) fold away.
                  ui.config_accordion: gr.update(open=False) if hidden else gr.skip(),
                  ui.charts: gr.update(visible=False),
@@ -279,22 +180,23 @@ class CompareTab:
         try:
             async with aclosing(run.stream()) as feed:
                 async for _ in feed:
-                    update = first | self._pane_values(ui, session, panes, text, prices, secret_names, live=True)
+                    update = first | self._pane_values(session, panes, text, prices, secret_names, live=True)
                     first = {}
                     yield update
         finally:
             self._remember(session, run, text, prices, secret_names)
-        out = self._after_run(ui, session)
+        out = self._after_run(session)
         if any(r.error for r in run.results):
             out[ui.status] += " One or more panes failed: see the notice in the pane."
         yield out
 
-    def _pane_values(self, ui: "CompareUI", session: dict[str, Any], panes: list[Pane], prompt: str,
-                     prices: PriceTable, secret_names: list[str], *, live: bool) -> dict[Any, Any]:
+    def _pane_values(self, session: dict[str, Any], panes: list[Pane], prompt: str,
+                     prices: PriceTable, secret_names: list[str], *, live: bool) -> Update:
+        ui = self.ui
         hidden = bool(secret_names)
-        out: dict[Any, Any] = {}
+        out: Update = {}
         for i, pane in enumerate(panes):
-            r = pane.turn.result
+            r = pane.result
             state = session["panes"][i]
             display = state["display"] if secret_names else state["display_full"]
             out[ui.chatbots[i]] = [*display, {"role": "user", "content": prompt}, *reply_bubbles(r, hide=secret_names)]
@@ -305,7 +207,7 @@ class CompareTab:
                   secret_names: list[str]) -> None:
         """Fold the finished (or stopped) run into the session, in place: Stop gives no chance to return it."""
         for i, pane in enumerate(run.panes):
-            r = pane.turn.result
+            r = pane.result
             state = session["panes"][i]
             state["conversation_id"] = pane.conversation_id
             state["history"].append({"role": "user", "content": prompt})
@@ -322,12 +224,13 @@ class CompareTab:
         session["saved"] = bool(run.saved)
         session["running"] = False
 
-    def _after_run(self, ui: "CompareUI", session: dict[str, Any]) -> dict[Any, Any]:
+    def _after_run(self, session: dict[str, Any]) -> Update:
         """Every pane as saved, the charts, the vote buttons and the status line, after a run or a vote."""
+        ui = self.ui
         hidden = bool(session.get("blind") and not session.get("revealed"))
         metrics = session.get("metrics") or []
         count = len(session.get("panes") or [])
-        out: dict[Any, Any] = self._headers(ui, session)
+        out: Update = self._headers(session)
         for i in range(count):
             pane = session["panes"][i]
             out[ui.chatbots[i]] = pane["display"] if hidden else pane["display_full"]
@@ -338,7 +241,7 @@ class CompareTab:
             out[plot] = gr.update(value=frames[key], visible=key != "cost" or not hidden)
         out[ui.charts] = gr.update(visible=bool(metrics))
         can_vote = bool(session.get("comparison_id")) and not session.get("voted")
-        out.update(self._vote_buttons(ui, count, can_vote))
+        out.update(self._vote_buttons(count, can_vote))
         if session.get("voted"):
             status = "🗳️ Voted. Send a follow-up (each pane keeps its own history) or start a new comparison."
         elif session.get("comparison_id"):
@@ -350,8 +253,9 @@ class CompareTab:
         out[ui.session] = session
         return out
 
-    def _vote_buttons(self, ui: "CompareUI", count: int, visible: bool) -> dict[Any, Any]:
-        out: dict[Any, Any] = {ui.vote_row: gr.update(visible=visible)}
+    def _vote_buttons(self, count: int, visible: bool) -> Update:
+        ui = self.ui
+        out: Update = {ui.vote_row: gr.update(visible=visible)}
         for i, button in enumerate(ui.vote_slot_buttons):
             letter = LETTERS[i]
             label = (f"👈 {letter} is better" if i == 0 else f"👉 {letter} is better") if count == 2 else f"🏆 {letter} is best"
@@ -360,7 +264,7 @@ class CompareTab:
         return out
 
     async def stop(self, session: dict[str, Any], owner_state: str | None, request: gr.Request,
-                   profile: gr.OAuthProfile | None = None):
+                   profile: gr.OAuthProfile | None = None) -> Update:
         """After Stop cancelled the run: wait for its save, then show every pane's kept text."""
         owner_for(request, profile, owner_state)  # only this session's own state is read
         ui = self.ui
@@ -370,55 +274,52 @@ class CompareTab:
             await asyncio.sleep(0.05)
         if not isinstance(session, dict) or not session.get("panes") or session.get("running"):
             return {ui.status: "⏹ Stopped."}
-        out = self._after_run(ui, session)
+        out = self._after_run(session)
         out[ui.status] = "⏹ Stopped. Every pane's text so far is kept and saved." + (
             " You can still vote." if session.get("comparison_id") else "")
         return out
 
     async def vote(self, choice: str, session: dict[str, Any], owner_state: str | None, request: gr.Request,
-                   profile: gr.OAuthProfile | None = None):
+                   profile: gr.OAuthProfile | None = None) -> Update:
         """Store the vote for the last run and reveal the names."""
         owner = owner_for(request, profile, owner_state)
         ui = self.ui
         if not isinstance(session, dict) or not session.get("comparison_id") or session.get("voted"):
             return {ui.status: "⚠️ There is no finished comparison to vote on."}
-        verdict, slot = ("slot", int(choice)) if choice.isdigit() else (choice, None)
-        if verdict == "slot" and not 0 <= slot < len(session.get("names") or []):
-            return {ui.status: "⚠️ There is no such pane."}
+        names = session.get("names") or []
         try:
-            await self.s.db(repo.vote_comparison, owner=owner, comparison_id=session["comparison_id"],
-                            verdict=verdict, winner_slot=slot)
-        except StorageError as e:
-            return {ui.status: f"⚠️ The vote could not be saved: {e.message}"}
+            verdict, slot = await self.comparisons.vote(owner=owner, comparison_id=session["comparison_id"], choice=choice,
+                                                        panes=len(names))
+        except CompareProblem as e:
+            return {ui.status: f"⚠️ {e.message}"}
         session["voted"] = True
         session["revealed"] = True
-        names = session["names"]
-        out = self._after_run(ui, session)
+        out = self._after_run(session)
         refs = session.get("refs") or [""] * len(names)
-        result = f"{blind_label(slot)} wins" if verdict == "slot" else VERDICT_TEXT[verdict]
+        result = f"{blind_label(slot)} wins" if slot is not None else VERDICT_TEXT[verdict]
         reveal = "; ".join(f"{blind_label(i)} was **{n}** (`{r}`)" for i, (n, r) in enumerate(zip(names, refs)))
         out[ui.status] = f"🗳️ Vote saved: {result}. {reveal}."
         return out
 
     def new_comparison(self, session: dict[str, Any], owner_state: str | None, request: gr.Request,
-                       profile: gr.OAuthProfile | None = None):
+                       profile: gr.OAuthProfile | None = None) -> Update:
         owner_for(request, profile, owner_state)
         ui = self.ui
         if isinstance(session, dict) and not session.get("running"):
             session.clear()
-        out: dict[Any, Any] = {ui.session: session, ui.status: "New comparison: the next prompt starts fresh panes.",
-                               ui.charts: gr.update(visible=False), ui.vote_row: gr.update(visible=False)}  # fmt: skip
+        out: Update = {ui.session: session, ui.status: "New comparison: the next prompt starts fresh panes.",
+                       ui.charts: gr.update(visible=False), ui.vote_row: gr.update(visible=False)}  # fmt: skip
         for i in range(MAX_PANES):
             out[ui.chatbots[i]] = []
             out[ui.metrics[i]] = ""
             out[ui.headers[i]] = header_markdown(f"Pane {i + 1}", None)
         return out
 
-    def show_panes(self, count: Any, blind: bool):
+    def show_panes(self, count: Any, blind: bool) -> Update:
         """The pane count and blind mode decide how many settings columns and panes show."""
         ui = self.ui
         n = min(max(int(count or MIN_PANES), MIN_PANES), MAX_PANES)
-        out: dict[Any, Any] = {}
+        out: Update = {}
         for i in range(MAX_PANES):
             out[ui.config_columns[i]] = gr.update(visible=i < n)
             out[ui.pane_columns[i]] = gr.update(visible=i < n)
@@ -426,7 +327,8 @@ class CompareTab:
 
     # -- prices -------------------------------------------------------------------------------
 
-    def apply_prices(self, table: Any, owner_state: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def apply_prices(self, table: Any, owner_state: str | None, request: gr.Request,
+                     profile: gr.OAuthProfile | None = None) -> Update:
         """Validate the edited price table and keep it for this session."""
         owner_for(request, profile, owner_state)
         ui = self.ui
@@ -438,7 +340,7 @@ class CompareTab:
         return {ui.prices_state: prices.to_rows(), ui.price_table: rows_frame(prices),
                 ui.price_status: f"✅ {len(prices)} prices in use for your next comparisons (this session only)."}
 
-    def reset_prices(self, owner_state: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def reset_prices(self, owner_state: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None) -> Update:
         owner_for(request, profile, owner_state)
         ui = self.ui
         return {ui.prices_state: None, ui.price_table: rows_frame(self.default_prices),
@@ -447,45 +349,33 @@ class CompareTab:
     # -- leaderboard and exports ----------------------------------------------------------------
 
     async def board(self, blind_only: bool, owner_state: str | None, request: gr.Request,
-                    profile: gr.OAuthProfile | None = None):
+                    profile: gr.OAuthProfile | None = None) -> Update:
         owner = owner_for(request, profile, owner_state)
         ui = self.ui
-        shared = self.s.config.shared_leaderboard
         try:
-            records = await self.s.db(repo.comparison_votes, owner=None if shared else owner, blind_only=bool(blind_only))
+            standings = await self.comparisons.standings(owner=owner, blind_only=bool(blind_only))
         except StorageError as e:
             return {ui.board_note: f"⚠️ {e.message}"}
-        loop = asyncio.get_running_loop()
-        board = await loop.run_in_executor(self.s.executor, build_board, records)
-        scope = "everyone's votes" if shared else "your votes"
-        note = (f"**{len(records)}** vote{'s' if len(records) != 1 else ''} ({scope}{', blind only' if blind_only else ''}) → "
+        board, votes = standings.board, standings.votes
+        scope = "everyone's votes" if standings.shared else "your votes"
+        note = (f"**{votes}** vote{'s' if votes != 1 else ''} ({scope}{', blind only' if blind_only else ''}) → "
                 f"**{board.total_votes}** pairwise battle{'s' if board.total_votes != 1 else ''} between **{len(board.ratings)}** models. "
                 "Bradley–Terry ratings, 95% intervals from 200 bootstrap resamples; ties and all-bad count half a win each.")
         return {ui.board_note: note, ui.board_plot: rating_plot_html(board), ui.board_table: table_frame(board),
                 ui.board_matrix: win_matrix_html(board)}
 
-    async def export(self, fmt: str, owner_state: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    async def export(self, fmt: ExportFormat, owner_state: str | None, request: gr.Request,
+                     profile: gr.OAuthProfile | None = None) -> Update:
         owner = owner_for(request, profile, owner_state)
         ui = self.ui
         try:
-            details = await self.s.db(repo.export_comparisons, owner=owner)
+            name, body = await self.comparisons.export(owner=owner, fmt=fmt)
         except StorageError as e:
             gr.Warning(e.message)
             return {ui.download: gr.update(visible=False)}
-        body = to_jsonl(details) if fmt == "jsonl" else to_csv(details)
         # Short-lived and its owner's only (ui/exports.py), never a lasting copy in Gradio's cache.
-        path = exports_for(self.s).write(owner, f"parley-comparisons-{datetime.now(UTC):%Y%m%d-%H%M%S}.{fmt}", body)
+        path = exports_for(self.s).write(owner, name, body)
         return {ui.download: gr.update(value=str(path), visible=True)}
-
-
-def tool_calls_of(result: Any) -> list[dict[str, Any]]:
-    """A pane's tool calls as the /compare API returns them (none for a reply without tools)."""
-    calls = []
-    for t in getattr(result, "tools", ()):
-        call = t.as_dict()
-        call["duration_ms"] = None if t.duration_ms is None else round(t.duration_ms, 1)
-        calls.append(call)
-    return calls
 
 
 def rows_frame(prices: PriceTable) -> pd.DataFrame:

@@ -1,21 +1,26 @@
 """The compare tab: one prompt into 2-4 panes at once, live metrics, blind votes, leaderboard, exports.
 
-This module is the layout and the event wiring; the handlers are ui/compare/handlers.py, the
-concurrent run core/compare_run.py, the rendering ui/compare/view.py, the leaderboard
-ui/compare/board.py and the exports core/compare_export.py.
+This module is the layout and the event wiring: it builds the components into a `CompareUI`
+(ui/compare/components.py), then the handlers (ui/compare/handlers.py) from it and the `Comparisons`
+use case (core/compare.py, which runs core/compare_run.py and writes core/compare_export.py's
+exports). The rendering is ui/compare/view.py, the leaderboard's ui/compare/board.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from gradio.events import api
 
 from compare.pricing import ROW_COLUMNS, PriceTable
+from core.compare import Comparisons, ExportFormat
 from core.compare_run import LETTERS
 from storage.models import MAX_PANES, MIN_PANES
-from ui.compare.handlers import TEMPERATURE_CHOICES, CompareTab, rows_frame
+from ui.compare.components import CompareUI
+from ui.compare.handlers import TEMPERATURE_CHOICES, CompareHandlers, rows_frame
 from ui.compare.view import CHART_METRICS, header_markdown
 from ui.context import TabContext
 
@@ -48,41 +53,10 @@ table.cmp-matrix td small { display: block; font-size: 10px; font-weight: 400; o
 table.cmp-matrix td.na { opacity: .35; background: var(--background-fill-secondary); }
 """
 @dataclass
-class CompareUI:
-    """Named handles on the tab's components (tests and handlers use these, never positions)."""
+class CompareTab(CompareUI):
+    """The built tab: its components, and the handlers behind them (tests call them directly)."""
 
-    ctx: TabContext
-    pane_count: gr.Radio
-    blind: gr.Checkbox
-    tools: gr.Checkbox
-    models: list[gr.Dropdown]
-    system_prompts: list[gr.Textbox]
-    temperatures: list[gr.Dropdown]
-    config_columns: list[gr.Column]
-    config_accordion: gr.Accordion
-    message: gr.Textbox
-    status: gr.Markdown
-    pane_columns: list[gr.Column]
-    headers: list[gr.Markdown]
-    chatbots: list[gr.Chatbot]
-    metrics: list[gr.HTML]
-    charts: gr.Row
-    plots: dict[str, gr.BarPlot]
-    vote_row: gr.Row
-    vote_slot_buttons: list[gr.Button]
-    vote_tie: gr.Button
-    vote_bad: gr.Button
-    session: gr.State
-    prices_state: gr.State
-    price_table: gr.Dataframe
-    price_status: gr.Markdown
-    board_note: gr.Markdown
-    board_plot: gr.HTML
-    board_table: gr.Dataframe
-    board_matrix: gr.HTML
-    download: gr.File
-    #: the handlers behind these components (tests call them directly)
-    handlers: Any = None
+    handlers: CompareHandlers
 
 
 def _default_models(ctx: TabContext) -> list[str]:
@@ -104,7 +78,6 @@ def _tools_checkbox(ctx: TabContext) -> gr.Checkbox:
 def build_compare_tab(ctx: TabContext) -> CompareUI:
     """The compare tab's layout and events, plus the /compare API (this runs inside the app's gr.Blocks)."""
     prices = PriceTable.from_env()
-    tab = CompareTab(ctx.services, prices)
     defaults = _default_models(ctx)
     with gr.Tabs(elem_id="compare-tabs"):
         with gr.Tab("⚖️ Arena", id="arena", elem_id="compare-arena"):
@@ -160,7 +133,8 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                             "(`ollama:*`). Costs stay hidden in blind mode until the vote.", elem_classes=["parley-muted"])
                 price_table = gr.Dataframe(value=rows_frame(prices), headers=list(ROW_COLUMNS), interactive=True,
                                            datatype=["str", "number", "number", "str", "number", "number"],
-                                           column_count=(len(ROW_COLUMNS), "fixed"),
+                                           # Gradio 6.31 still hands (count, "fixed") to the page as is: no column can be added.
+                                           column_count=(len(ROW_COLUMNS), "fixed"),  # type: ignore[arg-type]  # typed int only since 6.0
                                            max_height=320, elem_id="cmp-price-table")
                 with gr.Row():
                     apply_prices = gr.Button("Apply prices", size="sm", variant="primary")
@@ -194,31 +168,48 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
         board_note=board_note, board_plot=board_plot, board_table=board_table, board_matrix=board_matrix,
         download=download,
     )  # fmt: skip
-    tab.ui = ui  # type: ignore[attr-defined]
-    ui.handlers = tab
-    _wire(tab, ui, send, stop, new, apply_prices, reset_prices, board_tab, blind_only, refresh, export_jsonl, export_csv)
-    return ui
+    handlers = CompareHandlers(Comparisons(ctx.services, prices), ui)
+    _wire(handlers, ui, _Controls(send, stop, new, apply_prices, reset_prices, board_tab, blind_only, refresh, export_jsonl,
+                                  export_csv))
+    return CompareTab(**vars(ui), handlers=handlers)
 
 
-def _vote_fn(tab: CompareTab, choice: str):
+@dataclass
+class _Controls:
+    """The buttons and switches that only trigger events (no handler reads them)."""
+
+    send: gr.Button
+    stop: gr.Button
+    new: gr.Button
+    apply_prices: gr.Button
+    reset_prices: gr.Button
+    board_tab: gr.Tab
+    blind_only: gr.Checkbox
+    refresh: gr.Button
+    export_jsonl: gr.Button
+    export_csv: gr.Button
+
+
+def _vote_fn(tab: CompareHandlers, choice: str) -> Callable[..., Awaitable[dict[Any, Any]]]:
     async def vote(session: dict[str, Any], owner_state: str | None, request: gr.Request,
-                   profile: gr.OAuthProfile | None = None):
+                   profile: gr.OAuthProfile | None = None) -> dict[Any, Any]:
         return await tab.vote(choice, session, owner_state, request, profile)
 
     return vote
 
 
-def _export_fn(tab: CompareTab, fmt: str):
-    async def export(owner_state: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+def _export_fn(tab: CompareHandlers, fmt: ExportFormat) -> Callable[..., Awaitable[dict[Any, Any]]]:
+    async def export(owner_state: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None) -> dict[Any, Any]:
         return await tab.export(fmt, owner_state, request, profile)
 
     return export
 
 
-def _wire(tab: CompareTab, ui: CompareUI, send, stop, new, apply_prices, reset_prices, board_tab, blind_only, refresh,
-          export_jsonl, export_csv) -> None:
+def _wire(tab: CompareHandlers, ui: CompareUI, c: _Controls) -> None:
     ctx = ui.ctx
-    private = {"api_visibility": "private"}
+    send, stop, new, apply_prices, reset_prices = c.send, c.stop, c.new, c.apply_prices, c.reset_prices
+    board_tab, blind_only, refresh, export_jsonl, export_csv = c.board_tab, c.blind_only, c.refresh, c.export_jsonl, c.export_csv
+    private: dict[str, Any] = {"api_visibility": "private"}
     run_inputs = {ui.message, ui.pane_count, ui.blind, ui.tools, *ui.models, *ui.system_prompts, *ui.temperatures,
                   ctx.system_prompt, *ctx.params, ui.session, ui.prices_state, ctx.owner}  # fmt: skip
     pane_outputs = [*ui.headers, *ui.chatbots, *ui.metrics, *ui.pane_columns]
@@ -227,7 +218,7 @@ def _wire(tab: CompareTab, ui: CompareUI, send, stop, new, apply_prices, reset_p
                    ui.config_accordion]
     board_outputs = [ui.board_note, ui.board_plot, ui.board_table, ui.board_matrix]
 
-    runs = [
+    runs: list[dict[str, Any]] = [  # Gradio's Dependency is a dict; `cancels` is typed as dicts
         trigger(tab.run, run_inputs, run_outputs, show_progress="hidden", concurrency_limit=None, **private)
         for trigger in (ui.message.submit, send.click)
     ]
@@ -252,4 +243,4 @@ def _wire(tab: CompareTab, ui: CompareUI, send, stop, new, apply_prices, reset_p
     blind_only.change(tab.board, [blind_only, ctx.owner], board_outputs, **private)
     export_jsonl.click(_export_fn(tab, "jsonl"), [ctx.owner], [ui.download], **private)
     export_csv.click(_export_fn(tab, "csv"), [ctx.owner], [ui.download], **private)
-    gr.api(tab.api_compare, api_name="compare", concurrency_limit=None)
+    api(tab.api_compare, api_name="compare", concurrency_limit=None)

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from chat.types import FinishReason
-from core.compare_run import PaneMetrics, ReplyResult, redact
+from compare.engine import ReplyResult
+from core.compare_run import PaneMetrics, redact
 from ui.convert import NOTICE_PREFIX, REASONING_TITLE, tool_bubble
 
 FINISH_ICONS = {

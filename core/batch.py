@@ -1,0 +1,257 @@
+"""The Batch tab's use case: validate a prompts file and models, charge the batch budget, start and stop a run, its files.
+
+A run is compare/batch.py's `run_batch` (the engine behind `python -m compare.batch` too) in a task of
+its own, writing into a fresh directory (random name, mode 0700) that is removed when its session
+starts its next run or ends. Batch results are not stored in the database (and so are not in the
+dashboard): the JSONL file of a run is its record. One owner runs one batch at a time. No Gradio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from chat.errors import ChatError
+from chat.types import Params, param_bounds
+from compare.batch import BatchSummary, Prompt, load_prompts, rows_to_csv, run_batch
+from compare.pricing import PriceTable
+from core.ratelimit import Verdict
+from core.services import Services
+
+log = logging.getLogger("parley.batch_ui")
+
+MAX_MODELS = 6
+MAX_CONCURRENCY = 8
+#: prompts × models per run, whatever the batch budget (BATCH_RATE_LIMIT) allows.
+MAX_CALLS = 2_000
+PROMPT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".txt")
+
+
+class BatchInputError(ValueError):
+    """A batch that cannot start; the message says what to fix."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """A validated batch, ready to run."""
+
+    prompts: list[Prompt]
+    models: list[str]
+    concurrency: int
+    params: Params
+    system: str | None
+    file_label: str
+
+    @property
+    def calls(self) -> int:
+        return len(self.prompts) * len(self.models)
+
+
+def budget_message(job: BatchJob, verdict: Verdict) -> str:
+    """Why a run was refused: the calls it needs and what the batch budget has left."""
+    need = (f"This run needs {job.calls:,} calls ({len(job.prompts):,} prompt(s) × {len(job.models)} model(s))")
+    if verdict.never:
+        return f"{need}, more than the whole batch budget ({verdict.limit}). Nothing was run: use fewer prompts or models."
+    return (f"{need} and {verdict.remaining:,} are left of your batch budget ({verdict.limit}). Nothing was run: "
+            f"use fewer prompts or models, or wait about {verdict.wait_text}.")
+
+
+@dataclass
+class BatchRun:
+    """One run of one owner: where its files are. Kept in the session's state."""
+
+    id: str
+    owner: str
+    directory: Path
+    models: list[str]
+    total: int
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def out_path(self) -> Path:
+        return self.directory / "batch-results.jsonl"
+
+    @property
+    def csv_path(self) -> Path:
+        return self.directory / "batch-results.csv"
+
+
+class ResultsTail:
+    """Reads the rows a running batch appends to its JSONL file, whole lines only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.rows: list[dict[str, Any]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return self.rows
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return self.rows
+        self.offset += end + 1
+        for line in chunk[: end + 1].splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                self.rows.append(row)
+        return self.rows
+
+
+class Batches:
+    """Validate, charge, start, stop and clean up batch runs; one running batch per owner."""
+
+    def __init__(self, services: Services, prices: PriceTable | None = None, root: Path | None = None):
+        """`root`: where run directories are made (default: the system temp dir)."""
+        self.s = services
+        self.prices = prices if prices is not None else PriceTable.from_env()
+        self.root = root
+        # run id -> (owner, the task running it), so Stop can end it even when the page has already
+        # let go of it; also how one owner is kept to one run at a time.
+        self.active: dict[str, tuple[str, asyncio.Task[BatchSummary]]] = {}
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def validate(self, file: str | None, models: list[str] | str | None, concurrency: Any,
+                 system: str | None, max_tokens: Any) -> BatchJob:
+        """Check everything before a call is made; BatchInputError says what to fix."""
+        if not file:
+            raise BatchInputError("Upload a prompts file first (.jsonl with one {\"prompt\": ...} object per line, or .txt with one prompt per line).")
+        path = Path(file)
+        label = path.name
+        if path.suffix.lower() not in PROMPT_SUFFIXES:
+            raise BatchInputError(f"{label}: prompts files must be .jsonl or .txt (one prompt per line).")
+        limit = self.s.config.max_upload_bytes
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise BatchInputError(f"The upload could not be read ({e.strerror or e}); upload it again.") from e
+        if size > limit:
+            raise BatchInputError(f"{label} is {size / 1e6:.1f} MB; prompts files are limited to {limit / 1e6:.1f} MB.")
+        try:
+            prompts = load_prompts(path.read_bytes(), name=label)
+        except ChatError as e:
+            raise BatchInputError(e.message) from e
+
+        if isinstance(models, str):
+            models = [models]
+        refs: list[str] = []
+        for ref in models or []:
+            ref = (ref or "").strip()
+            if not ref:
+                continue
+            try:
+                _provider, info = self.s.registry.resolve(ref)
+            except ChatError as e:
+                raise BatchInputError(e.message) from e
+            if info.ref not in refs:
+                refs.append(info.ref)
+        if not refs:
+            raise BatchInputError("Choose at least one model (type provider:model for one that is not listed).")
+        if len(refs) > MAX_MODELS:
+            raise BatchInputError(f"{len(refs)} models chosen; a batch runs at most {MAX_MODELS}.")
+        calls = len(prompts) * len(refs)
+        if calls > MAX_CALLS:
+            raise BatchInputError(f"{len(prompts):,} prompts × {len(refs)} models = {calls:,} calls; a run is limited to "
+                                  f"{MAX_CALLS:,}. Split the file or choose fewer models.")
+        try:
+            conc = int(concurrency if concurrency is not None else 4)
+        except (TypeError, ValueError) as e:
+            raise BatchInputError(f"Concurrency must be a whole number from 1 to {MAX_CONCURRENCY}.") from e
+        if not 1 <= conc <= MAX_CONCURRENCY:
+            raise BatchInputError(f"Concurrency must be from 1 to {MAX_CONCURRENCY}, got {conc}.")
+        try:
+            params = Params() if max_tokens in (None, "") else Params(max_tokens=int(max_tokens))
+        except (ValidationError, ValueError, TypeError) as e:
+            lo, hi = param_bounds("max_tokens")
+            raise BatchInputError(f"Max tokens must be a whole number from {lo:,} to {hi:,} (or empty for the default).") from e
+        system = (system or "").strip() or None
+        return BatchJob(prompts, refs, conc, params, system, label)
+
+    def check_idle(self, owner: str) -> None:
+        """One batch per owner at a time (BatchInputError when one is running, perhaps in another tab)."""
+        if any(o == owner for o, _ in self.active.values()):
+            raise BatchInputError("A batch of yours is already running (perhaps in another tab): stop it or wait for it to finish.")
+
+    async def charge(self, request: Any, owner: str, job: BatchJob) -> None:
+        """Every call of the run is counted before it starts, against the batch budget (BATCH_RATE_LIMIT), or none is."""
+        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=job.calls, budget="batch")
+        if not verdict.allowed:
+            raise BatchInputError(budget_message(job, verdict))
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _new_run(self, owner: str, job: BatchJob) -> BatchRun:
+        if self.root is not None:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # mkdtemp: a random name created 0700, so no other user or session can guess or share it.
+        directory = Path(tempfile.mkdtemp(prefix="parley-batch-", dir=self.root))
+        return BatchRun(id=secrets.token_urlsafe(12), owner=owner, directory=directory,
+                        models=job.models, total=job.calls)
+
+    def start(self, owner: str, job: BatchJob, previous: BatchRun | None = None) -> tuple[BatchRun, asyncio.Task[BatchSummary]]:
+        """Start the run in a task of its own (the previous run's files go); `end` it when done with it."""
+        self.discard(previous)
+        run = self._new_run(owner, job)
+        task = asyncio.ensure_future(run_batch(
+            self.s.registry, job.prompts, job.models, out_path=run.out_path, concurrency=job.concurrency,
+            params=job.params, policy=self.s.policy, system=job.system, prices=self.prices,
+        ))
+        self.active[run.id] = (owner, task)
+        log.info(json.dumps({"event": "batch_start", "owner": owner, "run": run.id, "prompts": len(job.prompts),
+                             "models": job.models, "concurrency": job.concurrency}))
+        return run, task
+
+    def finished(self, run: BatchRun, summary: BatchSummary) -> None:
+        log.info(json.dumps({"event": "batch_end", "owner": run.owner, "run": run.id, "ran": summary.ran,
+                             "errors": summary.run_errors, "elapsed_s": round(summary.elapsed_s or 0, 2)}))
+
+    async def end(self, run_id: str) -> None:
+        """Cancel the run if it still runs and forget it; finished rows stay in its file."""
+        entry = self.active.pop(run_id, None)
+        if entry is None:
+            return
+        task = entry[1]
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def stop(self, run: BatchRun, owner: str) -> None:
+        """End `owner`'s run (another owner's run is left alone)."""
+        entry = self.active.get(run.id)
+        if entry is not None and entry[0] == owner:
+            await self.end(run.id)
+
+    def discard(self, run: Any) -> None:
+        """Remove a finished run's directory (the downloads already handed out are copies)."""
+        if not isinstance(run, BatchRun) or run.id in self.active:
+            return
+        shutil.rmtree(run.directory, ignore_errors=True)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def write_csv(self, run: BatchRun, summary: BatchSummary) -> list[Path]:
+        """Write the CSV of the run's final rows; the run's files to offer (none when nothing was written)."""
+        run.csv_path.write_text(rows_to_csv(summary.rows), encoding="utf-8")
+        return [run.out_path, run.csv_path] if run.out_path.exists() else []

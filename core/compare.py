@@ -1,0 +1,268 @@
+"""Compare use cases: run a comparison, vote, the leaderboard and the exports. No Gradio.
+
+`Comparisons` holds the rules the Compare tab and the `/compare` API share: the inputs (2-4 models,
+the prompt, parameters, system prompts), the rate limit (one call per pane, all charged before any
+starts, or none runs), blind secrecy (a blind run's panes are shuffled; the order lives in the
+session state, never sent to the browser), saving (core/compare_run.py's `CompareRun` saves in its
+`finally`), the vote, the leaderboard's ratings and the exports' text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from chat.context import clean_text
+from chat.errors import ChatError
+from chat.providers.base import Provider
+from chat.types import Message, ModelInfo, Params
+from compare.engine import ReplyResult
+from compare.pricing import PriceError, PriceTable
+from compare.ratings import Leaderboard, Outcome, Vote, leaderboard
+from core.compare_export import to_csv, to_jsonl
+from core.compare_run import CompareRun, Pane, metrics_of
+from core.params import params_error
+from core.services import Services
+from storage import repository as repo
+from storage.errors import StorageError
+from storage.models import MAX_PANES, MIN_PANES, VoteRecord
+
+#: Bootstrap resamples behind the leaderboard's 95% intervals.
+ROUNDS = 200
+Verdict = Literal["slot", "tie", "both_bad"]
+ExportFormat = Literal["jsonl", "csv"]
+
+
+class CompareProblem(Exception):
+    """Why a comparison (or a vote) was refused, for the status line; nothing was sent or saved."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PaneInput:
+    """One pane as the tab's settings give it: a model, a system prompt and a temperature (empty: the sidebar's)."""
+
+    ref: str
+    system_prompt: str
+    temperature: float | None
+
+
+@dataclass(frozen=True)
+class Standings:
+    """The leaderboard's data: how many votes it counts, whose, and the ratings."""
+
+    votes: int
+    shared: bool
+    board: Leaderboard
+
+
+def pane_params(base: Params, temperature: float | None) -> Params:
+    """The sidebar's parameters with the pane's own temperature, when it has one."""
+    if temperature is None:
+        return base
+    return Params.model_validate({**base.model_dump(), "temperature": temperature})
+
+
+def fingerprint(inputs: Sequence[PaneInput], blind: bool, base: Params, system_prompt: str) -> str:
+    """Same panes and settings → a follow-up in the same panes; anything changed → a new comparison."""
+    return json.dumps([[(p.ref, p.system_prompt, p.temperature) for p in inputs], blind, base.model_dump(), system_prompt],
+                      sort_keys=True, default=str)
+
+
+def tool_calls_of(result: ReplyResult) -> list[dict[str, Any]]:
+    """A pane's tool calls as the /compare API returns them (none for a reply without tools)."""
+    calls = []
+    for t in getattr(result, "tools", ()):
+        call = t.as_dict()
+        call["duration_ms"] = None if t.duration_ms is None else round(t.duration_ms, 1)
+        calls.append(call)
+    return calls
+
+
+def battles_of(record: VoteRecord) -> list[Vote]:
+    """Pairwise battles from one vote of a 2-4 pane run.
+
+    "slot": the winner beat each other pane; "tie" / "both_bad": every pair tied. Panes of the same
+    model (a parameter sweep) are not a battle, and each pair of models counts once per vote.
+    """
+    models = record.models
+    seen: set[frozenset[str]] = set()
+    out: list[Vote] = []
+    if record.verdict == "slot":
+        if record.winner_slot is None or not 0 <= record.winner_slot < len(models):
+            return []
+        winner = models[record.winner_slot]
+        for other in models:
+            pair = frozenset((winner, other))
+            if other != winner and pair not in seen:
+                seen.add(pair)
+                out.append(Vote(winner, other, "a"))
+        return out
+    outcome: Outcome = "tie" if record.verdict == "tie" else "both_bad"
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            pair = frozenset((a, b))
+            if a != b and pair not in seen:
+                seen.add(pair)
+                out.append(Vote(a, b, outcome))
+    return out
+
+
+def build_board(records: Iterable[VoteRecord], *, rounds: int = ROUNDS) -> Leaderboard:
+    """Bradley–Terry ratings with bootstrap intervals from stored votes (seeded: the same votes, the same board)."""
+    votes = [v for r in records for v in battles_of(r)]
+    return leaderboard(votes, rounds=rounds, seed=0)
+
+
+def export_name(fmt: ExportFormat) -> str:
+    return f"parley-comparisons-{datetime.now(UTC):%Y%m%d-%H%M%S}.{fmt}"
+
+
+class Comparisons:
+    """Run a comparison, vote, the leaderboard and the exports: the rules every compare surface calls."""
+
+    def __init__(self, services: Services, prices: PriceTable):
+        self.s = services
+        self.default_prices = prices
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def prices(self, rows: Any) -> PriceTable:
+        """A session's own price rows (Apply in the tab), else the app's table."""
+        if not rows:
+            return self.default_prices
+        try:
+            return PriceTable.from_rows(rows)
+        except PriceError:
+            return self.default_prices
+
+    def check_message(self, text: str) -> str:
+        """The prompt as sent: cleaned, not empty, within the deployment's limit."""
+        text = clean_text(text or "").strip()
+        if not text:
+            raise CompareProblem("Type a prompt first: an empty prompt is not sent.")
+        limit = self.s.config.max_message_chars
+        if len(text) > limit:
+            raise CompareProblem(f"This prompt is {len(text):,} characters long; the limit is {limit:,}.")
+        return text
+
+    def resolve(self, ref: str, where: str) -> tuple[Provider, ModelInfo]:
+        ref = (ref or "").strip()
+        if not ref:
+            raise CompareProblem(f"{where}: pick a model (provider:model).")
+        try:
+            return self.s.registry.resolve(ref)
+        except ChatError as e:
+            raise CompareProblem(f"{where}: {e.message}") from e
+
+    def api_panes(self, models: Any, system_prompt: str = "") -> list[Pane]:
+        """The panes of an API call: 2-4 models (a list, or one comma-separated string), default parameters."""
+        if isinstance(models, str):
+            models = models.split(",")
+        if not isinstance(models, list) or not MIN_PANES <= len(models) <= MAX_PANES:
+            raise CompareProblem(f"Give {MIN_PANES} to {MAX_PANES} models as a list of provider:model.")
+        system = clean_text(system_prompt or "").strip()
+        panes = []
+        for i, ref in enumerate(models):
+            provider, info = self.resolve(str(ref), f"Model {i + 1} ({str(ref)[:80]})")
+            panes.append(Pane(provider=provider, info=info, params=Params(), system_prompt=system))
+        return panes
+
+    def session_panes(self, session: dict[str, Any], inputs: Sequence[PaneInput], base: Params, system_prompt: str,
+                      blind: bool) -> list[Pane]:
+        """Panes in display order: a follow-up continues the session's panes, else a new (shuffled when blind) set.
+
+        `session` (the tab's server-side state) is updated in place when a new comparison starts.
+        """
+        if not MIN_PANES <= len(inputs) <= MAX_PANES:
+            raise CompareProblem(f"Compare {MIN_PANES} to {MAX_PANES} panes.")
+        key = fingerprint(inputs, blind, base, system_prompt)
+        resolved = []
+        for i, p in enumerate(inputs):
+            provider, info = self.resolve(p.ref, f"Pane {i + 1}")
+            try:
+                params = pane_params(base, p.temperature)
+            except ValidationError as e:
+                raise CompareProblem(f"Pane {i + 1}: " + params_error(e)) from e
+            resolved.append((provider, info, params, p.system_prompt or system_prompt))
+        if session.get("key") != key:
+            order = list(range(len(inputs)))
+            if blind:
+                random.SystemRandom().shuffle(order)
+            session.clear()
+            session.update(key=key, blind=blind, revealed=not blind, order=order,
+                           panes=[{"conversation_id": None, "history": [], "display": [], "display_full": []} for _ in order])  # fmt: skip
+        panes = []
+        for slot, index in enumerate(session["order"]):
+            provider, info, params, sp = resolved[index]
+            state = session["panes"][slot]
+            history = [Message(role=m["role"], content=m["content"]) for m in state["history"]]
+            panes.append(Pane(provider=provider, info=info, params=params, system_prompt=sp, history=history,
+                              conversation_id=state["conversation_id"]))  # fmt: skip
+        return panes
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def charge(self, request: Any, owner: str, panes: Sequence[Pane]) -> None:
+        """Every pane is a provider call: all are charged before any starts, or none runs (CompareProblem)."""
+        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=len(panes))
+        if not verdict.allowed:
+            raise CompareProblem(verdict.message)
+
+    def start(self, owner: str, prompt: str, panes: Sequence[Pane], *, blind: bool = False,
+              prices: PriceTable | None = None, tools: bool = False) -> CompareRun:
+        """The run of one prompt in every pane; iterate its `stream()` (it saves when it ends, Stop included)."""
+        return CompareRun(self.s, owner, prompt, panes, blind=blind, prices=prices or self.default_prices, tools=tools)
+
+    async def compare(self, *, owner: str, request: Any, message: str, models: Any, system_prompt: str = "",
+                      tools: bool = False) -> list[dict[str, Any]]:
+        """The `/compare` API: one prompt to 2-4 models at once, saved; per model its text, metrics and tool calls."""
+        text = self.check_message(message)
+        panes = self.api_panes(models, system_prompt)
+        await self.charge(request, owner, panes)
+        run = self.start(owner, text, panes, tools=tools)
+        await run.run()
+        return [{**metrics_of(r, self.default_prices).as_dict(), "tools": tool_calls_of(r)} for r in run.results]
+
+    # -- votes, leaderboard, exports ---------------------------------------------------------------
+
+    async def vote(self, *, owner: str, comparison_id: str, choice: str, panes: int) -> tuple[Verdict, int | None]:
+        """Store the vote on a saved run: a pane's slot ("0".."3"), "tie" or "both_bad"; returns (verdict, winner slot)."""
+        verdict: Verdict
+        slot: int | None = None
+        if choice.isdigit():
+            verdict, slot = "slot", int(choice)
+            if not 0 <= slot < panes:
+                raise CompareProblem("There is no such pane.")
+        elif choice in ("tie", "both_bad"):
+            verdict = "tie" if choice == "tie" else "both_bad"
+        else:
+            raise CompareProblem(f"Unknown vote {choice[:20]!r}.")
+        try:
+            await self.s.db(repo.vote_comparison, owner=owner, comparison_id=comparison_id, verdict=verdict, winner_slot=slot)
+        except StorageError as e:
+            raise CompareProblem(f"The vote could not be saved: {e.message}") from e
+        return verdict, slot
+
+    async def standings(self, *, owner: str, blind_only: bool) -> Standings:
+        """The leaderboard over the owner's votes (everyone's with SHARED_LEADERBOARD); StorageError passes through."""
+        shared = self.s.config.shared_leaderboard
+        records = await self.s.db(repo.comparison_votes, owner=None if shared else owner, blind_only=bool(blind_only))
+        loop = asyncio.get_running_loop()
+        board = await loop.run_in_executor(self.s.executor, build_board, records)
+        return Standings(votes=len(records), shared=shared, board=board)
+
+    async def export(self, *, owner: str, fmt: ExportFormat) -> tuple[str, str]:
+        """The owner's runs and votes as (file name, text): JSONL or CSV (core/compare_export.py); StorageError passes through."""
+        details = await self.s.db(repo.export_comparisons, owner=owner)
+        return export_name(fmt), to_jsonl(details) if fmt == "jsonl" else to_csv(details)
