@@ -78,9 +78,11 @@ def wipe_database(url: str) -> None:
 def fresh_state_on_rerun(request):
     """A rerun starts from an empty database, so that it must pass on its own and not on top of
     (or against) the rows of the failed first attempt: the app process is module-scoped."""
-    if getattr(request.node, "execution_count", 1) > 1 and "server" in request.fixturenames:
-        server = request.getfixturevalue("server")
-        url = server[1] if isinstance(server, tuple) and isinstance(server[1], str) else None
-        if url:
-            wipe_database(url)
+    if getattr(request.node, "execution_count", 1) > 1:
+        for name in ("server", "cluster"):  # the module-scoped apps: (process..., database URL)
+            if name in request.fixturenames:
+                value = request.getfixturevalue(name)
+                for url in value if isinstance(value, tuple) else ():
+                    if isinstance(url, str) and url.startswith(("sqlite", "postgresql")):
+                        wipe_database(url)
     yield
