@@ -1,13 +1,17 @@
 """The Gradio patches: the lazy session config gives the dict Gradio would build; the idle queue waits
-instead of polling and still starts every event; the matplotlib wrapper is a no-op without matplotlib."""
+instead of polling and still starts every event; the matplotlib wrapper is a no-op without matplotlib;
+the listed components are pre/postprocessed inline, the others in a worker thread; Blocks build their
+FastAPI app only when it is needed."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import threading
 import time
 from copy import copy
+from typing import Any
 
 import gradio as gr
 from gradio import queueing
@@ -53,7 +57,7 @@ def test_the_idle_queue_loop_waits_and_still_starts_every_event():
     sleeps = {"idle": 0, "progress": 0}
     real = gradio_patches._sleep
 
-    async def counting(delay, result=None):  # type: ignore[no-untyped-def]
+    async def counting(delay: float, result: Any = None) -> Any:
         if delay is demo._queue.sleep_when_free:
             sleeps["idle"] += 1
         elif delay is demo._queue.progress_update_sleep_when_free:
@@ -125,13 +129,14 @@ def test_blocks_build_their_fastapi_app_only_when_it_is_needed():
     built = []
     real = routes.App.create_app
 
-    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting(*args: Any, **kwargs: Any) -> Any:
         out = real(*args, **kwargs)
         if out is not gradio_patches._PENDING:
             built.append(out)
         return out
 
-    routes.App.create_app = staticmethod(counting)  # type: ignore[method-assign]
+    app_cls: Any = routes.App  # patched for the test, as the module patches it
+    app_cls.create_app = staticmethod(counting)
     try:
         with gr.Blocks() as demo:
             with gr.Blocks():  # nested, like the ChatInterface inside Parley's Blocks
@@ -152,4 +157,49 @@ def test_blocks_build_their_fastapi_app_only_when_it_is_needed():
         finally:
             demo.close()
     finally:
-        routes.App.create_app = real  # type: ignore[method-assign]
+        app_cls.create_app = real
+
+
+def _on_event_loop() -> bool:
+    """Whether the caller runs on an event loop (inline) rather than in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_listed_components_are_processed_inline_and_the_others_in_a_thread(monkeypatch):
+    assert gradio_patches.inline_simple_processing()
+    assert "Textbox" in gradio_patches.INLINE_COMPONENTS and "ColorPicker" not in gradio_patches.INLINE_COMPONENTS
+    seen: dict[str, bool] = {}
+
+    def record(cls: type[Any], name: str) -> None:
+        original = getattr(cls, name)
+
+        @functools.wraps(original)  # keeps the name the patch looks for (preprocess/postprocess)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            seen[f"{cls.__name__}.{name}"] = _on_event_loop()
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, method)
+
+    for cls in (gr.Textbox, gr.ColorPicker):
+        for name in ("preprocess", "postprocess"):
+            record(cls, name)
+
+    with gr.Blocks() as demo:
+        text, color = gr.Textbox(), gr.ColorPicker()
+        text_out, color_out = gr.Textbox(), gr.ColorPicker()
+        text.submit(lambda t, c: (t.upper(), c), [text, color], [text_out, color_out], api_name="go")
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        from gradio_client import Client
+
+        assert Client(url, verbose=False).predict("abc", "#ff0000", api_name="/go") == ("ABC", "#ff0000")
+    finally:
+        demo.close()
+    assert seen == {
+        "Textbox.preprocess": True, "Textbox.postprocess": True,  # listed: inline, on the event loop
+        "ColorPicker.preprocess": False, "ColorPicker.postprocess": False,  # not listed: a worker thread, as Gradio does
+    }

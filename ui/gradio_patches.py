@@ -46,6 +46,8 @@ import importlib.util
 import logging
 import types
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import gradio
 
@@ -79,21 +81,22 @@ def lazy_session_config() -> bool:
     """Make SessionState.config_values lazy; returns whether the patch is active."""
     from gradio import state_holder
 
-    cls = state_holder.SessionState
+    # Any: the class is patched at run time, which is what mypy's method-assign check exists to refuse.
+    cls: Any = state_holder.SessionState
     if getattr(cls, "_parley_lazy_config", False):
         return True
     if not _version_ok("session-config"):
         return False
     original_init = cls.__init__
 
-    def __init__(self, blocks):  # type: ignore[no-untyped-def]
+    def __init__(self: Any, blocks: Any) -> None:
         # Run Gradio's own constructor with the block list hidden, so the eager dict is empty...
         self.__dict__["_parley_blocks"] = blocks
         self.__dict__["_parley_config"] = None
         original_init(self, _NoBlocks(blocks))
 
-    def _get(self):  # type: ignore[no-untyped-def]
-        config = self.__dict__.get("_parley_config")
+    def _get(self: Any) -> dict[int, dict[str, Any]]:
+        config: dict[int, dict[str, Any]] | None = self.__dict__.get("_parley_config")
         if config is None:
             # ...and build it when something reads all of it, exactly as Gradio's constructor
             # would, keeping the entries this session already built and changed.
@@ -108,12 +111,13 @@ def lazy_session_config() -> bool:
             self.__dict__["_parley_config"] = config
         return config
 
-    def _entries(self):  # type: ignore[no-untyped-def]
+    def _entries(self: Any) -> dict[int, dict[str, Any]]:
         """The dict to read and write single entries in: the full one if built, else the touched ones."""
-        full = self.__dict__.get("_parley_config")
-        return full if full is not None else self.__dict__.setdefault("_parley_touched", {})
+        full: dict[int, dict[str, Any]] | None = self.__dict__.get("_parley_config")
+        entries: dict[int, dict[str, Any]] = self.__dict__.setdefault("_parley_touched", {}) if full is None else full
+        return entries
 
-    def __setitem__(self, key, value):  # type: ignore[no-untyped-def]
+    def __setitem__(self: Any, key: int, value: Any) -> None:
         from gradio.components import State
 
         block = self.blocks_config.blocks.get(key)
@@ -129,18 +133,18 @@ def lazy_session_config() -> bool:
             if not (isinstance(block, State) and key in entries):
                 entries[key] = _block_config(self.blocks_config, key, block)
 
-    def _update_config(self, key):  # type: ignore[no-untyped-def]
+    def _update_config(self: Any, key: int) -> None:
         if self[key] is not None:
             _entries(self)[key] = _block_config(self.blocks_config, key, self[key])
 
-    def _update_value_in_config(self, key, value):  # type: ignore[no-untyped-def]
+    def _update_value_in_config(self: Any, key: int, value: Any) -> None:
         entries = _entries(self)
         if key not in entries:
             entries[key] = _block_config(self.blocks_config, key, self.blocks_config.blocks[key])
         if "props" in entries[key]:
             entries[key]["props"]["value"] = value
 
-    def _set(self, value):  # type: ignore[no-untyped-def]
+    def _set(self: Any, value: dict[int, dict[str, Any]]) -> None:
         # Gradio's constructor assigns the (empty) eager dict: keep building lazily.
         if value == {} and self.__dict__.get("_parley_config") is None:
             return
@@ -158,15 +162,16 @@ def lazy_session_config() -> bool:
 
 #: A block's config as `config_for_block(id, [], block)` builds it, per block object. Blocks are not
 #: changed in place once the app runs: an update gives the session a new block, so a new entry here.
-_TEMPLATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TEMPLATES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def _block_config(blocks_config, key, block):  # type: ignore[no-untyped-def]
+def _block_config(blocks_config: Any, key: int, block: Any) -> dict[str, Any]:
     """A fresh copy of the block's config: its own top-level dict and `props` (what sessions change)."""
     try:
         template = _TEMPLATES.get(block)
     except TypeError:  # not weak-referenceable: build it every time, as Gradio does
-        return blocks_config.config_for_block(key, [], block)
+        fresh: dict[str, Any] = blocks_config.config_for_block(key, [], block)
+        return fresh
     if template is None or template.get("id") != key:
         template = blocks_config.config_for_block(key, [], block)
         _TEMPLATES[block] = template
@@ -179,9 +184,9 @@ def _block_config(blocks_config, key, block):  # type: ignore[no-untyped-def]
 class _NoBlocks:
     """The Blocks as Gradio's SessionState constructor sees it: same config, no blocks to list."""
 
-    def __init__(self, blocks):  # type: ignore[no-untyped-def]
+    def __init__(self, blocks: Any) -> None:
         self.default_config = blocks.default_config
-        self.blocks: dict = {}
+        self.blocks: dict[int, Any] = {}
 
 
 # -- 2. the queue loop waits for work ----------------------------------------------------------
@@ -201,7 +206,7 @@ class _IdleWait(float):
             self.event.set()
 
 
-async def _sleep(delay: float, result=None):  # type: ignore[no-untyped-def]
+async def _sleep(delay: float, result: Any = None) -> Any:
     if not isinstance(delay, _IdleWait):
         return await asyncio.sleep(delay, result)
     if delay.event is None:
@@ -219,36 +224,38 @@ def queue_waits_for_work() -> bool:
     """Make Gradio's queue loop sleep until there is work instead of polling every 1 ms."""
     from gradio import queueing
 
-    cls = queueing.Queue
+    cls: Any = queueing.Queue  # Any: patched at run time (see lazy_session_config)
     if getattr(cls, "_parley_waits_for_work", False):
         return True
     if not _version_ok("idle-queue"):
         return False
     original_init, original_push, original_process = cls.__init__, cls.push, cls.process_events
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         self.sleep_when_free = _IdleWait(self.sleep_when_free)
         # The loop that sends gr.Progress updates polls every 10 ms, jobs or not; it now looks when
         # woken or every 50 ms (Parley uses no gr.Progress; an app that does sees 20 updates/s).
         self.progress_update_sleep_when_free = _IdleWait(self.progress_update_sleep_when_free)
 
-    async def push(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def push(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return await original_push(self, *args, **kwargs)
         finally:  # a new event to start
             _wake(self)
 
-    async def process_events(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def process_events(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return await original_process(self, *args, **kwargs)
         finally:  # a free slot (concurrency limits, batches)
             _wake(self)
 
-    module = types.ModuleType("asyncio")
+    # Any: module attributes set at run time (a module object has no declared `sleep` to assign).
+    module: Any = types.ModuleType("asyncio")
     module.__dict__.update(asyncio.__dict__)
-    module.sleep = _sleep  # type: ignore[attr-defined]
-    queueing.asyncio = module  # type: ignore[attr-defined]
+    module.sleep = _sleep
+    patched: Any = queueing
+    patched.asyncio = module
     cls.__init__ = __init__
     cls.push = push
     cls.process_events = process_events
@@ -256,7 +263,7 @@ def queue_waits_for_work() -> bool:
     return True
 
 
-def _wake(queue) -> None:  # type: ignore[no-untyped-def]
+def _wake(queue: Any) -> None:
     for name in ("sleep_when_free", "progress_update_sleep_when_free"):
         idle = getattr(queue, name, None)
         if isinstance(idle, _IdleWait):
@@ -277,13 +284,14 @@ class _NoBackendSwitch:
 
 
 def no_matplotlib_per_call() -> bool:
-    from gradio import utils
+    from gradio import utils as gradio_utils
 
+    utils: Any = gradio_utils  # Any: its class is replaced at run time
     if utils.MatplotlibBackendMananger is _NoBackendSwitch:
         return True
     if not _version_ok("matplotlib") or importlib.util.find_spec("matplotlib") is not None:
         return False
-    utils.MatplotlibBackendMananger = _NoBackendSwitch  # type: ignore[misc]
+    utils.MatplotlibBackendMananger = _NoBackendSwitch
     return True
 
 
@@ -303,8 +311,9 @@ def _inline_types() -> tuple[type, ...]:
 
 def inline_simple_processing() -> bool:
     """Run the listed components' preprocess/postprocess on the event loop instead of a worker thread."""
-    from gradio import blocks
+    from gradio import blocks as gradio_blocks
 
+    blocks: Any = gradio_blocks  # Any: module attributes replaced at run time
     if getattr(blocks, "_parley_inline_processing", False):
         return True
     if not _version_ok("inline-processing"):
@@ -315,20 +324,20 @@ def inline_simple_processing() -> bool:
     inline = frozenset(_inline_types())
     real_run_sync = anyio.to_thread.run_sync
 
-    async def run_sync(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         owner = getattr(func, "__self__", None)
         if type(owner) in inline and getattr(func, "__name__", "") in ("preprocess", "postprocess"):
             return func(*args)
         return await real_run_sync(func, *args, **kwargs)
 
-    to_thread = types.ModuleType("anyio.to_thread")
+    to_thread: Any = types.ModuleType("anyio.to_thread")
     to_thread.__dict__.update(anyio.to_thread.__dict__)
-    to_thread.run_sync = run_sync  # type: ignore[attr-defined]
-    module = types.ModuleType("anyio")
+    to_thread.run_sync = run_sync
+    module: Any = types.ModuleType("anyio")
     module.__dict__.update(anyio.__dict__)
-    module.to_thread = to_thread  # type: ignore[attr-defined]
-    blocks.anyio = module  # type: ignore[attr-defined]
-    blocks._parley_inline_processing = True  # type: ignore[attr-defined]
+    module.to_thread = to_thread
+    blocks.anyio = module
+    blocks._parley_inline_processing = True
     return True
 
 
@@ -341,32 +350,34 @@ def app_built_at_launch() -> bool:
     """Defer the FastAPI apps that Blocks' constructor, `__exit__` and `queue()` build until one is read."""
     from gradio import blocks, routes
 
-    cls = blocks.Blocks
+    cls: Any = blocks.Blocks  # Any: patched at run time (see lazy_session_config)
+    app_cls: Any = routes.App
     if getattr(cls, "_parley_lazy_app", False):
         return True
     if not _version_ok("lazy-app"):
         return False
-    real_create = routes.App.create_app
+    real_create = app_cls.create_app
     original_exit, original_queue = cls.__exit__, cls.queue
 
-    def create_app(app_blocks, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create_app(app_blocks: Any, *args: Any, **kwargs: Any) -> Any:
         # Exactly the call that __exit__ and queue() make, and only while they run.
         if app_blocks.__dict__.get("_parley_defer_app") and not args and kwargs == {"mcp_server": False}:
             return _PENDING
         return real_create(app_blocks, *args, **kwargs)
 
-    def _deferring(method):  # type: ignore[no-untyped-def]
-        def wrapper(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _deferring(method: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             self.__dict__["_parley_defer_app"] = True
             try:
                 return method(self, *args, **kwargs)
             finally:
                 self.__dict__.pop("_parley_defer_app", None)
 
-        wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = method.__name__, method.__doc__, method  # type: ignore[attr-defined]
+        wrapped: Any = wrapper  # Any: __wrapped__ is not a declared attribute of a function
+        wrapped.__name__, wrapped.__doc__, wrapped.__wrapped__ = method.__name__, method.__doc__, method
         return wrapper
 
-    def _get(self):  # type: ignore[no-untyped-def]
+    def _get(self: Any) -> Any:
         app = self.__dict__.get("_parley_app")
         if app is None:
             raise AttributeError("app")  # as before: no app until queue(), __exit__ or launch()
@@ -374,10 +385,10 @@ def app_built_at_launch() -> bool:
             app = self.__dict__["_parley_app"] = real_create(self, mcp_server=False)
         return app
 
-    def _set(self, value):  # type: ignore[no-untyped-def]
+    def _set(self: Any, value: Any) -> None:
         self.__dict__["_parley_app"] = value
 
-    routes.App.create_app = staticmethod(create_app)  # type: ignore[method-assign]
+    app_cls.create_app = staticmethod(create_app)
     cls.__exit__ = _deferring(original_exit)
     cls.queue = _deferring(original_queue)
     cls.app = property(_get, _set)
