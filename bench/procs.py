@@ -94,7 +94,7 @@ class FakeProvider(Process):
     def start(self) -> FakeProvider:
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True, text=True)
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: never None
         if not line.startswith("READY "):
             raise RuntimeError(f"fake server did not start: {line}")
         self.url = line.split()[1].rstrip("/")

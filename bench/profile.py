@@ -52,7 +52,7 @@ class Sampler:
         )
         time.sleep(1.0)  # let it attach
         if self.proc.poll() is not None:
-            raise RuntimeError(f"py-spy failed: {self.proc.stdout.read().decode(errors='replace')[-500:]}")  # type: ignore[union-attr]
+            raise RuntimeError(f"py-spy failed: {self.proc.stdout.read().decode(errors='replace')[-500:]}")  # type: ignore[union-attr]  # stdout=PIPE: never None
 
     def stop(self) -> Path:
         if self.proc.poll() is None:

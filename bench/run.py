@@ -158,7 +158,7 @@ class Bench:
             targets = {"raw": (None, self.raw.turn), "tutorial": (self.tutorial, gt.turn), "parley": (self.parley, gp.turn)}
             for _, turn in targets.values():  # warm-up: imports, connections, the SDK clients
                 await load(lambda turn=turn: turn("openai:rate-2000-tokens-200"), 1)
-            idle = {name: targets[name][0].idle_share() for name in ("tutorial", "parley")}  # type: ignore[union-attr]
+            idle = {name: targets[name][0].idle_share() for name in ("tutorial", "parley")}  # type: ignore[union-attr]  # only "raw" has no app
             rep.note(f"idle server CPU: tutorial {100 * idle['tutorial']:.1f}%, parley {100 * idle['parley']:.1f}% of a core "
                      "(Gradio's queue loop wakes every 1 ms when the queue is empty)")
 
@@ -167,9 +167,9 @@ class Bench:
             rss: dict[str, tuple[int, int, float, int]] = {}
             for name in ("tutorial", "parley"):
                 app, turn = targets[name]
-                before = app.rss_kb()  # type: ignore[union-attr]
+                before = app.rss_kb()  # type: ignore[union-attr]  # tutorial and parley have an app; only "raw" has none
                 lr, cpu, _ = await self.timed(app, load(lambda turn=turn: turn(FAST), m.rss_sessions))
-                rss[name] = (before, app.rss_kb(), cpu, len(lr.errors))  # type: ignore[union-attr]
+                rss[name] = (before, app.rss_kb(), cpu, len(lr.errors))  # type: ignore[union-attr]  # as above
                 rep.note(f"{m.rss_sessions} sessions of {FAST} on {name}: RSS {before / 1024:.0f} → {rss[name][1] / 1024:.0f} MB, "
                          f"server CPU {cpu:.2f} s ({1000 * cpu / (200 * m.rss_sessions):.3f} s per 1,000 tokens), "
                          f"wall {lr.wall:.1f} s, errors {len(lr.errors)}" + (f"; first error: {lr.errors[0]}" if lr.errors else ""))
@@ -183,7 +183,7 @@ class Bench:
                         lr, c, _ = await self.timed(app, load(lambda turn=turn: turn(model), 1))
                         out[name].append(lr)
                         cpu[name] += c
-                out["cpu"] = cpu  # type: ignore[assignment]
+                out["cpu"] = cpu  # type: ignore[assignment]  # the per-target CPU seconds ride along under "cpu"
                 return out
 
             for model, runs, limit, label in ((LONG, m.runs_long, 1.05, "4,000 tokens at 2,000 tok/s: time to last token"),
@@ -216,7 +216,7 @@ class Bench:
                 f"{delta * 1000:+.0f} ms vs tutorial" if delta is not None else "n/a", "≤ tutorial + 20 ms, turn saved",
                 verdict(delta is not None and delta <= 0.020 and saved == m.runs_ttft), share(*[lr for k in targets for lr in res[k]]),
             ))
-            cpu_single = {k: res["cpu"][k] / (0.2 * m.runs_ttft) for k in ("tutorial", "parley")}  # type: ignore[index]
+            cpu_single = {k: res["cpu"][k] / (0.2 * m.runs_ttft) for k in ("tutorial", "parley")}  # type: ignore[index]  # res["cpu"] is that dict of CPU seconds
 
             phase("20 users at once")
             p95s: dict[str, list[float | None]] = {"raw": [], "parley": []}
@@ -345,7 +345,7 @@ class Bench:
                 app.stop()
         med = {k: median(v) for k, v in times.items()}
         self.report.note(f"cold start tutorial {[round(t, 2) for t in times['tutorial']]}, parley {[round(t, 2) for t in times['parley']]}")
-        ratio = med["parley"] / med["tutorial"]  # type: ignore[operator]
+        ratio = med["parley"] / med["tutorial"]  # type: ignore[operator]  # medians of non-empty lists: never None
         self.report.rows.append(Row(f"cold start: process start to first 200 from /config (median of {self.mode.runs_cold})",
                                     "–", s(med["tutorial"], digits=2), s(med["parley"], digits=2), f"{ratio:.2f}× tutorial", "≤ 1.2× tutorial",
                                     verdict(ratio <= 1.2)))

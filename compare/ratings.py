@@ -37,6 +37,10 @@ Outcome = Literal["a", "b", "tie", "both_bad"]
 OUTCOMES: tuple[str, ...] = ("a", "b", "tie", "both_bad")
 
 
+#: The same result seen from the other side (model_b first).
+_SWAPPED: dict[Outcome, Outcome] = {"a": "b", "b": "a", "tie": "tie", "both_bad": "both_bad"}
+
+
 def is_outcome(value: object) -> TypeGuard[Outcome]:
     """Whether `value` is one of OUTCOMES."""
     return value in OUTCOMES
@@ -207,7 +211,7 @@ def _tally(votes: Iterable[VoteLike], models: Sequence[str] | None) -> _Tallies:
         outcome = v.outcome
         if i > j:  # store each pair once, lower index first
             i, j = j, i
-            outcome = {"a": "b", "b": "a"}.get(outcome, outcome)  # type: ignore[assignment]
+            outcome = _SWAPPED[outcome]
         c = cells.setdefault((i, j), [0.0, 0.0, 0.0])
         c[0 if outcome == "a" else 1 if outcome == "b" else 2] += 1
     keys = sorted(cells)

@@ -57,7 +57,7 @@ async def gem(srv: FakeServer) -> AsyncIterator[genai.client.AsyncClient]:
 
 async def openai_collect(client: openai.AsyncOpenAI, model: str, **kw: object) -> tuple[list[str], list[object]]:
     """Content deltas and all chunks of one streamed chat completion."""
-    stream = await client.chat.completions.create(model=model, messages=USER, stream=True, **kw)  # type: ignore[call-overload]
+    stream = await client.chat.completions.create(model=model, messages=USER, stream=True, **kw)  # type: ignore[call-overload]  # **kw (options under test) hides which SDK overload applies
     texts, chunks = [], []
     async for chunk in stream:
         chunks.append(chunk)

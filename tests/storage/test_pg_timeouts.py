@@ -74,7 +74,7 @@ def test_a_write_to_a_locked_table_fails_within_the_lock_timeout(pg_engine):
 
 @pytest.mark.postgres
 def test_unrelated_reads_complete_while_more_writes_than_threads_wait_on_a_lock(pg_engine):
-    services = Services(config=AppConfig(), registry=None, engine=pg_engine, limiter=None, policy=None)  # type: ignore[arg-type]
+    services = Services(config=AppConfig(), registry=None, engine=pg_engine, limiter=None, policy=None)  # type: ignore[arg-type]  # storage calls only: registry, limiter and policy are never reached
     threads = services.executor._max_workers
     with Session(pg_engine) as session:
         conversation = repo.create_conversation(session=session, owner="alice")
@@ -126,7 +126,7 @@ def test_sqlite_busy_timeout_follows_the_lock_timeout(tmp_path):
 def test_the_pool_serves_every_storage_thread(tmp_path):
     engine = db.make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     try:
-        services = Services(config=AppConfig(), registry=None, engine=engine, limiter=None, policy=None)  # type: ignore[arg-type]
+        services = Services(config=AppConfig(), registry=None, engine=engine, limiter=None, policy=None)  # type: ignore[arg-type]  # storage calls only: registry, limiter and policy are never reached
         assert services.executor._max_workers <= engine.pool.size() + engine.pool._max_overflow - 1
         assert services.executor._max_workers == db.DB_THREADS
         services.close()
