@@ -34,5 +34,5 @@ def unchecked(component: C) -> C:
     An instance attribute, not a subclass: Gradio writes a .pyi file next to the module of every
     Component subclass it sees defined, and draws a subclass only if marked as a template.
     """
-    component.preprocess = MethodType(_pass_through, component)  # type: ignore[method-assign]
+    component.preprocess = MethodType(_pass_through, component)  # type: ignore[method-assign]  # on purpose: this one instance skips its check
     return component
