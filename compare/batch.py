@@ -411,6 +411,15 @@ def _resolve(registry: Registry, models: Sequence[str]) -> dict[str, tuple[Provi
     return resolved
 
 
+def _warm(providers: list[Provider]) -> None:
+    """Import the SDKs of the providers a run uses and build their clients (blocking: run in a thread)."""
+    for provider in providers:
+        try:
+            provider.warm()
+        except Exception as e:  # noqa: BLE001 - a broken SDK is reported by the pair's own call, with its message
+            log.warning("warming %s failed: %s", provider.name, e)
+
+
 async def run_batch(
     registry: Registry,
     prompts: Sequence[Prompt],
@@ -456,6 +465,10 @@ async def run_batch(
     total = len(jobs)
     new_rows: list[dict[str, Any]] = []
     semaphore = asyncio.Semaphore(concurrency)
+    if jobs:
+        # The first-token timeout is the whole wait for a reply's first token: importing an SDK and
+        # building its client (seconds on a busy machine) must not eat into it, so do it first, off the loop.
+        await asyncio.to_thread(_warm, list({id(resolved[ref][0]): resolved[ref][0] for _, ref in jobs}.values()))
     started = time.perf_counter()
     if progress:
         progress(0, total)
