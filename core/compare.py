@@ -232,7 +232,9 @@ class Comparisons:
         await self.charge(request, owner, panes)
         run = self.start(owner, text, panes, tools=tools)
         await run.run()
-        return [{**metrics_of(r, self.default_prices).as_dict(), "tools": tool_calls_of(r)} for r in run.results]
+        # `position`: the pane's slot (0 = A). The API keeps the models' order; the slot is stored with the run.
+        return [{**metrics_of(r, self.default_prices).as_dict(), "position": slot, "tools": tool_calls_of(r)}
+                for slot, r in enumerate(run.results)]
 
     # -- votes, leaderboard, exports ---------------------------------------------------------------
 
