@@ -129,7 +129,7 @@ class SidebarHandlers:
             gr.update(value=c.title),
         )
 
-    async def show_stopped(self, chat: Any, conversation_id: str | None, owner: str, request: gr.Request) -> tuple[Any, ...]:
+    async def show_stopped(self, chat: Any, conversation_id: str | None, owner: str | None, request: gr.Request) -> tuple[Any, ...]:
         """After Stop: the conversation as saved, so the stopped reply shows its note and metrics at once
         (Gradio cancels the stream before its last update).
 
