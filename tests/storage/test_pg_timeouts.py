@@ -17,7 +17,7 @@ from storage import repository as repo
 from storage.errors import StorageUnavailable, unavailable_message
 
 #: How long a test waits for an answer before it calls the call stuck (never a speed assertion:
-#: the lock timeout under test is 5 s, this only has to be far above it).
+#: the lock timeout under test is 1 s, this only has to be far above it).
 STUCK_S = 90
 
 
@@ -28,6 +28,15 @@ def pg_engine():
     with pg_schema_engine() as engine:
         db.init_db(engine)
         yield engine
+
+
+@pytest.fixture
+def quick_engine(pg_engine):
+    """The same schema with a 1-s lock timeout: these tests are about the wait being bounded (the default of
+    5 s is checked below), and a short one keeps the suite fast."""
+    engine = db.make_engine(pg_engine.url.render_as_string(hide_password=False), lock_timeout_s=1)
+    yield engine
+    engine.dispose()
 
 
 class TableLock:
@@ -44,13 +53,13 @@ class TableLock:
 
 
 @pytest.mark.postgres
-def test_a_write_to_a_locked_table_fails_within_the_lock_timeout(pg_engine):
+def test_a_write_to_a_locked_table_fails_within_the_lock_timeout(pg_engine, quick_engine):
     with Session(pg_engine) as session:
         conversation = repo.create_conversation(session=session, owner="alice")
     outcome: list[BaseException | object] = []
 
     def write() -> None:
-        with Session(pg_engine) as session:
+        with Session(quick_engine) as session:
             try:
                 outcome.append(repo.begin_turn(session=session, owner="alice", conversation_id=conversation.id, content="hi"))
             except BaseException as e:  # noqa: BLE001 - the test looks at what came out
@@ -73,8 +82,8 @@ def test_a_write_to_a_locked_table_fails_within_the_lock_timeout(pg_engine):
 
 
 @pytest.mark.postgres
-def test_unrelated_reads_complete_while_more_writes_than_threads_wait_on_a_lock(pg_engine):
-    services = Services(config=AppConfig(), registry=None, engine=pg_engine, limiter=None, policy=None)  # type: ignore[arg-type]  # storage calls only: registry, limiter and policy are never reached
+def test_unrelated_reads_complete_while_more_writes_than_threads_wait_on_a_lock(pg_engine, quick_engine):
+    services = Services(config=AppConfig(), registry=None, engine=quick_engine, limiter=None, policy=None)  # type: ignore[arg-type]  # storage calls only: registry, limiter and policy are never reached
     threads = services.executor._max_workers
     with Session(pg_engine) as session:
         conversation = repo.create_conversation(session=session, owner="alice")
