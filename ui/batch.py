@@ -35,6 +35,7 @@ from core.identity import owner_for
 from core.services import Services
 from ui.context import TabContext
 from ui.exports import exports_for
+from ui.params import unchecked
 
 #: result rows shown on the page (the downloads hold all of them)
 PREVIEW_ROWS = 50
@@ -272,11 +273,13 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
                 info=f"1 to {MAX_MODELS}; type provider:model for one that is not listed", elem_id="batch-models",
             )
             with gr.Row():
-                concurrency = gr.Slider(1, MAX_CONCURRENCY, value=4, step=1, label="Concurrency",
-                                        info="Replies generated at once", elem_id="batch-concurrency")
-                max_tokens = gr.Number(value=Params.model_fields["max_tokens"].default, label="Max tokens",
-                                       precision=0, minimum=lo, maximum=hi, info="Longest reply, in tokens",
-                                       elem_id="batch-max-tokens")
+                # unchecked: the raw value reaches core/batch.py, whose message names what is wrong
+                # (Gradio's own check would fail the event with a bare "Error").
+                concurrency = unchecked(gr.Slider(1, MAX_CONCURRENCY, value=4, step=1, label="Concurrency",
+                                                  info="Replies generated at once", elem_id="batch-concurrency"))
+                max_tokens = unchecked(gr.Number(value=Params.model_fields["max_tokens"].default, label="Max tokens",
+                                                 precision=0, minimum=lo, maximum=hi, info="Longest reply, in tokens",
+                                                 elem_id="batch-max-tokens"))
             system = gr.Textbox(label="System prompt", lines=2, max_lines=6, elem_id="batch-system",
                                 placeholder="Optional; a prompt's own \"system\" wins")
             with gr.Row():
