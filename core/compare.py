@@ -148,6 +148,8 @@ class Comparisons:
 
     def check_message(self, text: str) -> str:
         """The prompt as sent: cleaned, not empty, within the deployment's limit."""
+        if text is not None and not isinstance(text, str):  # the API's JSON may carry anything
+            raise CompareProblem("The prompt must be text.")
         text = clean_text(text or "").strip()
         if not text:
             raise CompareProblem("Type a prompt first: an empty prompt is not sent.")
@@ -171,6 +173,8 @@ class Comparisons:
             models = models.split(",")
         if not isinstance(models, list) or not MIN_PANES <= len(models) <= MAX_PANES:
             raise CompareProblem(f"Give {MIN_PANES} to {MAX_PANES} models as a list of provider:model.")
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise CompareProblem("The system prompt must be text.")
         system = clean_text(system_prompt or "").strip()
         panes = []
         for i, ref in enumerate(models):

@@ -167,6 +167,10 @@ def test_bad_inputs_are_refused_before_any_call(make_comparisons: Callable[..., 
         ({"message": "hi", "models": ["demo:parley-demo"] * 5}, "2 to 4 models"),
         ({"message": "hi", "models": ["demo:parley-demo", "nowhere:model"]}, "Model 2"),
         ({"message": "x" * (comparisons.s.config.max_message_chars + 1), "models": ["demo:parley-demo"] * 2}, "limit"),
+        # What the API's JSON can carry besides text gets a message, not a crash in clean_text.
+        ({"message": 42, "models": ["demo:parley-demo"] * 2}, "prompt must be text"),
+        ({"message": {"text": "hi"}, "models": ["demo:parley-demo"] * 2}, "prompt must be text"),
+        ({"message": "hi", "models": ["demo:parley-demo"] * 2, "system_prompt": ["be brief"]}, "system prompt must be text"),
     ]
     for kwargs, words in cases:
         with pytest.raises(CompareProblem, match=words):
