@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,34 +17,11 @@ from core.compare import CompareProblem, Comparisons, PaneInput
 from core.config import AppConfig
 from core.services import Services
 from storage import repository as repo
-from storage.db import init_db, make_engine
 from storage.models import ComparisonDetail, ComparisonIds
 from tests.fakes import Scenario
-from tests.storage.conftest import BACKENDS, pg_schema_engine
 
 ALICE = "user:alice"
 PRICES = PriceTable({"openai:gpt-cmp*": Price(1.0, 2.0), "demo:*": Price(0, 0)})
-
-
-@pytest.fixture(scope="module")
-def pg_engine() -> Iterator[sa.Engine]:
-    with pg_schema_engine() as engine:
-        init_db(engine)
-        yield engine
-
-
-@pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'compare.db'}")
-        init_db(engine)
-        yield engine
-        engine.dispose()
-        return
-    engine = request.getfixturevalue("pg_engine")
-    yield engine
-    with engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica"))
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,47 +12,14 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from chat.registry import Registry, Settings
-from core.config import AppConfig
 from core.conversations import NO_CONVERSATION, ConversationError, Conversations
 from core.exports import ExportFiles
 from core.services import Services
 from core.store import start_turn
 from storage import repository as repo
-from storage.db import init_db, make_engine
-from tests.storage.conftest import BACKENDS, pg_schema_engine
 
 ALICE = "user:alice"
 BOB = "user:bob"
-
-
-@pytest.fixture(scope="module")
-def pg_engine() -> Iterator[sa.Engine]:
-    with pg_schema_engine() as engine:
-        init_db(engine)
-        yield engine
-
-
-@pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'conversations.db'}")
-        init_db(engine)
-        yield engine
-        engine.dispose()
-        return
-    engine = request.getfixturevalue("pg_engine")
-    yield engine
-    with engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica"))
-
-
-@pytest.fixture
-def services(engine: sa.Engine) -> Iterator[Services]:
-    env: dict[str, str] = {}  # the offline demo provider only
-    built = Services.build(AppConfig.from_env(env), Registry.from_settings(Settings.from_env(env)), engine)
-    yield built
-    built.close()
 
 
 @pytest.fixture
