@@ -1,10 +1,9 @@
-"""A reply's usage and speed as every surface reports and stores them (one definition: chat.types)."""
+"""A reply's usage as every surface reports and stores it (one definition: chat.types; speed: compare.engine.speed_of)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from chat.turn import TurnResult
 from chat.types import Usage
 
 
@@ -26,11 +25,3 @@ def usage_columns(usage: Usage) -> dict[str, Any]:
 def output_tokens_of(result: Any) -> int | None:
     """Output tokens (reasoning included): reported, else estimated (see usage_of for which)."""
     return usage_of(result).output_tokens
-
-
-def speed_of(result: Any) -> float | None:
-    """Tokens per second of a turn, or of a tool loop's last step."""
-    if isinstance(result, TurnResult):
-        return result.tokens_per_second
-    turn = getattr(result, "turn", None)
-    return turn.tokens_per_second if turn is not None else None

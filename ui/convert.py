@@ -16,8 +16,9 @@ from gradio.components.chatbot import MetadataDict
 from chat.context import clean_text
 from chat.types import FinishReason, Message
 from chat.types import tokens_per_second as rate_of
+from compare.engine import speed_of
 from core.store import FLAGGED_ERROR  # how a flagged reply is stored: stored_to_chatbot marks it
-from core.usage import output_tokens_of, speed_of, usage_of
+from core.usage import output_tokens_of, usage_of
 
 # Titles of the metadata bubbles Parley adds around a reply. They are display only:
 # never sent back to a model.
