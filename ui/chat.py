@@ -8,15 +8,15 @@ from typing import Any
 
 import gradio as gr
 
-from core.chat import ChatEvent, ChatTurns, Flagged, Refused, model_label
+from core.chat import ChatEvent, ChatTurns, Flagged, Refused
 from core.identity import owner_for
-from core.params import ParamInputs, params_error, params_from_inputs
+from core.params import ParamInputs
 from core.pending_writes import PendingWrites
 from core.services import Services
 from ui.convert import FLAGGED_MARK, NOTICE_PREFIX, REFUSED_MARK, content_text, refusal_notice, result_bubbles, to_messages, user_texts
 
 # Compare imports these from here (they moved to core with the turn).
-__all__ = ["NOT_SENT", "ChatHandler", "model_label", "notice", "params_error", "params_from_inputs", "refused"]
+__all__ = ["NOT_SENT", "ChatHandler", "notice", "refused"]
 
 #: Said after every refusal: the message went nowhere, and how to get its text back to edit.
 NOT_SENT = "Your message was not sent or saved: press ↶ Undo to get it back in the box (or ✎ to edit it)."

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import gradio as gr
 
 # The parser lives in core (no Gradio); these names are re-exported for the UI modules that use them.
-from core.params import EFFORT_CHOICES, ParamsProblem, expected, params_error, params_from_inputs
+from core.params import EFFORT_CHOICES
 
-__all__ = ["EFFORT_CHOICES", "ParamsProblem", "expected", "params_error", "params_from_inputs", "unchecked"]
+__all__ = ["EFFORT_CHOICES", "unchecked"]
 
 
 def _pass_through(self: Any, payload: Any) -> Any:
