@@ -27,6 +27,46 @@ class ToolCall(BaseModel):
         return json.loads(self.arguments or "{}")
 
 
+AttachmentKind = Literal["image", "pdf", "text"]
+#: The image types every vision provider takes; Parley re-encodes an image in the type it came in.
+IMAGE_MIMES: frozenset[str] = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+PDF_MIME = "application/pdf"
+TEXT_MIME = "text/plain"
+
+
+class Attachment(BaseModel):
+    """A file in a message, already checked and cleaned (chat.attachments.ingest makes them).
+
+    `mime` is the type read from the bytes, never the name's or the browser's word: one of
+    IMAGE_MIMES, PDF_MIME, or TEXT_MIME for every text-like file (its text is in `text`).
+    `data` holds the cleaned bytes: an image re-encoded without metadata, a PDF as uploaded, a
+    text file as UTF-8. Providers send it in their own format (chat.providers.*).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    mime: str
+    data: bytes = Field(default=b"", repr=False)
+    sha256: str = ""
+    size: int = 0
+    width: int | None = None
+    height: int | None = None
+    pages: int | None = None
+    #: A text file's text; a PDF's extracted text (for endpoints that take no files), None if it has none.
+    text: str | None = Field(default=None, repr=False)
+    #: The stored attachment's id, once saved (storage.attachments).
+    id: str | None = None
+
+    @property
+    def kind(self) -> AttachmentKind:
+        if self.mime in IMAGE_MIMES:
+            return "image"
+        if self.mime == PDF_MIME:
+            return "pdf"
+        return "text"
+
+
 class Message(BaseModel):
     """One chat message in the provider-neutral shape."""
 
@@ -34,6 +74,8 @@ class Message(BaseModel):
 
     role: Role
     content: str = ""
+    #: Files of a user message, in the order given (empty for every other role).
+    attachments: tuple[Attachment, ...] = ()
     reasoning: str | None = None
     # Assistant messages that asked for tools, and tool results answering them.
     tool_calls: tuple[ToolCall, ...] = ()
@@ -82,6 +124,9 @@ class ModelInfo(BaseModel):
     context_window: int | None = None
     params: frozenset[str] = frozenset()
     supports_tools: bool = False
+    #: Reads images (PNG, JPEG, WebP, GIF) / PDFs natively. Text files go to every model as text.
+    vision: bool = False
+    pdf: bool = False
     demo: bool = False
 
     @property
