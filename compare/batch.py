@@ -2,6 +2,11 @@
 
     python -m compare.batch prompts.jsonl --models demo:parley-demo,openai:gpt-4o-mini --out results.jsonl
 
+A JSONL prompt may carry files, `{"prompt": "What does this chart show?", "files": ["chart.png"]}`, relative
+to the prompts file's folder (compare/batch_files.py checks them all before the run starts). A pair whose
+model cannot read a prompt's file (an image for a model without vision) is an error row naming the
+models that can, and calls nothing; the other pairs run.
+
 Each (prompt, model) pair is one reply of compare/engine.py, the engine a compare pane runs too: a
 `chat.turn.Turn` (or a tool loop with --tools), so retries, timeouts and metrics are exactly a chat turn's.
 Runs are resumable: pairs already in the output without an error are skipped, everything else
@@ -23,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,9 +36,9 @@ import numpy as np
 from chat.errors import ChatError, InvalidInput
 from chat.providers.base import Provider
 from chat.tools import Toolbox
-from chat.turn import TurnPolicy
-from chat.types import ModelInfo, Params
-from compare.engine import ReplyResult, attempts_of, prompt_messages, speed_of, start_reply
+from chat.turn import TurnPolicy, TurnResult
+from chat.types import Attachment, FinishReason, ModelInfo, Params
+from compare.engine import ReplyResult, attempts_of, file_refusal, prompt_messages, speed_of, start_reply
 from compare.pricing import PriceError, PriceTable
 
 if TYPE_CHECKING:
@@ -65,6 +70,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     "attempts",        # tries the turn made (1 = no retry)
     "started_at",      # UTC ISO 8601, when the pair got its concurrency slot
     "tool_calls",      # with --tools: the calls made, [{name, arguments, result, error}], else []
+    "files",           # the names of the prompt's files ("files" in the prompts file), else []
 )
 
 _SNIFF_JSONL = (".jsonl", ".ndjson", ".json")
@@ -80,11 +86,12 @@ class PromptFileError(BatchError):
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """One prompt of a batch; `system` overrides the batch's system prompt."""
+    """One prompt of a batch; `system` overrides the batch's system prompt; `files` as the prompts file names them."""
 
     id: str
     prompt: str
     system: str | None = None
+    files: tuple[str, ...] = ()
 
 
 # -- prompt files ---------------------------------------------------------------------------------
@@ -170,7 +177,12 @@ def _jsonl_prompt(line: str, n: int, label: str) -> Prompt:
     system = row.get("system")
     if system is not None and not isinstance(system, str):
         raise PromptFileError(f'{where}: "system" must be text or null.')
-    return Prompt(str(pid).strip(), prompt, system if system and system.strip() else None)
+    files = row.get("files")
+    files = [] if files is None else files
+    if not isinstance(files, list) or not all(isinstance(f, str) and f.strip() for f in files):
+        raise PromptFileError(f'{where}: "files" must be a list of file names, relative to the prompts file '
+                              '(e.g. ["chart.png"]).')
+    return Prompt(str(pid).strip(), prompt, system if system and system.strip() else None, tuple(f.strip() for f in files))
 
 
 # -- result rows ----------------------------------------------------------------------------------
@@ -207,7 +219,17 @@ def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: 
         "started_at": started_at,
         "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result, "error": t.error}
                        for t in getattr(result, "tools", ())],
+        "files": [PurePosixPath(f.replace("\\", "/")).name for f in prompt.files],
     }
+
+
+def refused_result(info: ModelInfo, why: str) -> TurnResult:
+    """The result of a pair that is not run: its model cannot read the prompt's files (no call, no cost)."""
+    r = TurnResult(provider=info.provider, model=info.id)
+    r.error = InvalidInput(why, provider=info.provider)
+    r.finish_reason = FinishReason.ERROR
+    r.finish_detail = r.error.kind
+    return r
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -433,6 +455,7 @@ async def run_batch(
     system: str | None = None,
     prices: PriceTable | None = None,
     tools: Toolbox | None = None,
+    files: Mapping[str, Sequence[Attachment]] | None = None,
 ) -> BatchSummary:
     """Run every prompt × model, appending each finished row to `out_path` (JSONL) at once.
 
@@ -442,6 +465,8 @@ async def run_batch(
     Cancelling the task stops the run; finished rows stay written, unfinished pairs run next time.
     Raises a ChatError subclass (NotConfigured, BatchError) before running anything when the input is unusable.
     With `tools` (a chat.tools.Toolbox), models that support tools may call them, as in a chat.
+    `files` holds each prompt's checked files by prompt id (compare/batch_files.py's load_prompt_files);
+    a pair whose model cannot read them is an error row that calls nothing.
     """
     if concurrency < 1:
         raise BatchError(f"Concurrency must be at least 1, got {concurrency}.")
@@ -453,6 +478,10 @@ async def run_batch(
         if p.id in seen:
             raise BatchError(f"The prompt id '{p.id}' is used twice; ids must be unique.")
         seen.add(p.id)
+    files = files or {}
+    unloaded = [p.id for p in prompts if p.files and p.id not in files]
+    if unloaded:
+        raise BatchError(f"The files of prompt '{unloaded[0]}' were not loaded (compare.batch_files.load_prompt_files).")
     resolved = _resolve(registry, models)
     params = params or Params()
     prices = prices if prices is not None else PriceTable()
@@ -480,10 +509,17 @@ async def run_batch(
 
         async def one(prompt: Prompt, ref: str) -> None:
             provider, info = resolved[ref]
-            messages = prompt_messages(prompt.prompt, system=prompt.system or system)
-            async with semaphore:
+            attachments = files.get(prompt.id, ())
+            refusal = file_refusal(info, attachments, registry) if attachments else None
+            result: ReplyResult
+            if refusal is not None:
                 started_at = _utc_now()
-                result = await start_reply(provider, info, messages, params, policy=policy, toolbox=tools).run()
+                result = refused_result(info, refusal)
+            else:
+                messages = prompt_messages(prompt.prompt, system=prompt.system or system, attachments=attachments)
+                async with semaphore:
+                    started_at = _utc_now()
+                    result = await start_reply(provider, info, messages, params, policy=policy, toolbox=tools).run()
             row = result_row(prompt, result, started_at=started_at, prices=prices)
             # Written from the event loop thread only, one whole line at a time: rows never interleave.
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -558,7 +594,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run every prompt of a file through one or more models; results go to a JSONL file "
                     "(resumable: run the same command again to finish or retry failed rows).",
     )
-    p.add_argument("prompts", help='prompts file: JSONL rows {"id": ..., "prompt": ..., "system": ...} or .txt, one per line')
+    p.add_argument("prompts", help='prompts file: JSONL rows {"id": ..., "prompt": ..., "system": ..., "files": [...]} '
+                                   "or .txt, one per line (files: relative to the prompts file's folder)")
     p.add_argument("--models", required=True, action="append",
                    help="comma-separated provider:model references (the flag may be repeated)")
     p.add_argument("--out", required=True, help="results file (JSONL), appended to")
@@ -585,6 +622,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = [m.strip() for group in args.models for m in group.split(",") if m.strip()]
     try:
         prompts = load_prompts(args.prompts)
+        files: dict[str, list[Attachment]] = {}
+        if any(p.files for p in prompts):
+            from compare.batch_files import limits_from_env, load_prompt_files
+
+            files = load_prompt_files(prompts, Path(args.prompts).parent, limits_from_env())
         kwargs: dict[str, Any] = {}
         if args.max_tokens is not None:
             kwargs["max_tokens"] = args.max_tokens
@@ -617,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 toolbox = toolbox_from_env()
             return await run_batch(registry, prompts, models, out_path=args.out, concurrency=args.concurrency,
                                    params=params, system=args.system, prices=prices, progress=_progress_printer(),
-                                   tools=toolbox)
+                                   tools=toolbox, files=files)
         finally:
             await registry.aclose()
 

@@ -8,23 +8,90 @@ the `python -m compare.batch` CLI) both use it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from chat.providers.base import Provider
 from chat.toolloop import ToolLoop, ToolLoopResult
 from chat.tools import Toolbox, ToolContext
 from chat.turn import Turn, TurnPolicy, TurnResult
-from chat.types import Message, ModelInfo, Params
+from chat.types import Attachment, Message, ModelInfo, Params
+
+if TYPE_CHECKING:
+    from chat.registry import Registry
 
 #: One reply (a compare pane's, a batch pair's), and what it fills in as it runs.
 Reply = Turn | ToolLoop
 ReplyResult = TurnResult | ToolLoopResult
 
 
-def prompt_messages(prompt: str, *, system: str | None = None, history: Sequence[Message] = ()) -> list[Message]:
-    """The messages sent for one prompt: the system prompt (if any), earlier turns, then the prompt."""
+def prompt_messages(prompt: str, *, system: str | None = None, history: Sequence[Message] = (),
+                    attachments: Sequence[Attachment] = ()) -> list[Message]:
+    """The messages sent for one prompt: the system prompt (if any), earlier turns, then the prompt (with its files)."""
     head = [Message(role="system", content=system)] if system else []
-    return [*head, *history, Message(role="user", content=prompt)]
+    return [*head, *history, Message(role="user", content=prompt, attachments=tuple(attachments))]
+
+
+# -- which model reads which file (the chat, compare panes and batch pairs share the rule) -------------
+
+#: Capable models named in a refusal at most; the rest are counted.
+NAMED_MODELS = 8
+
+
+def unreadable(info: ModelInfo, attachments: Iterable[Attachment]) -> list[Attachment]:
+    """The files `info`'s model cannot be sent: images without `vision`, PDFs with no text without `pdf`.
+
+    Text files go to every model as text, and a PDF with text goes as its extracted text to a
+    model that takes no PDFs (`sent_as_text` names those), so neither is ever refused here.
+    """
+    return [a for a in attachments
+            if (a.kind == "image" and not info.vision) or (a.kind == "pdf" and not info.pdf and not (a.text or "").strip())]
+
+
+def sent_as_text(info: ModelInfo, attachments: Iterable[Attachment]) -> list[Attachment]:
+    """The PDFs `info`'s model gets as their extracted text (it takes no PDF files)."""
+    return [a for a in attachments if a.kind == "pdf" and not info.pdf and (a.text or "").strip()]
+
+
+def capable_models(registry: Registry, kind: str) -> list[str]:
+    """provider:model of every listed model that reads `kind` ("image" or "pdf") natively."""
+    refs: list[str] = []
+    for infos in registry.cached_models().values():
+        for info in infos:
+            if (info.vision if kind == "image" else info.pdf) and info.ref not in refs:
+                refs.append(info.ref)
+    return refs
+
+
+def _names(items: Sequence[str]) -> str:
+    if len(items) == 1:
+        return items[0]
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def file_refusal(info: ModelInfo, attachments: Sequence[Attachment], registry: Registry) -> str | None:
+    """Why `info`'s model cannot take these files, naming the configured models that can; None when it can."""
+    bad = unreadable(info, attachments)
+    if not bad:
+        return None
+    images = [a.name for a in bad if a.kind == "image"]
+    scans = [a.name for a in bad if a.kind == "pdf"]
+    parts: list[str] = []
+    for names, what, cannot, kind, flag in (
+        (images, ("is an image", "are images"), "read images", "image", "vision"),
+        (scans, ("is a PDF without a text layer", "are PDFs without a text layer"), "read PDF files", "pdf", "pdf"),
+    ):
+        if not names:
+            continue
+        able = [ref for ref in capable_models(registry, kind) if ref != info.ref]
+        said = f"{_names(names)} {what[0] if len(names) == 1 else what[1]}, and {info.ref} cannot {cannot}."
+        if able:
+            shown = ", ".join(able[:NAMED_MODELS]) + (f" and {len(able) - NAMED_MODELS} more" if len(able) > NAMED_MODELS else "")
+            said += f" Models that can: {shown}."
+        else:
+            said += f" No configured model can (a compatible endpoint says so with `{flag} = true` in models.toml)."
+        parts.append(said)
+    return " ".join(parts) + " Choose another model or remove the file; nothing was sent."
 
 
 def uses_tools(info: ModelInfo, toolbox: Toolbox | None) -> bool:

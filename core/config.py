@@ -11,6 +11,8 @@ from pathlib import Path
 from core.identity import ProxyNetwork, parse_proxies
 from core.ratelimit import parse_rate
 
+MIB = 1024 * 1024
+
 
 def parse_users(spec: str | None) -> list[tuple[str, str]]:
     """APP_USERS: `alice:pw,bob:pw`, or the path of a file with one `name:password` a line."""
@@ -45,6 +47,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from e
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a positive number, got {env.get(name)!r}")
+    return value
+
+
 def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, default)
     try:
@@ -77,6 +86,13 @@ class AppConfig:
     space_id: str | None = None
     browser_secret: str = ""
     max_upload_bytes: int = 5 * 1024 * 1024
+    #: Files in chat messages (core/attachments.py): per file, per message (all files together), how many, PDF pages.
+    max_file_mb: float = 20.0
+    max_attachments_mb: float = 50.0
+    max_files: int = 10
+    max_pdf_pages: int = 100
+    #: A conversation import (a JSON export, its attachments' bytes as base64 inside).
+    max_import_mb: float = 100.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppConfig:
@@ -101,7 +117,27 @@ class AppConfig:
             # Encrypts the anonymous browser id in localStorage so it survives restarts. Gradio
             # sends it in /config, so it is obfuscation only; the id itself is the secret.
             browser_secret=env.get("BROWSER_STATE_SECRET") or "parley-browser-state",
+            max_file_mb=_positive(env, "MAX_FILE_MB", 20.0),
+            max_attachments_mb=_positive(env, "MAX_ATTACHMENTS_MB", 50.0),
+            max_files=max(int(_positive(env, "MAX_FILES", 10)), 1),
+            max_pdf_pages=max(int(_positive(env, "MAX_PDF_PAGES", 100)), 1),
+            max_import_mb=_positive(env, "MAX_IMPORT_MB", 100.0),
         )
+
+    @property
+    def max_file_bytes(self) -> int:
+        """MAX_FILE_MB in bytes (MiB: 20 is 20 × 1024 × 1024); also Gradio's `max_file_size` for uploads."""
+        return int(self.max_file_mb * MIB)
+
+    @property
+    def max_attachments_bytes(self) -> int:
+        """MAX_ATTACHMENTS_MB in bytes: all the files of one message together."""
+        return int(self.max_attachments_mb * MIB)
+
+    @property
+    def max_import_bytes(self) -> int:
+        """MAX_IMPORT_MB in bytes: the largest conversation import (its files' bytes are inside, as base64)."""
+        return int(self.max_import_mb * MIB)
 
 
     def trusted_proxy_networks(self) -> tuple[ProxyNetwork, ...]:

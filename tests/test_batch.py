@@ -7,6 +7,7 @@ import io
 import json
 import time
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from compare.batch import (
     latest_rows,
     load_prompts,
     main,
+    parse_prompts,
     read_results,
     rows_to_csv,
     run_batch,
@@ -335,3 +337,115 @@ async def test_batch_runs_can_use_tools(registry, fake_server, tmp_path):
     assert "calculator" in rows_to_csv(rows)
     plain = await run_batch(registry, prompts(1), ["openai:gpt-test"], out_path=tmp_path / "plain.jsonl")
     assert lines(tmp_path / "plain.jsonl")[0]["tool_calls"] == [] and plain.errors == 0
+
+
+# -- files named by prompts ----------------------------------------------------------------------
+
+
+def _png(width: int = 32, height: int = 24) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 120, 200)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _prompts_with_files(folder, rows) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_a_prompts_files_are_read_relative_to_the_prompts_file(tmp_path):
+    from compare.batch_files import load_prompt_files
+
+    folder = tmp_path / "job"
+    (folder / "img").mkdir(parents=True)
+    (folder / "img" / "chart.png").write_bytes(_png(40, 30))
+    (folder / "notes.md").write_text("# Notes\n", encoding="utf-8")
+    path = _prompts_with_files(folder, [
+        {"id": "a", "prompt": "Chart?", "files": ["img/chart.png", "notes.md"]},
+        {"id": "b", "prompt": "Same chart", "files": ["img/chart.png"]},
+        {"id": "c", "prompt": "No files"},
+    ])
+    prompts = load_prompts(path)
+    assert [p.files for p in prompts] == [("img/chart.png", "notes.md"), ("img/chart.png",), ()]
+    files = load_prompt_files(prompts, path.parent)
+    assert sorted(files) == ["a", "b"]
+    assert [(f.name, f.kind, f.width) for f in files["a"]] == [("chart.png", "image", 40), ("notes.md", "text", None)]
+    assert files["b"][0] is files["a"][0], "a file named by several prompts is read and decoded once"
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("../outside.png", "outside the prompts file's folder"),
+    ("/etc/hostname", "absolute path"),
+    ("link.png", "outside the prompts file's folder"),
+    ("missing.png", "not found next to the prompts file"),
+    ("fake.png", "fake.png"),
+])
+def test_a_bad_file_refuses_the_whole_batch_before_anything_runs(tmp_path, name, problem):
+    from compare.batch_files import load_prompt_files
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (tmp_path / "outside.png").write_bytes(_png())
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")
+    (folder / "fake.png").write_bytes(b"MZ\x90\x00" + bytes(range(200)))  # an executable named .png
+    (folder / "ok.png").write_bytes(_png())
+    path = _prompts_with_files(folder, [{"id": "ok", "prompt": "fine", "files": ["ok.png"]},
+                                        {"id": "bad", "prompt": "?", "files": [name]}])
+    with pytest.raises(BatchError, match=r"^Nothing was run: prompt 'bad': .*" + problem.replace(".", r"\.")):
+        load_prompt_files(load_prompts(path), path.parent)
+
+
+@pytest.mark.parametrize("files", ['"chart.png"', '[""]', "[1]", "{}"])
+def test_files_must_be_a_list_of_names(files):
+    with pytest.raises(PromptFileError, match=r'line 1: "files" must be a list of file names'):
+        parse_prompts('{"prompt": "x", "files": ' + files + "}", fmt="jsonl")
+
+
+async def test_a_pair_whose_model_cannot_read_the_files_is_an_error_row_that_calls_nothing(registry, fake_server, tmp_path):
+    from compare.batch_files import load_prompt_files
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "chart.png").write_bytes(_png(50, 20))
+    prompts = load_prompts(_prompts_with_files(folder, [{"id": "img", "prompt": "Chart?", "files": ["chart.png"]},
+                                                        {"id": "txt", "prompt": "Plain"}]))
+    files = load_prompt_files(prompts, folder)
+    model = "gpt-batch-noeyes"  # a compatible endpoint's model: no vision unless models.toml says so
+    fake_server.set_scenario(model, Scenario(tokens=4))
+    summary = await run_batch(registry, prompts, ["demo:parley-demo", f"openai:{model}"], out_path=tmp_path / "r.jsonl",
+                              files=files, policy=FAST)
+    rows = {(r["prompt_id"], r["model"]): r for r in summary.rows}
+    demo = rows[("img", "demo:parley-demo")]
+    assert demo["error"] is None and "chart\\.png" in demo["text"] and "50×20" in demo["text"] and demo["files"] == ["chart.png"]
+    refused = rows[("img", f"openai:{model}")]
+    assert refused["finish_reason"] == "error" and "cannot read images" in refused["error"]
+    assert "demo:parley-demo" in refused["error"] and refused["cost"] is None and refused["output_tokens"] is None
+    assert rows[("txt", f"openai:{model}")]["error"] is None
+    assert posts(fake_server, model) == 1, "only the text prompt called the model"
+    with pytest.raises(BatchError, match="were not loaded"):
+        await run_batch(registry, prompts, ["demo:parley-demo"], out_path=tmp_path / "r2.jsonl")
+
+
+def test_cli_sends_the_files_and_a_bad_one_stops_it_up_front(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PARLEY_PRICES_FILE", raising=False)
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "chart.png").write_bytes(_png(64, 32))
+    _prompts_with_files(folder, [{"id": "q", "prompt": "What is this?", "files": ["chart.png"]}])
+    code = main(["job/prompts.jsonl", "--models", "demo:parley-demo", "--out", "r.jsonl", "--max-tokens", "400"])
+    assert code == 0, capsys.readouterr().err
+    (row,) = read_results(tmp_path / "r.jsonl")
+    assert row["files"] == ["chart.png"] and "chart\\.png" in row["text"] and "64×32" in row["text"]
+
+    _prompts_with_files(folder, [{"id": "q", "prompt": "What is this?", "files": ["../r.jsonl"]}])
+    monkeypatch.setenv("MAX_FILE_MB", "0.00001")
+    assert main(["job/prompts.jsonl", "--models", "demo:parley-demo", "--out", "r2.jsonl"]) == 2
+    assert "outside the prompts file's folder" in capsys.readouterr().err and not (tmp_path / "r2.jsonl").exists()
+    _prompts_with_files(folder, [{"id": "q", "prompt": "What is this?", "files": ["chart.png"]}])
+    assert main(["job/prompts.jsonl", "--models", "demo:parley-demo", "--out", "r2.jsonl"]) == 2
+    assert "chart.png is 0.0 MB" in capsys.readouterr().err and not (tmp_path / "r2.jsonl").exists()
