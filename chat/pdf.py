@@ -44,9 +44,9 @@ def _declared_pages(reader: PdfReader) -> int | None:
     return int(count) if isinstance(count, int) else None
 
 
-def _too_many(pages: int | str, limit: int) -> PdfRefused:
-    shown = f"{pages:,}" if isinstance(pages, int) else pages
-    return PdfRefused(f"has {shown} pages; the limit is {limit} pages")
+def _too_many(pages: int | None, limit: int) -> PdfRefused:
+    counted = f"{pages:,}" if pages is not None else f"more than {limit:,}"
+    return PdfRefused(f"has {counted} pages; the limit is {limit:,} pages")
 
 
 def read_pdf(data: bytes, *, max_pages: int, max_text_chars: int) -> PdfInfo:
@@ -79,7 +79,7 @@ def read_pdf(data: bytes, *, max_pages: int, max_text_chars: int) -> PdfInfo:
         try:
             pages = len(reader.pages)
         except LimitReachedError as e:
-            raise _too_many(f"more than {max_pages}", max_pages) from e
+            raise _too_many(None, max_pages) from e
         except Exception as e:  # noqa: BLE001 - a broken page tree
             raise PdfRefused("could not be read as a PDF (its page list is damaged)") from e
         if pages > max_pages:

@@ -201,7 +201,9 @@ class Turn:
         self.tools = tools
         self.policy = policy or TurnPolicy()
         self._sleep = sleep
-        self.messages, dropped = trim_messages(messages, model.context_window, params.max_tokens)
+        self.messages, dropped = trim_messages(
+            messages, model.context_window, params.max_tokens, provider=model.provider
+        )
         self.result = TurnResult(provider=model.provider, model=model.id, dropped_messages=dropped)
 
     # -- the raw event stream ------------------------------------------------------------
