@@ -142,6 +142,8 @@ class Registry:
                 context_window=m.context_window,
                 params=frozenset({"temperature", "top_p", "max_tokens", "seed"} | ({"effort"} if e.effort else set())),
                 supports_tools=True,
+                vision=m.vision,
+                pdf=m.pdf,
             )
             for m in e.models
         ]
@@ -158,6 +160,8 @@ class Registry:
                 official=False,
                 send_effort=e.effort,
                 base_url_env_var=None,
+                vision=e.vision,
+                pdf=e.pdf,
             )
         )
 

@@ -35,6 +35,8 @@ class EndpointModel:
     id: str
     label: str | None = None
     context_window: int | None = None
+    vision: bool = False  # reads images (sent as image_url parts)
+    pdf: bool = False  # reads PDFs as `file` parts; otherwise a PDF goes as its extracted text
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Endpoint:
     context_window: int | None = None
     include_usage: bool = True  # some servers reject stream_options
     effort: bool = False  # send reasoning_effort (OpenRouter, Groq and others accept it)
+    vision: bool = False  # the default for its models: read images
+    pdf: bool = False  # the default for its models: read PDFs as files
 
     @property
     def missing_key(self) -> bool:
@@ -160,12 +164,16 @@ def _endpoint(entry: Any, env: Mapping[str, str]) -> Endpoint:
     context_window = entry.get("context_window")
     if context_window is not None and (not isinstance(context_window, int) or context_window <= 0):
         raise ValueError("`context_window` must be a positive integer")
+    vision, pdf = _flag(entry, "vision", False), _flag(entry, "pdf", False)
     models: list[EndpointModel] = []
     for m in entry.get("models", []) or []:
         if isinstance(m, str) and m:
-            models.append(EndpointModel(id=m, context_window=context_window))
+            models.append(EndpointModel(id=m, context_window=context_window, vision=vision, pdf=pdf))
         elif isinstance(m, dict) and isinstance(m.get("id"), str):
-            models.append(EndpointModel(id=m["id"], label=m.get("label"), context_window=m.get("context_window", context_window)))
+            models.append(EndpointModel(
+                id=m["id"], label=m.get("label"), context_window=m.get("context_window", context_window),
+                vision=_flag(m, "vision", vision, f"model '{m['id']}': "), pdf=_flag(m, "pdf", pdf, f"model '{m['id']}': "),
+            ))
         else:
             raise ValueError("`models` must be a list of model names (or tables with an `id`)")
     api_key = (env.get(key_env) or "").strip() or None if key_env else None
@@ -179,4 +187,14 @@ def _endpoint(entry: Any, env: Mapping[str, str]) -> Endpoint:
         context_window=context_window,
         include_usage=bool(entry.get("include_usage", True)),
         effort=bool(entry.get("effort", False)),
+        vision=vision,
+        pdf=pdf,
     )
+
+
+def _flag(table: dict[str, Any], key: str, default: bool, where: str = "") -> bool:
+    """A true/false setting; anything else is refused (a quoted "false" must not turn vision on)."""
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}`{key}` must be true or false")
+    return value

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from chat.errors import ChatError
+from chat.providers import _attachments as files
 from chat.providers._common import (
     Failure,
     LoopClient,
@@ -58,9 +61,22 @@ _WITH_EFFORT = frozenset({"max_tokens", "effort"})
 _NO_EFFORT = frozenset({"max_tokens"})
 
 
+# Every Claude 3 and later model reads images (vision guide). PDFs: Claude 3.5 and later (PDF support guide);
+# the Claude 3 models (Opus, Sonnet, Haiku) read images only.
+_VISION = re.compile(r"claude-(3|[a-z]+-[4-9]|[4-9])")
+_PDF = re.compile(r"claude-(3-[5-9]|[a-z]+-[4-9]|[4-9])")
+
+
+def reads(model: str) -> tuple[bool, bool]:
+    """(images, PDFs): what a Claude model reads, from its family name."""
+    return _VISION.match(model) is not None, _PDF.match(model) is not None
+
+
 def _curated() -> list[ModelInfo]:
     def m(id_: str, label: str, ctx: int, params: frozenset[str]) -> ModelInfo:
-        return ModelInfo(provider="anthropic", id=id_, label=label, context_window=ctx, params=params, supports_tools=True)
+        vision, pdf = reads(id_)
+        return ModelInfo(provider="anthropic", id=id_, label=label, context_window=ctx, params=params, supports_tools=True,
+                         vision=vision, pdf=pdf)
 
     return [
         m("claude-opus-4-7", "Claude Opus 4.7", 1_000_000, _WITH_EFFORT),
@@ -103,6 +119,13 @@ class AnthropicProvider(Provider):
 
     def curated(self) -> list[ModelInfo]:
         return _curated()
+
+    def model_info(self, model: str) -> ModelInfo:
+        info = super().model_info(model)
+        if info.vision or info.pdf:
+            return info
+        vision, pdf = reads(model)
+        return info.model_copy(update={"vision": vision, "pdf": pdf})
 
     def _build_client(self) -> Any:
         anthropic = import_sdk("anthropic", "anthropic", self.label)
@@ -170,11 +193,12 @@ class AnthropicProvider(Provider):
         self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
     ) -> dict[str, Any]:
         """The keyword arguments for `messages.create` (public so tests can inspect it)."""
-        sent = params.for_provider(self.model_info(model).params & self.accepts)
+        info = self.model_info(model)
+        sent = params.for_provider(info.params & self.accepts)
         kwargs: dict[str, Any] = {
             "model": model,
             "max_tokens": params.max_tokens,  # required by the API
-            "messages": to_anthropic_messages(messages),
+            "messages": to_anthropic_messages(messages, info, self.label),
             "stream": True,
         }
         system = system_text(list(messages))
@@ -196,7 +220,10 @@ class AnthropicProvider(Provider):
         *,
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[StreamEvent, None]:
-        kwargs = self.request(model, messages, params, tools)
+        if files.has_attachments(messages):  # scaling and base64 of files: off the event loop
+            kwargs = await asyncio.to_thread(self.request, model, messages, params, tools)
+        else:
+            kwargs = self.request(model, messages, params, tools)
         state = StreamState()
         reader = EventReader()
         with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
@@ -218,6 +245,7 @@ class AnthropicProvider(Provider):
                 if m.id in known:
                     out.append(known[m.id])
                     continue
+                vision, pdf = reads(m.id)
                 out.append(
                     ModelInfo(
                         provider=self.name,
@@ -226,6 +254,8 @@ class AnthropicProvider(Provider):
                         context_window=getattr(m, "max_input_tokens", None),
                         params=self.accepts,
                         supports_tools=True,
+                        vision=vision,
+                        pdf=pdf,
                     )
                 )
         return out
@@ -373,17 +403,29 @@ class EventReader:
                      cached_input_tokens=self.cache_read, cache_write_tokens=self.cache_write)
 
 
-def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+def to_anthropic_messages(
+    messages: Sequence[Message], info: ModelInfo | None = None, label: str = "Anthropic"
+) -> list[dict[str, Any]]:
     """Our messages as alternating user/assistant turns; tool results become user tool_result blocks.
 
-    The API requires alternation, so consecutive same-role messages are merged into one.
+    The API requires alternation, so consecutive same-role messages are merged into one. A user message
+    with files gets `image` and `document` blocks (base64) before its text (chat.providers._attachments);
+    without `info`, the model is taken to read images and PDFs.
     """
+    prepared: dict[int, list[files.Item]] = {}
+    if files.has_attachments(messages):
+        reader = info or ModelInfo(provider="anthropic", id="", vision=True, pdf=True)
+        prepared = files.prepare(messages, reader, files.ANTHROPIC, label)
     turns: list[tuple[str, list[dict[str, Any]]]] = []
-    for m in messages:
+    for i, m in enumerate(messages):
         if m.role == "system":
             continue
         blocks: list[dict[str, Any]] = []
-        if m.role == "tool":
+        role: str
+        if i in prepared:
+            role = m.role
+            blocks.extend(files.anthropic_blocks(m.content, prepared[i]))
+        elif m.role == "tool":
             role = "user"
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}
             if m.is_error:

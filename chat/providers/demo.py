@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Sequence
 
 from chat.providers.base import Provider
 from chat.types import (
+    Attachment,
     Finish,
     FinishReason,
     Message,
@@ -36,8 +37,22 @@ def escape_inline(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$])", r"\\\1", text)
 
 
-def demo_reply(prompt: str) -> str:
-    """The deterministic markdown reply to a prompt."""
+def files_received(files: Sequence[Attachment]) -> str:
+    """What the demo says about the files it received: one line each (name, type, size, pixels or pages), inert."""
+    if not files:
+        return ""
+    from chat.attachments import describe
+
+    count = "one file" if len(files) == 1 else f"{len(files)} files"
+    lines = "".join(f"- {escape_inline(describe(att))}\n" for att in files)
+    return (
+        f"You attached {count}, and this is what reached me:\n\n{lines}\n"
+        "I cannot look inside files; a model that reads images and PDFs would answer about their content.\n\n"
+    )
+
+
+def demo_reply(prompt: str, files: Sequence[Attachment] = ()) -> str:
+    """The deterministic markdown reply to a prompt (and the files that came with it)."""
     asked = prompt.strip()
     clipped = asked[:_ECHO_LIMIT] + ("…" if len(asked) > _ECHO_LIMIT else "")
     quote = escape_inline(clipped) if clipped else "*(an empty message)*"
@@ -45,6 +60,7 @@ def demo_reply(prompt: str) -> str:
         "Hello! I am **Parley's offline demo model**: no AI provider is connected, so this reply is canned.\n\n"
         "You asked:\n\n"
         f"> {quote}\n\n"
+        f"{files_received(files)}"
         "To talk to a real model:\n"
         "1. set `OPENAI_API_KEY`, `ANTHROPIC_API_KEY` or `GEMINI_API_KEY` in `.env` and restart;\n"
         "2. or add an OpenAI-compatible endpoint (Ollama, vLLM, OpenRouter...) in `models.toml`.\n\n"
@@ -64,11 +80,11 @@ REASONING_TEXT = (
 )
 
 
-def _last_user_text(messages: Sequence[Message]) -> str:
+def _last_user(messages: Sequence[Message]) -> Message | None:
     for m in reversed(messages):
         if m.role == "user":
-            return m.content
-    return ""
+            return m
+    return None
 
 
 def _tokens(text: str) -> list[str]:
@@ -90,15 +106,16 @@ class DemoProvider(Provider):
 
     def curated(self) -> list[ModelInfo]:
         return [
+            # It takes every file (it only describes them), so the feature works with no key.
             ModelInfo(provider=self.name, id=DEMO_MODEL, label="Parley demo (offline)", context_window=32_768,
-                      params=self.accepts, demo=True),
+                      params=self.accepts, demo=True, vision=True, pdf=True),
             ModelInfo(provider=self.name, id=REASONING_MODEL, label="Parley demo with reasoning (offline)",
-                      context_window=32_768, params=self.accepts, demo=True),
+                      context_window=32_768, params=self.accepts, demo=True, vision=True, pdf=True),
         ]
 
     def model_info(self, model: str) -> ModelInfo:
         info = super().model_info(model)
-        return info if info.demo else info.model_copy(update={"demo": True})
+        return info if info.demo else info.model_copy(update={"demo": True, "vision": True, "pdf": True})
 
     async def list_models(self) -> list[ModelInfo]:
         return self.curated()
@@ -111,7 +128,8 @@ class DemoProvider(Provider):
         *,
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[StreamEvent, None]:
-        prompt = _last_user_text(messages)
+        last = _last_user(messages)
+        prompt, files = (last.content, last.attachments) if last is not None else ("", ())
         delay = 1.0 / self.rate if self.rate > 0 else 0.0
         input_tokens = sum(len(_tokens(m.content)) for m in messages)
         reasoning_tokens = 0
@@ -122,7 +140,7 @@ class DemoProvider(Provider):
                 await asyncio.sleep(delay)  # a cancellation point even at rate 0
                 reasoning_tokens += 1
                 yield ReasoningDelta(piece)
-        pieces = _tokens(demo_reply(prompt))
+        pieces = _tokens(demo_reply(prompt, files))
         limit = max(0, params.max_tokens - reasoning_tokens)
         sent = pieces[:limit]
         for piece in sent:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -10,6 +11,7 @@ from contextvars import ContextVar, Token
 from typing import Any
 
 from chat.errors import ChatError, SafetyBlocked
+from chat.providers import _attachments as files
 from chat.providers._common import (
     Failure,
     LoopClient,
@@ -62,9 +64,17 @@ async def _track_response(response: Any) -> None:
         opened.append(response)
 
 
+def reads_files(model: str) -> bool:
+    """Whether a model reads images and PDFs: every Gemini model does (image and document guides); Gemma and
+    the embedding models listed beside them are not taken to."""
+    name = model.removeprefix("models/")
+    return name.startswith("gemini-") and "embedding" not in name
+
+
 def _curated() -> list[ModelInfo]:
     def m(id_: str, label: str) -> ModelInfo:
-        return ModelInfo(provider="gemini", id=id_, label=label, context_window=1_048_576, params=_ALL, supports_tools=True)
+        return ModelInfo(provider="gemini", id=id_, label=label, context_window=1_048_576, params=_ALL, supports_tools=True,
+                         vision=True, pdf=True)
 
     return [
         m("gemini-3.5-flash", "Gemini 3.5 Flash"),
@@ -126,6 +136,11 @@ class GeminiProvider(Provider):
 
     def curated(self) -> list[ModelInfo]:
         return _curated()
+
+    def model_info(self, model: str) -> ModelInfo:
+        info = super().model_info(model)
+        reads = info.vision or reads_files(model)
+        return info if info.vision == reads else info.model_copy(update={"vision": reads, "pdf": reads})
 
     def _build_client(self) -> Any:
         genai = import_sdk("google.genai", "google-genai", self.label)
@@ -226,7 +241,10 @@ class GeminiProvider(Provider):
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[StreamEvent, None]:
         config = self.config(model, messages, params, tools)
-        contents = to_gemini_contents(messages)
+        if files.has_attachments(messages):  # scaling of files: off the event loop
+            contents = await asyncio.to_thread(to_gemini_contents, messages, self.model_info(model), self.label)
+        else:
+            contents = to_gemini_contents(messages)
         state = StreamState()
         reader = ChunkReader(self.label)
         opened: list[Any] = []
@@ -279,6 +297,8 @@ class GeminiProvider(Provider):
                         context_window=m.input_token_limit,
                         params=self.accepts,
                         supports_tools=True,
+                        vision=reads_files(model_id),
+                        pdf=reads_files(model_id),
                     )
                 )
                 if len(out) >= 300:
@@ -406,17 +426,35 @@ def gemini_usage(meta: Any) -> Usage:
     )
 
 
-def to_gemini_contents(messages: Sequence[Message]) -> list[Any]:
-    """Our messages as Gemini contents: assistant -> "model", tool results -> user function_response parts."""
+def to_gemini_contents(messages: Sequence[Message], info: ModelInfo | None = None, label: str = "Google Gemini") -> list[Any]:
+    """Our messages as Gemini contents: assistant -> "model", tool results -> user function_response parts.
+
+    A user message's files come before its text: images and PDFs as `inline_data` parts
+    (`Part.from_bytes`; the SDK writes them as URL-safe base64), text files as text parts. Without
+    `info`, the model is taken to read images and PDFs.
+    """
     from google.genai import types
 
+    prepared: dict[int, list[files.Item]] = {}
+    if files.has_attachments(messages):
+        reader = info or ModelInfo(provider="gemini", id="", vision=True, pdf=True)
+        prepared = files.prepare(messages, reader, files.GEMINI, label)
     names: dict[str, str] = {}  # tool call id -> function name, for the responses
     turns: list[tuple[str, list[Any]]] = []
-    for m in messages:
+    for i, m in enumerate(messages):
         if m.role == "system":
             continue
         parts: list[Any] = []
-        if m.role == "tool":
+        if i in prepared:
+            role = "user"
+            for item in prepared[i]:
+                if isinstance(item, files.Inline):
+                    parts.append(types.Part.from_bytes(data=item.att.data, mime_type=item.att.mime))
+                else:
+                    parts.append(types.Part(text=item.text))
+            if m.content:
+                parts.append(types.Part(text=m.content))
+        elif m.role == "tool":
             role = "user"
             name = m.name or names.get(m.tool_call_id or "", "") or "tool"
             # Gemini reads an "error" key as the function's error, anything else as its output.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 from chat.errors import ChatError
+from chat.providers import _attachments as files
 from chat.providers._common import (
     Failure,
     LoopClient,
@@ -60,9 +62,21 @@ _NOT_CHAT = ("embedding", "tts", "whisper", "dall-e", "moderation", "davinci", "
              "realtime", "audio", "search", "sora", "codex-mini", "computer-use")
 
 
+# OpenAI's chat models that read images (images guide); PDFs go to the same models (file inputs guide).
+# o1-mini, o1-preview and o3-mini read text only.
+_READS_FILES = re.compile(r"(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-4-turbo|gpt-5|o1(?!-mini|-preview)|o3(?!-mini)|o4)\b")
+
+
+def reads_files(model: str) -> bool:
+    """Whether an official OpenAI model takes images and PDFs, from its family name."""
+    return _READS_FILES.match(model) is not None
+
+
 def _official_models() -> list[ModelInfo]:
     def m(id_: str, label: str, ctx: int | None, params: frozenset[str]) -> ModelInfo:
-        return ModelInfo(provider="openai", id=id_, label=label, context_window=ctx, params=params, supports_tools=True)
+        reads = reads_files(id_)
+        return ModelInfo(provider="openai", id=id_, label=label, context_window=ctx, params=params, supports_tools=True,
+                         vision=reads, pdf=reads)
 
     return [
         m("gpt-5.4", "GPT-5.4", 1_050_000, _REASONING),
@@ -100,8 +114,14 @@ class OpenAIProvider(Provider):
         connect_timeout: float = 5.0,
         read_timeout: float | None = 600.0,
         list_timeout: float = 3.0,
+        vision: bool = False,
+        pdf: bool = False,
     ):
-        """`official` defaults to "base_url is api.openai.com"; it picks `max_completion_tokens` and the curated list."""
+        """`official` defaults to "base_url is api.openai.com"; it picks `max_completion_tokens` and the curated list.
+
+        `vision` / `pdf`: whether a compatible endpoint's models not listed in `models` read images / PDFs
+        (models.toml); official OpenAI models are known by their family names.
+        """
         self.name = name or type(self).name
         self.label = label or type(self).label
         self.key_env_var = key_env_var
@@ -115,6 +135,7 @@ class OpenAIProvider(Provider):
         self._api_key = api_key or "not-needed"  # local servers take any key, but the SDK insists on one
         self._timeouts = (connect_timeout, read_timeout)
         self._list_timeout = list_timeout
+        self.vision, self.pdf = vision, pdf
         self._models = [self._info(m) for m in models] if models is not None else None
         self._client = LoopClient(self._build_client)
 
@@ -128,9 +149,11 @@ class OpenAIProvider(Provider):
     def _info(self, m: str | ModelInfo) -> ModelInfo:
         if isinstance(m, ModelInfo):
             return m.model_copy(update={"provider": self.name})
+        reads = reads_files(m) if self.official else None
         return ModelInfo(
             provider=self.name, id=m, label=m, context_window=self.context_window,
             params=self.accepts, supports_tools=self.supports_tools,
+            vision=self.vision if reads is None else reads, pdf=self.pdf if reads is None else reads,
         )
 
     def curated(self) -> list[ModelInfo]:
@@ -225,10 +248,13 @@ class OpenAIProvider(Provider):
         self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
     ) -> dict[str, Any]:
         """The request body, as `chat.completions.create` takes it as keywords (public so tests and benches can inspect it)."""
-        kwargs: dict[str, Any] = {"model": model, "messages": to_openai_messages(messages), "stream": True}
+        info = self.model_info(model)
+        kwargs: dict[str, Any] = {
+            "model": model, "messages": to_openai_messages(messages, info, self.label), "stream": True,
+        }
         if self.include_usage:
             kwargs["stream_options"] = {"include_usage": True}
-        sent = params.for_provider(self.model_info(model).params & self.accepts)
+        sent = params.for_provider(info.params & self.accepts)
         for key in ("temperature", "top_p", "seed"):
             if key in sent:
                 kwargs[key] = sent[key]
@@ -252,7 +278,14 @@ class OpenAIProvider(Provider):
         *,
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[StreamEvent, None]:
-        kwargs = self.request(model, messages, params, tools)
+        body: dict[str, Any] | None = None
+        content: bytes | None = None
+        if files.has_attachments(messages):
+            # Scaling, base64 and the JSON of megabytes of files: in a worker thread, not on the event loop
+            # that streams everyone else's replies. The SDK sends the bytes as they are (`content`).
+            content = await asyncio.to_thread(self._request_bytes, model, messages, params, tools)
+        else:
+            body = self.request(model, messages, params, tools)
         state = StreamState()
         reader = ChunkReader()
         with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
@@ -263,7 +296,9 @@ class OpenAIProvider(Provider):
             # for raw endpoints skips two costs of `chat.completions.create` that buy nothing here: a
             # type-driven walk over the whole request (~0.5 ms, growing with the conversation) and a
             # pydantic chunk per event (~90 µs each, once the largest cost of a stream in this process).
-            response = await self._client.get().post("/chat/completions", body=kwargs, cast_to=httpx2.Response, stream=True)
+            response = await self._client.get().post(
+                "/chat/completions", body=body, content=content, cast_to=httpx2.Response, stream=True
+            )
             try:
                 async for data in sse_data(response):
                     chunk = json.loads(data)
@@ -277,6 +312,13 @@ class OpenAIProvider(Provider):
                 await response.aclose()
         for event in reader.end():
             yield event
+
+    def _request_bytes(
+        self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec]
+    ) -> bytes:
+        """The request body as JSON, exactly as the SDK would write it (its `openapi_dumps` settings)."""
+        body = self.request(model, messages, params, tools)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
     async def list_models(self) -> list[ModelInfo]:
         state = StreamState()
@@ -475,11 +517,25 @@ def _stream_error(error: Any, response: Any) -> Exception:
     return openai.APIError(message, response.request, body=error)
 
 
-def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """Our messages in the Chat Completions shape (reasoning is not sent back)."""
+def to_openai_messages(
+    messages: Sequence[Message], info: ModelInfo | None = None, label: str = "OpenAI"
+) -> list[dict[str, Any]]:
+    """Our messages in the Chat Completions shape (reasoning is not sent back).
+
+    A user message with files becomes a list of parts (chat.providers._attachments): images as
+    `image_url` data URLs, PDFs as `file` parts when `info.pdf` (else their extracted text), text files
+    as text. Without `info`, the model is taken to read images and PDFs. A message without files keeps
+    its plain string content.
+    """
+    prepared: dict[int, list[files.Item]] = {}
+    if files.has_attachments(messages):
+        reader = info or ModelInfo(provider="openai", id="", vision=True, pdf=True)
+        prepared = files.prepare(messages, reader, files.OPENAI, label)
     out: list[dict[str, Any]] = []
-    for m in messages:
-        if m.role == "tool":
+    for i, m in enumerate(messages):
+        if i in prepared:
+            out.append({"role": m.role, "content": files.openai_content(m.content, prepared[i])})
+        elif m.role == "tool":
             out.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content})
         elif m.role == "assistant" and m.tool_calls:
             out.append(
