@@ -9,6 +9,7 @@ synchronous and CPU-bound: async callers run it with `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import math
 import re
@@ -39,6 +40,7 @@ class Limits:
     max_image_pixels: int = 50_000_000
     #: Pixels over all frames of an animation (a small GIF can unpack to thousands of frames).
     max_animation_pixels: int = 200_000_000
+    max_frames: int = 1000
 
 
 class AttachmentError(ValueError):
@@ -82,21 +84,37 @@ def format_size(size: int) -> str:
 
 # -- type sniffing ---------------------------------------------------------------------------------
 
-_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# C0 controls that text files do not contain (tab, newline, form feed, carriage return and escape do).
+_BINARY_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 
 
-def _decode_text(data: bytes) -> str | None:
-    """The text of UTF-8 bytes (a BOM is dropped), or None for anything with NULs or invalid UTF-8."""
+def decode_text(data: bytes, *, final: bool = True) -> str | None:
+    """The text of UTF-8 bytes (a BOM is dropped) or of UTF-16 with a BOM; None for anything else.
+
+    Bytes with NULs are binary. With final=False the bytes may be the head of a file, cut inside a
+    character (sniffing a prefix). UTF-16 (Windows "Unicode" text, Excel's Unicode CSV) needs its
+    BOM, and is refused if it decodes to control characters: that is binary data, not text.
+    """
+    if data.startswith(_UTF16_BOMS):
+        try:
+            text = codecs.getincrementaldecoder("utf-16")().decode(data, final=final)
+        except UnicodeDecodeError:
+            return None
+        return None if _BINARY_CONTROLS.search(text) else text
     if b"\x00" in data:
         return None
     try:
-        return data.decode("utf-8-sig")
+        return codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=final)
     except UnicodeDecodeError:
         return None
 
 
 def sniff(data: bytes) -> str | None:
-    """The type of `data` from its leading bytes: an image type, PDF_MIME, TEXT_MIME for UTF-8 text, else None."""
+    """The type of `data` from its leading bytes: an image type, PDF_MIME, TEXT_MIME for text, else None.
+
+    Text is UTF-8 without NULs (or UTF-16 with a BOM); `data` may be just the file's head.
+    """
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
     if data.startswith(b"\xff\xd8\xff"):
@@ -107,7 +125,7 @@ def sniff(data: bytes) -> str | None:
         return "image/webp"
     if data.startswith(b"%PDF-"):
         return PDF_MIME
-    if data and _decode_text(data) is not None:
+    if data and decode_text(data, final=False) is not None:
         return TEXT_MIME
     return None
 
@@ -139,7 +157,7 @@ def ingest(name: str, data: bytes, limits: Limits = Limits()) -> Attachment:
     if mime in IMAGE_MIMES:
         try:
             image = clean_image(data, mime, max_side=limits.max_image_side, max_pixels=limits.max_image_pixels,
-                                max_animation_pixels=limits.max_animation_pixels)
+                                max_animation_pixels=limits.max_animation_pixels, max_frames=limits.max_frames)
         except ImageRefused as e:
             raise _refuse(name, str(e)) from e
         return _make(name, mime, image.data, width=image.width, height=image.height)
@@ -149,8 +167,9 @@ def ingest(name: str, data: bytes, limits: Limits = Limits()) -> Attachment:
         except PdfRefused as e:
             raise _refuse(name, str(e)) from e
         return _make(name, mime, data, pages=info.pages, text=info.text)
-    text = _decode_text(data)
-    assert text is not None  # sniff said TEXT_MIME
+    text = decode_text(data)
+    if text is None:  # sniff allows a head cut inside a character; the whole file must decode
+        raise _refuse(name, "is not valid text (it ends inside a character)")
     if len(text) > limits.max_text_chars:
         raise _refuse(name, f"has {len(text):,} characters of text; the limit is {limits.max_text_chars:,}")
     return _make(name, TEXT_MIME, text.encode("utf-8"), text=text)

@@ -79,7 +79,8 @@ def _scale(frame: Image.Image, size: tuple[int, int]) -> Image.Image:
         return frame
     if frame.mode in ("P", "1"):
         frame = frame.convert("RGBA")  # resampling a palette image picks neighbours; convert for a smooth result
-    return frame.resize(size, Image.Resampling.LANCZOS)
+    # reducing_gap: a cheap box reduction first, then Lanczos over the last factor of 3 (same look, much faster).
+    return frame.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def _encode(frames: list[Image.Image], durations: list[int], loop: int | None, mime: str) -> bytes:
@@ -111,7 +112,9 @@ def _open(data: bytes, mime: str) -> Image.Image:
         raise ImageRefused("could not be read as an image (the file is damaged or not what its type says)") from e
 
 
-def clean_image(data: bytes, mime: str, *, max_side: int, max_pixels: int, max_animation_pixels: int) -> CleanImage:
+def clean_image(
+    data: bytes, mime: str, *, max_side: int, max_pixels: int, max_animation_pixels: int, max_frames: int
+) -> CleanImage:
     """Decode every frame (a truncated file fails here), drop all metadata, orient, scale, re-encode as `mime`.
 
     The pixel checks run on the header's size before any pixel is decoded: a small file that
@@ -127,28 +130,33 @@ def clean_image(data: bytes, mime: str, *, max_side: int, max_pixels: int, max_a
                 f"is {width}×{height} px ({width * height / 1e6:.0f} megapixels); the limit is "
                 f"{max_pixels / 1e6:.0f} megapixels"
             )
-        try:
-            frame_count = int(getattr(img, "n_frames", 1))
-        except Exception as e:  # noqa: BLE001 - counting frames reads the file: damaged data fails here
-            raise ImageRefused("could not be read as an image (the file is damaged)") from e
-        if frame_count > 1 and frame_count * width * height > max_animation_pixels:
-            raise ImageRefused(
-                f"is an animation of {frame_count} frames of {width}×{height} px; the limit is "
-                f"{max_animation_pixels / 1e6:.0f} megapixels over all frames"
-            )
         loop = img.info.get("loop")
         frames: list[Image.Image] = []
         durations: list[int] = []
         try:
-            for index in range(frame_count):
-                img.seek(index)
+            # Frame by frame rather than `n_frames` (which reads the whole file first), so an animation
+            # over the limits is refused as soon as it passes them.
+            while True:
+                try:
+                    img.seek(len(frames))
+                except EOFError:
+                    break
+                if len(frames) >= max_frames or (frames and (len(frames) + 1) * width * height > max_animation_pixels):
+                    raise ImageRefused(
+                        f"is an animation with more frames than Parley takes ({width}×{height} px a frame; the "
+                        f"limit is {max_frames:,} frames and {max_animation_pixels / 1e6:.0f} megapixels in all)"
+                    )
                 durations.append(int(img.info.get("duration") or _DEFAULT_FRAME_MS))
                 frames.append(img.copy())  # copy() decodes the frame: a truncated file raises here
-            if frame_count == 1:
+            if len(frames) == 1:
                 # Rotate the pixels as the camera said, since the EXIF that said it is about to be dropped.
                 frames[0] = ImageOps.exif_transpose(frames[0])
+        except ImageRefused:
+            raise
         except Exception as e:  # noqa: BLE001 - any decoder failure on untrusted bytes means "damaged"
             raise ImageRefused("is not a complete image (the file is truncated or damaged)") from e
+        if not frames:
+            raise ImageRefused("could not be read as an image (it has no frames)")
     width, height = frames[0].size
     size = scaled_size(width, height, max_side)
     frames = [_scale(_normalise(f, mime), size) for f in frames]
@@ -159,6 +167,9 @@ def clean_image(data: bytes, mime: str, *, max_side: int, max_pixels: int, max_a
 def rescale_image(data: bytes, mime: str, size: tuple[int, int]) -> bytes:
     """Re-encode an already cleaned image at a smaller size (every frame of an animation)."""
     with _open(data, mime) as img:
+        if mime == "image/jpeg":
+            # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding (never below `size`).
+            img.draft(img.mode, size)
         loop = img.info.get("loop")
         frames: list[Image.Image] = []
         durations: list[int] = []

@@ -105,7 +105,7 @@ def test_sniff_reads_the_bytes_not_the_name() -> None:
     assert sniff(b"\xef\xbb\xbfwith a BOM") == TEXT_MIME
     assert sniff(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 56) is None
     assert sniff(b"MZ\x90\x00\x03\x00\x00\x00") is None
-    assert sniff("café".encode("latin-1")) is None  # not UTF-8
+    assert sniff("Título".encode("latin-1")) is None  # not UTF-8
     assert sniff(b"text with a \x00 NUL") is None
     assert sniff(b"") is None
 
@@ -325,8 +325,14 @@ def test_an_animated_gif_keeps_its_frames_and_timing() -> None:
 
 
 def test_an_animation_over_the_pixel_budget_is_refused() -> None:
-    msg = refused("long.gif", gif_frames(["red", "lime", "blue"]), Limits(max_animation_pixels=3000))
-    assert msg == "long.gif is an animation of 3 frames of 40×30 px; the limit is 0 megapixels over all frames."
+    gif = gif_frames(["red", "lime", "blue"])
+    msg = refused("long.gif", gif, Limits(max_animation_pixels=3000))
+    assert msg == (
+        "long.gif is an animation with more frames than Parley takes (40×30 px a frame; the limit is 1,000 frames "
+        "and 0 megapixels in all)."
+    )
+    assert refused("many.gif", gif, Limits(max_frames=2)).startswith("many.gif is an animation with more frames")
+    assert ingest("ok.gif", gif, Limits(max_frames=3)).kind == "image"
 
 
 def test_an_image_larger_than_the_side_limit_is_scaled_down() -> None:
@@ -366,9 +372,20 @@ def test_text_is_decoded_as_utf8_and_stored_without_a_bom() -> None:
     assert att.text == "# Título\n" and att.data == "# Título\n".encode() and att.kind == "text"
     assert "not a file type" in refused("latin.txt", "Título".encode("latin-1"))
     assert "not a file type" in refused("nul.txt", b"abc\x00def")
+    cut = "naïve".encode()[:3]  # ends inside the two bytes of "ï"
+    assert sniff(cut) == TEXT_MIME  # a file's head may be cut there
+    assert refused("cut.txt", cut) == "cut.txt is not valid text (it ends inside a character)."
     assert refused("long.txt", b"x" * 11, Limits(max_text_chars=10)) == (
         "long.txt has 11 characters of text; the limit is 10."
     )
+
+
+def test_utf16_text_with_a_bom_is_text_and_binary_behind_a_bom_is_not() -> None:
+    for encoding in ("utf-16-le", "utf-16-be"):
+        bom = b"\xff\xfe" if encoding.endswith("le") else b"\xfe\xff"
+        att = ingest("excel.csv", bom + "name;città\r\n".encode(encoding))
+        assert att.text == "name;città\r\n" and att.data == "name;città\r\n".encode()
+    assert sniff(b"\xff\xfe" + "ab".encode("utf-16-le") + b"\x01\x00\x02\x00") is None
 
 
 def test_text_block_labels_the_file_and_fences_it_beyond_its_own_backticks() -> None:
