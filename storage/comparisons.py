@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from storage import blind
+from storage.attachments import AttachmentLike, check_attachments
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.guard import guarded, rowcount
 from storage.models import (
     KIND_COMPARE_PANE,
     MAX_PANES,
+    MESSAGE_PUBLIC_COLUMNS,
     MIN_PANES,
     VERDICTS,
     Comparison,
@@ -47,13 +50,15 @@ def begin_comparison(
     prompt: str,
     panes: list[PaneStart | dict[str, Any]],
     blind: bool = False,
+    attachments: Sequence[AttachmentLike] = (),
 ) -> ComparisonIds:
     """Start one compare run: per pane, the user message and a pending reply, plus the run's rows.
 
     `panes` are in slot order (the order shown). A pane without `conversation_id` gets a new hidden
     pane conversation (kind "compare_pane", titled from the prompt); one with an id continues that
     pane conversation (a follow-up), which must be this owner's pane conversation. All of it is one
-    transaction. Finish each reply with finish_turn, as a chat reply.
+    transaction. Finish each reply with finish_turn, as a chat reply. `attachments` (as for
+    begin_turn) go with the prompt into every pane's user message: stored once, linked from each.
     """
     owner = check_owner(owner)
     prompt = clean_text(prompt, "prompt")
@@ -64,6 +69,7 @@ def begin_comparison(
     if not isinstance(panes, list | tuple) or not MIN_PANES <= len(panes) <= MAX_PANES:
         raise InvalidInput(f"A comparison needs {MIN_PANES} to {MAX_PANES} panes.")
     starts = [PaneStart.model_validate(p) for p in panes]
+    files = check_attachments(attachments) if attachments else []
     continued = [p.conversation_id for p in starts if p.conversation_id is not None]
     if len(set(continued)) != len(continued):
         raise InvalidInput("Two panes cannot continue the same conversation.")
@@ -92,7 +98,7 @@ def begin_comparison(
                     pinned=False, archived=False, created_at=now, updated_at=now,
                 )
             )  # fmt: skip
-        ids = add_turn(session, owner, cid, prompt, pane.provider, pane.model, pane.params, system_prompt, commit=False)
+        ids = add_turn(session, owner, cid, prompt, pane.provider, pane.model, pane.params, system_prompt, commit=False, files=files)
         pane_ids.append(PaneIds(slot=slot, conversation_id=cid, assistant_message_id=ids.assistant_message_id))
     session.execute(
         sa.insert(table_of(Comparison)).values(id=comparison_id, owner=owner, prompt=prompt, blind=blind, created_at=now)
@@ -176,7 +182,7 @@ def _comparison_details(session: Session, owner: str, comparisons: list[Comparis
         return []
     ids = [c.id for c in comparisons]
     p, m, cv = table_of(ComparisonPane).c, table_of(Message), table_of(Conversation).c
-    message_columns = [m.c[name] for name in MessagePublic.model_fields]
+    message_columns = [m.c[name] for name in MESSAGE_PUBLIC_COLUMNS]
     panes: dict[uuid.UUID, list[ComparisonPanePublic]] = {cid: [] for cid in ids}
     for chunk_start in range(0, len(ids), 500):
         chunk = ids[chunk_start : chunk_start + 500]
@@ -188,7 +194,7 @@ def _comparison_details(session: Session, owner: str, comparisons: list[Comparis
             .order_by(p.comparison_id, p.slot)
         )
         for row in session.execute(query).mappings():
-            message = MessagePublic.model_construct(**{k: row[k] for k in MessagePublic.model_fields})
+            message = MessagePublic.model_construct(**{k: row[k] for k in MESSAGE_PUBLIC_COLUMNS})
             panes[row["comparison_id"]].append(
                 ComparisonPanePublic(slot=row["slot"], conversation_id=row["conversation_id"],
                                      system_prompt=row["pane_system_prompt"], cost_usd=row["cost_usd"], message=message)

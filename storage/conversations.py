@@ -8,12 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from storage import attachments as stored
 from storage import blind
 from storage.errors import InvalidInput, NotFound
 from storage.guard import conversation_public, guarded, owned_conversation, rowcount
 from storage.models import (
     CONVERSATION_KINDS,
     KIND_CHAT,
+    MESSAGE_PUBLIC_COLUMNS,
     Conversation,
     ConversationCreate,
     ConversationDetail,
@@ -102,18 +104,31 @@ def get_conversation(*, session: Session, owner: str, conversation_id: uuid.UUID
 
 
 def messages_of(session: Session, owner: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[MessagePublic]]:
+    """The messages of these conversations in order, with their files' refs (never their bytes).
+
+    One query, plus one for the files only when a message read has some (attachment_count).
+    """
     found: dict[uuid.UUID, list[MessagePublic]] = {cid: [] for cid in ids}
     if not ids:
         return found
     table = table_of(Message)
-    columns = [table.c[name] for name in MessagePublic.model_fields]
-    query = sa.select(*columns).where(table.c.owner == owner)
+    columns = [table.c[name] for name in MESSAGE_PUBLIC_COLUMNS]
+    query = sa.select(*columns, table.c.attachment_count).where(table.c.owner == owner)
     query = query.where(table.c.conversation_id == ids[0]) if len(ids) == 1 else query
     query = query.order_by(table.c.conversation_id, table.c.position)
+    with_files: list[MessagePublic] = []
     # Rows straight from Core into the public model: this is the hot path of opening a long chat.
-    for row in session.execute(query).mappings():
-        if row["conversation_id"] in found:
-            found[row["conversation_id"]].append(MessagePublic.model_construct(**row))
+    for row in session.execute(query).tuples():
+        *values, count = row
+        message = MessagePublic.model_construct(**dict(zip(MESSAGE_PUBLIC_COLUMNS, values, strict=True)))
+        if message.conversation_id in found:
+            found[message.conversation_id].append(message)
+            if count:
+                with_files.append(message)
+    if with_files:
+        refs = stored.refs_of(session, owner, ids[0] if len(ids) == 1 else None)
+        for message in with_files:
+            message.attachments = refs.get(message.id, [])
     return found
 
 
@@ -158,9 +173,10 @@ def _set_flag(session: Session, owner: str, conversation_id: object, name: str, 
 
 @guarded
 def delete_conversation(*, session: Session, owner: str, conversation_id: uuid.UUID | str) -> None:
-    """Delete a conversation and (by cascade) its messages."""
+    """Delete a conversation, (by cascade) its messages, and the files only it carried."""
     owner = check_owner(owner)
     cid = parse_id(conversation_id, "conversation")
+    linked = stored.linked_from(session, owner, cid)
     # Core delete so the database's ON DELETE CASCADE removes the messages (and their index rows).
     result = session.execute(
         sa.delete(table_of(Conversation)).where(
@@ -169,6 +185,7 @@ def delete_conversation(*, session: Session, owner: str, conversation_id: uuid.U
     )
     if rowcount(result) == 0:
         raise NotFound(f"No conversation with id {str(cid)!r}.")
+    stored.drop_unlinked(session, owner, linked)  # the files no other message of this owner carries
     session.commit()
     session.expire_all()
 

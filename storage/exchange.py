@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from storage import attachments as stored
 from storage import transfer
+from storage.attachments import AttachmentIn, AttachmentLike, check_attachment
 from storage.conversations import messages_of
-from storage.errors import InvalidInput
+from storage.errors import InvalidInput, StorageError
 from storage.guard import aware, conversation_public, guarded, owned_conversation
 from storage.models import INTERRUPTED, KIND_CHAT, PENDING, Conversation, ConversationDetail, Message, table_of, utcnow
 from storage.validation import check_owner, clean_text, clean_title
 
 PANE_NOT_EXPORTED = "This conversation is a pane of a comparison, not a chat: export comparisons from the Compare tab."
+UNCHECKED_FILES = "This export carries files, and files are imported only once checked; nothing was imported."
+
+#: Re-checks an imported file's bytes and says what they are (core passes chat's ingest): called with
+#: the file's name and bytes, it returns the file as it will be stored, or raises ValueError (its
+#: `.message`, else its text, is shown).
+AttachmentChecker = Callable[[str, bytes], AttachmentLike]
 
 
 def _details(session: Session, owner: str, conversation_id: object) -> list[ConversationDetail]:
@@ -37,7 +46,18 @@ def _details(session: Session, owner: str, conversation_id: object) -> list[Conv
 def export_json(*, session: Session, owner: str, conversation_id: uuid.UUID | str | None = None) -> str:
     """One chat (or, with no id, all of this owner's chats) as Parley JSON, which import_json reads."""
     owner = check_owner(owner)
-    return transfer.to_json(transfer.build_export(_details(session, owner, conversation_id)))
+    details = _details(session, owner, conversation_id)
+    refs = [a for d in details for m in d.messages for a in m.attachments]
+    # Each message carries its files as base64; an export an import could not read back is refused
+    # before any byte is loaded.
+    encoded = sum((a.size + 2) // 3 * 4 for a in refs)
+    if encoded > transfer.MAX_IMPORT_BYTES:
+        raise InvalidInput(
+            f"These chats carry {encoded / 1e6:.0f} MB of files (as base64); a JSON export holds at most "
+            f"{transfer.MAX_IMPORT_BYTES / 1e6:.0f} MB, what an import reads back. Export the chats one at a time."
+        )
+    files = stored.data_of(session, owner, {a.id for a in refs}) if refs else {}
+    return transfer.to_json(transfer.build_export(details, files))
 
 
 @guarded
@@ -48,18 +68,25 @@ def export_markdown(*, session: Session, owner: str, conversation_id: uuid.UUID 
 
 
 @guarded
-def import_json(*, session: Session, owner: str, data: str | bytes) -> list[uuid.UUID]:
+def import_json(
+    *, session: Session, owner: str, data: str | bytes, check_attachment: AttachmentChecker | None = None
+) -> list[uuid.UUID]:
     """Add the conversations of a Parley JSON export to `owner`, with new ids; all or nothing.
 
     The file is validated completely before anything is written; a bad file raises InvalidInput.
-    Replies that were still pending when exported come in as "interrupted".
+    Replies that were still pending when exported come in as "interrupted". Files in it must match
+    their sha256 and pass `check_attachment` (storage cannot tell a PNG from a script: core passes
+    chat's ingest); a file with attachments and no checker is refused. Files from before
+    attachments existed import as they always did.
     """
     owner = check_owner(owner)
     document = transfer.parse_import(data)
+    checked = _check_files(document, check_attachment)
     now = utcnow()
     created: list[uuid.UUID] = []
     conversation_rows: list[dict[str, Any]] = []
     message_rows: list[dict[str, Any]] = []
+    links: list[tuple[uuid.UUID, list[AttachmentIn]]] = []
     for item in document.conversations:
         cid = uuid.uuid4()
         created.append(cid)
@@ -71,7 +98,7 @@ def import_json(*, session: Session, owner: str, data: str | bytes) -> list[uuid
                  created_at=created_at, updated_at=aware(item.updated_at, "update time") or created_at)
         )  # fmt: skip
         for position, msg in enumerate(item.messages):
-            values = msg.model_dump(exclude={"id", "tool_calls", "created_at", "usage"})
+            values = msg.model_dump(exclude={"id", "tool_calls", "created_at", "usage", "attachments"})
             values.update(**msg.usage_columns())
             values.update(
                 id=uuid.uuid4(), conversation_id=cid, owner=owner, position=position,
@@ -81,12 +108,45 @@ def import_json(*, session: Session, owner: str, data: str | bytes) -> list[uuid
                 finish_reason=INTERRUPTED if msg.finish_reason == PENDING else msg.finish_reason,
                 tool_calls=None if msg.tool_calls is None else [t.model_dump() for t in msg.tool_calls],
                 created_at=aware(msg.created_at, "message time") or created_at,
+                attachment_count=len(msg.attachments or ()),
             )  # fmt: skip
             message_rows.append(values)
+            if msg.attachments:
+                links.append((values["id"], [checked[id(f)] for f in msg.attachments]))
     if conversation_rows:
         session.execute(sa.insert(table_of(Conversation)), conversation_rows)
     if message_rows:
         session.execute(sa.insert(table_of(Message)), message_rows)
+    if links:
+        all_files = [f for _, files in links for f in files]
+        ids = iter(stored.store(session, owner, all_files))
+        for message_id, files in links:
+            stored.link(session, message_id, files, [next(ids) for _ in files])
     session.commit()
     return created
+
+
+def _check_files(document: transfer.ExportFile, checker: AttachmentChecker | None) -> dict[int, AttachmentIn]:
+    """Each file of the document (by id() of its entry) as it will be stored, or InvalidInput.
+
+    The checker sees each distinct content once; the name each message gave a file stays its own.
+    """
+    checked: dict[int, AttachmentIn] = {}
+    by_hash: dict[str, AttachmentIn] = {}
+    for number, item in enumerate(document.conversations, start=1):
+        for position, msg in enumerate(item.messages, start=1):
+            for entry in msg.attachments or ():
+                where = f"Conversation {number} ({item.title[:60]!r}), message {position}"
+                if checker is None:
+                    raise InvalidInput(UNCHECKED_FILES)
+                try:
+                    if entry.sha256 not in by_hash:
+                        by_hash[entry.sha256] = check_attachment(checker(entry.name, entry.decoded()))
+                    name = stored.clean_name(entry.name)
+                except StorageError as e:
+                    raise InvalidInput(f"{where}: {e.message}") from e
+                except ValueError as e:
+                    raise InvalidInput(f"{where}: {getattr(e, 'message', None) or e}") from e
+                checked[id(entry)] = by_hash[entry.sha256].model_copy(update={"name": name})
+    return checked
 

@@ -22,6 +22,12 @@ OWNER_MAX = 255
 NAME_MAX = 200  # provider, model and model version names
 INSTANCE_ID_MAX = 64
 MAX_CONTENT_CHARS = 1_000_000
+#: Attachments: hard ceilings of the store itself. The settings that users meet (core.config:
+#: MAX_FILE_MB, MAX_FILES, ...) are lower; these only keep a row and a message within sane bounds.
+ATTACHMENT_NAME_MAX = 200
+MIME_MAX = 100
+MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
+MAX_MESSAGE_ATTACHMENTS = 100
 DEFAULT_TITLE = "New chat"
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -172,11 +178,74 @@ class Message(MessageBase, table=True):
     # The app process (replica.id) streaming this reply while it is pending; other replicas mark
     # it interrupted only once that process stops sending heartbeats.
     instance_id: str | None = Field(default=None, max_length=INSTANCE_ID_MAX)
+    # How many files the message links (message_attachment rows). Read with the message itself, so
+    # opening a chat without files costs no attachment query at all.
+    attachment_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+# --- attachments ----------------------------------------------------------------------------
+#
+# A file's bytes are stored once per owner (deduplicated by content hash) in `attachment`; each
+# message that carries it has a `message_attachment` link with the name it was given there.
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachment"
+    __table_args__ = (sa.UniqueConstraint("owner", "sha256", name="uq_attachment_owner_sha256"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    owner: str = Field(max_length=OWNER_MAX)
+    sha256: str = Field(max_length=64)
+    mime: str = Field(max_length=MIME_MAX)
+    size: int
+    width: int | None = None
+    height: int | None = None
+    pages: int | None = None
+    #: A text file's text, or a PDF's extracted text (None when it has none).
+    text: str | None = Field(default=None, sa_type=sa.Text)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class MessageAttachment(SQLModel, table=True):
+    __tablename__ = "message_attachment"
+
+    message_id: uuid.UUID = Field(foreign_key="message.id", ondelete="CASCADE", primary_key=True)
+    position: int = Field(primary_key=True, ge=0)
+    # No ON DELETE: the database refuses to delete an attachment a message still links.
+    attachment_id: uuid.UUID = Field(foreign_key="attachment.id", index=True)
+    name: str = Field(max_length=ATTACHMENT_NAME_MAX)
+
+
+class AttachmentRef(SQLModel):
+    """A file of a message as the chat shows it: no bytes (get_attachment reads those)."""
+
+    id: uuid.UUID
+    name: str
+    mime: str
+    size: int
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    pages: int | None = None
+
+
+class AttachmentData(AttachmentRef):
+    """A stored file with its bytes and its text (a text file's, or a PDF's extracted text)."""
+
+    text: str | None = None
+    data: bytes = Field(default=b"", repr=False)
 
 
 class MessagePublic(MessageBase):
     id: uuid.UUID
     conversation_id: uuid.UUID
+    #: The files of a user message, in the order given.
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+
+
+#: The message columns a MessagePublic is read from (its attachments come from their own tables).
+MESSAGE_PUBLIC_COLUMNS: tuple[str, ...] = tuple(name for name in MessagePublic.model_fields if name != "attachments")
 
 
 class ConversationDetail(SQLModel):
@@ -194,6 +263,8 @@ class TurnIds(SQLModel):
     user_position: int | None
     assistant_message_id: uuid.UUID
     assistant_position: int
+    #: The stored attachment of each file given to begin_turn, in the same order.
+    attachment_ids: list[uuid.UUID] = Field(default_factory=list)
 
 
 class SearchHit(SQLModel):

@@ -9,6 +9,8 @@ The functions live in one module per concern and are re-exported here, so caller
 - storage/stats.py: usage_stats, and usage_over_time (every bucket of a chart in one grouped query)
 - storage/exchange.py: export_json, export_markdown, import_json (the file format is storage/transfer.py)
 - storage/comparisons.py: compare runs, costs, votes, their exports and the leaderboard's votes
+- storage/attachments.py: get_attachment (one file with its bytes), conversation_attachments (a chat's
+  files by message position); begin_turn/begin_comparison take `attachments=[AttachmentIn | chat Attachment]`
 
 Each function takes the caller's `session` and the `owner` whose rows it may touch, and filters
 by that owner: another owner's id behaves exactly like an unknown one (NotFound). Functions that
@@ -23,6 +25,7 @@ up there; callers of this facade look it up here.
 
 from __future__ import annotations
 
+from storage.attachments import AttachmentIn, conversation_attachments, get_attachment
 from storage.comparisons import (
     MAX_COMPARISON_EXPORT,
     begin_comparison,
@@ -48,6 +51,7 @@ from storage.stats import MIN_RATE_TOKENS, usage_over_time, usage_stats
 from storage.turns import begin_reply, begin_turn, finish_turn, mark_interrupted, save_partial, set_feedback, truncate_after
 
 __all__ = [
+    "AttachmentIn",
     "MAX_COMPARISON_EXPORT",
     "MAX_PAGE",
     "MAX_SEARCH_HITS",
@@ -57,12 +61,14 @@ __all__ = [
     "begin_reply",
     "begin_turn",
     "comparison_votes",
+    "conversation_attachments",
     "create_conversation",
     "delete_conversation",
     "export_comparisons",
     "export_json",
     "export_markdown",
     "finish_turn",
+    "get_attachment",
     "get_comparison",
     "get_conversation",
     "import_json",

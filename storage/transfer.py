@@ -5,19 +5,38 @@ Pure functions: the repository reads and writes the rows, this module only shape
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import re
+import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from storage.errors import InvalidInput
 from storage.models import (
+    ATTACHMENT_NAME_MAX,
     FINISH_REASONS,
+    MAX_ATTACHMENT_BYTES,
     MAX_CONTENT_CHARS,
+    MAX_MESSAGE_ATTACHMENTS,
+    MIME_MAX,
     NAME_MAX,
     PENDING,
     TITLE_MAX,
+    AttachmentRef,
     ConversationDetail,
     MessagePublic,
     utcnow,
@@ -26,7 +45,11 @@ from storage.validation import check_params
 
 FORMAT: Final = "parley.conversations"
 VERSION: Final = 1
-MAX_IMPORT_BYTES = 20 * 1024 * 1024
+#: The largest import (and so the largest JSON export, which must import back). Files travel in it
+#: as base64 (4/3 of their size): 128 MiB holds a message with the 50 MB of files a message may
+#: carry (67 MB as base64) plus 20 MB of text and room to spare, while parsing one stays within a
+#: few hundred MB of memory (the text, the decoded bytes and their checked copies at once).
+MAX_IMPORT_BYTES = 128 * 1024 * 1024
 MAX_IMPORT_CONVERSATIONS = 1_000
 MAX_IMPORT_MESSAGES = 10_000  # per conversation
 MAX_IMPORT_TOTAL_MESSAGES = 100_000
@@ -77,6 +100,29 @@ class FileUsage(_Strict):
 USAGE_ONLY_COLUMNS = ("cached_input_tokens", "cache_write_tokens", "usage_estimated")
 
 
+class FileAttachment(_Strict):
+    """A file of a user message, its bytes as standard base64 (`data`)."""
+
+    name: str = Field(min_length=1, max_length=ATTACHMENT_NAME_MAX)
+    mime: str = Field(min_length=1, max_length=MIME_MAX)
+    size: int = Field(ge=1, le=MAX_ATTACHMENT_BYTES)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    width: int | None = _METRIC
+    height: int | None = _METRIC
+    pages: int | None = _METRIC
+    data: str = Field(max_length=(MAX_ATTACHMENT_BYTES + 2) // 3 * 4)
+
+    def decoded(self) -> bytes:
+        """The bytes, once they are known to be the ones the file says (size and sha256)."""
+        try:
+            raw = base64.b64decode(self.data, validate=True)
+        except ValueError as e:
+            raise InvalidInput(f"{self.name}: its data is not base64.") from e
+        if len(raw) != self.size or hashlib.sha256(raw).hexdigest() != self.sha256:
+            raise InvalidInput(f"{self.name}: its data does not match its size and sha256 (the file is damaged).")
+        return raw
+
+
 class FileMessage(_Strict):
     id: str | None = Field(default=None, max_length=64)  # informative only: imports get new ids
     role: Literal["system", "user", "assistant", "tool"]
@@ -97,8 +143,24 @@ class FileMessage(_Strict):
     tool_calls: list[FileToolCall] | None = Field(default=None, max_length=256)
     created_at: datetime | None = None
     usage: FileUsage | None = None  # assistant replies; files written before it have none
+    # User messages' files; absent (not written at all) when a message has none, so a file without
+    # attachments is exactly what Parley wrote before they existed.
+    attachments: list[FileAttachment] | None = Field(default=None, max_length=MAX_MESSAGE_ATTACHMENTS)
 
     _params = field_validator("params")(lambda v: _params_or_error(v))
+
+    @model_validator(mode="after")
+    def _files_on_prompts(self) -> FileMessage:
+        if self.attachments and self.role != "user":
+            raise ValueError("only a user message can carry attachments")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_no_files(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("attachments") is None:
+            data.pop("attachments", None)
+        return data
 
     @model_validator(mode="after")
     def _usage_agrees(self) -> FileMessage:
@@ -183,8 +245,12 @@ def _describe(error: ValidationError) -> str:
     return "This is not a valid Parley export: " + "; ".join(problems) + suffix
 
 
-def build_export(details: list[ConversationDetail]) -> ExportFile:
-    """The export document for these conversations (no owner, nothing secret: see models)."""
+def build_export(details: list[ConversationDetail], files: Mapping[uuid.UUID, bytes] | None = None) -> ExportFile:
+    """The export document for these conversations (no owner, nothing secret: see models).
+
+    `files` holds the bytes of each attachment the messages link (by attachment id).
+    """
+    files = files or {}
     return ExportFile(
         exported_at=utcnow(),
         conversations=[
@@ -198,16 +264,21 @@ def build_export(details: list[ConversationDetail]) -> ExportFile:
                 archived=d.conversation.archived,
                 created_at=d.conversation.created_at,
                 updated_at=d.conversation.updated_at,
-                messages=[_file_message(m) for m in d.messages],
+                messages=[_file_message(m, files) for m in d.messages],
             )
             for d in details
         ],
     )
 
 
-def _file_message(m: MessagePublic) -> FileMessage:
-    data = m.model_dump(exclude={"conversation_id", "position", *USAGE_ONLY_COLUMNS})
+def _file_message(m: MessagePublic, files: Mapping[uuid.UUID, bytes]) -> FileMessage:
+    data = m.model_dump(exclude={"conversation_id", "position", "attachments", *USAGE_ONLY_COLUMNS})
     data["id"] = str(m.id)
+    if m.attachments:
+        data["attachments"] = [
+            {**a.model_dump(exclude={"id"}), "data": base64.b64encode(files[a.id]).decode("ascii")}
+            for a in m.attachments
+        ]
     if m.role == "assistant":
         data["usage"] = {
             "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "reasoning_tokens": m.reasoning_tokens,
@@ -257,6 +328,8 @@ def _message_md(m: MessagePublic) -> list[str]:
     if m.reasoning:
         lines += ["**Reasoning**", "", _quote(m.reasoning), ""]
     lines += [escape_md(m.content) if m.content else "*(empty)*", ""]
+    if m.attachments:
+        lines += [f"- {_attachment_md(a)}" for a in m.attachments] + [""]
     for call in m.tool_calls or []:
         name = escape_md(str(call.get("name", "")))
         lines += [f"*Tool call* `{name}`", "", _quote(str(call.get("arguments", ""))), ""]
@@ -276,6 +349,41 @@ def _message_md(m: MessagePublic) -> list[str]:
     if notes:
         lines += ["*" + " · ".join(notes) + "*", ""]
     return lines
+
+
+def attachment_path(sha256: str, name: str) -> str:
+    """Where the Markdown export links a file: `attachments/<sha256>-<name made URL-safe>`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "file"
+    return f"attachments/{sha256}-{safe[:100]}"
+
+
+def _attachment_md(a: AttachmentRef) -> str:
+    # The name is a link's text: escape what would end or break the link, and HTML as everywhere.
+    label = re.sub(r"([\\\[\]`*_])", r"\\\1", escape_md(a.name))
+    facts = [_mime_label(a.mime)]
+    if a.width and a.height:
+        facts.append(f"{a.width}×{a.height} px")
+    if a.pages:
+        facts.append(f"{a.pages} page" + ("s" if a.pages != 1 else ""))
+    facts.append(human_size(a.size))
+    return f"📎 [{label}]({attachment_path(a.sha256, a.name)}) ({', '.join(facts)})"
+
+
+def _mime_label(mime: str) -> str:
+    if mime.startswith("image/"):
+        return mime.split("/", 1)[1].split(";")[0].upper() + " image"
+    if mime == "application/pdf":
+        return "PDF"
+    return "text" if mime.startswith("text/") else escape_md(mime)
+
+
+def human_size(size: int) -> str:
+    """240 KB, 1.2 MB: decimal units, as file managers show them."""
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.0f} KB" if size >= 10_000 else f"{size / 1000:.1f} KB"
+    return f"{size / 1_000_000:.1f} MB"
 
 
 def _quote(text: str) -> str:

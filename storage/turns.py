@@ -8,12 +8,15 @@ text of a reply still streaming; mark_interrupted repairs replies a dead process
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from storage import attachments as stored
+from storage.attachments import AttachmentIn, AttachmentLike, check_attachments
 from storage.errors import InvalidInput, NotFound
 from storage.guard import aware, guarded, message_public, owned_conversation, owned_message, rowcount
 from storage.models import (
@@ -45,15 +48,20 @@ def begin_turn(
     model: str | None = None,
     params: dict[str, Any] | None = None,
     system_prompt: str | None = None,
+    attachments: Sequence[AttachmentLike] = (),
 ) -> TurnIds:
     """Save the user's message and a pending assistant placeholder in one transaction.
 
     Call it before the provider is called; call finish_turn with the reply when it ends. The
     conversation remembers `provider:model`, `params` and `system_prompt` as last used, and takes
     its title from `content` when it is still the default and this is the first message.
+    `attachments` (storage.attachments.AttachmentIn, or chat.types.Attachment) are stored once per
+    owner by content hash and linked to the user message in order; TurnIds.attachment_ids says
+    which stored attachment each became.
     """
     content = clean_text(content, "message")
-    return add_turn(session, owner, conversation_id, content, provider, model, params, system_prompt)
+    files = check_attachments(attachments) if attachments else []
+    return add_turn(session, owner, conversation_id, content, provider, model, params, system_prompt, files=files)
 
 
 @guarded
@@ -82,6 +90,7 @@ def add_turn(
     system_prompt: object,
     *,
     commit: bool = True,
+    files: Sequence[AttachmentIn] = (),
 ) -> TurnIds:
     owner = check_owner(owner)
     cid = parse_id(conversation_id, "conversation")
@@ -117,11 +126,15 @@ def add_turn(
         )
     blank = dict(conversation_id=cid, owner=owner, content="", provider=None, model=None, params=None,
                  finish_reason=None, created_at=now, instance_id=None)  # fmt: skip
+    if files:  # only then: the rows of a turn without files stay exactly as they were
+        blank["attachment_count"] = 0
     rows = []
     user_id = user_position = None
     if content is not None:
         user_id, user_position = uuid.uuid4(), position
         rows.append({**blank, "id": user_id, "position": position, "role": "user", "content": content})
+        if files:
+            rows[-1]["attachment_count"] = len(files)
         position += 1
     assistant_id = uuid.uuid4()
     rows.append(
@@ -131,6 +144,10 @@ def add_turn(
     )  # fmt: skip
     # One statement for both rows: a round trip less on the path every prompt takes.
     session.execute(sa.insert(table_of(Message)), rows)
+    attachment_ids: list[uuid.UUID] = []
+    if files and user_id is not None:
+        attachment_ids = stored.store(session, owner, files)
+        stored.link(session, user_id, files, attachment_ids)
     if commit:  # begin_comparison commits all its panes' turns at once
         session.commit()
         session.expire_all()
@@ -140,6 +157,7 @@ def add_turn(
         user_position=user_position,
         assistant_message_id=assistant_id,
         assistant_position=position,
+        attachment_ids=attachment_ids,
     )
 
 
@@ -309,11 +327,13 @@ def truncate_after(*, session: Session, owner: str, conversation_id: uuid.UUID |
         raise InvalidInput("The position must be a whole number from 0.")
     conversation = owned_conversation(session, owner, conversation_id)
     table = table_of(Message)
+    linked = stored.linked_from(session, owner, conversation.id, position)
     result = session.execute(
         sa.delete(table).where(
             table.c.conversation_id == conversation.id, table.c.owner == owner, table.c.position >= position
         )
     )
+    stored.drop_unlinked(session, owner, linked)  # the files only those messages carried
     conversation.updated_at = utcnow()
     session.commit()
     return rowcount(result)

@@ -79,7 +79,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
     engine = request.getfixturevalue("pg_session_engine")
     yield engine
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica"))
+        connection.execute(text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica, message_attachment, attachment"))
 
 
 @pytest.fixture(params=BACKENDS)
