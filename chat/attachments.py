@@ -197,9 +197,40 @@ def ingest_files(files: Sequence[tuple[str, bytes]], limits: Limits = Limits()) 
 
 # -- provider-specific scaling ---------------------------------------------------------------------
 
-_FIT_CACHE_SIZE = 64
-_fit_cache: OrderedDict[tuple[str, str, int, int | None], tuple[bytes, str, int, int]] = OrderedDict()
-_fit_lock = threading.Lock()
+_FitKey = tuple[str, str, int, int | None]
+_Fitted = tuple[bytes, str, int, int]  # data, sha256, width, height
+
+
+class _FitCache:
+    """Scaled copies kept for reuse, bounded by total bytes, least recently used first out (thread-safe)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[_FitKey, _Fitted] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: _FitKey) -> _Fitted | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: _FitKey, value: _Fitted) -> None:
+        size = len(value[0])
+        with self._lock:
+            if key in self._items or size > self.max_bytes:
+                return
+            self._items[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (old, *_) = self._items.popitem(last=False)
+                self._bytes -= len(old)
+
+
+#: A few large images' worth: a compare run sends one image to every pane, a retry sends it again.
+_fit_cache = _FitCache(64 * MiB)
 
 
 def fit_image(att: Attachment, max_long_edge: int, max_pixels: int | None = None) -> Attachment:
@@ -213,17 +244,11 @@ def fit_image(att: Attachment, max_long_edge: int, max_pixels: int | None = None
     if size == (att.width, att.height):
         return att
     key = (att.sha256, att.mime, max_long_edge, max_pixels)
-    with _fit_lock:
-        hit = _fit_cache.get(key)
-        if hit is not None:
-            _fit_cache.move_to_end(key)
+    hit = _fit_cache.get(key)
     if hit is None:
         data = rescale_image(att.data, att.mime, size)
         hit = (data, hashlib.sha256(data).hexdigest(), size[0], size[1])
-        with _fit_lock:
-            _fit_cache[key] = hit
-            while len(_fit_cache) > _FIT_CACHE_SIZE:
-                _fit_cache.popitem(last=False)
+        _fit_cache.put(key, hit)
     data, digest, width, height = hit
     return att.model_copy(update={"data": data, "sha256": digest, "size": len(data), "width": width,
                                   "height": height})

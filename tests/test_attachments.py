@@ -364,6 +364,16 @@ def test_fit_image_is_unchanged_when_it_fits_and_memoised_when_not(monkeypatch: 
     assert fit_image(att, 2000, max_pixels=240_000).width == 600  # the area bound applies too
 
 
+def test_the_fit_cache_is_bounded_by_bytes() -> None:
+    cache = attachments._FitCache(max_bytes=10)
+    cache.put(("a", "image/png", 1, None), (b"x" * 6, "a", 1, 1))
+    cache.put(("b", "image/png", 1, None), (b"y" * 6, "b", 1, 1))  # 12 bytes: the older one goes
+    cache.put(("c", "image/png", 1, None), (b"z" * 11, "c", 1, 1))  # larger than the whole cache: not kept
+    assert cache.get(("a", "image/png", 1, None)) is None
+    assert cache.get(("b", "image/png", 1, None)) == (b"y" * 6, "b", 1, 1)
+    assert cache.get(("c", "image/png", 1, None)) is None
+
+
 # -- text ------------------------------------------------------------------------------------------
 
 
