@@ -19,8 +19,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chat.images import ImageRefused, clean_image, rescale_image, scaled_size
-from chat.pdf import PdfRefused, read_pdf
 from chat.types import IMAGE_MIMES, PDF_MIME, TEXT_MIME, Attachment
 
 MiB = 1024 * 1024
@@ -154,17 +152,20 @@ def ingest(name: str, data: bytes, limits: Limits = Limits()) -> Attachment:
     if mime is None:
         raise _refuse(name, f"is not a file type Parley can attach: it takes {ACCEPTED}, and reads the type from "
                             "the file's contents, not its name")
+    # Pillow and pypdf load here, not at import: chat.context imports this module for the token formulas.
+    from chat import images, pdf
+
     if mime in IMAGE_MIMES:
         try:
-            image = clean_image(data, mime, max_side=limits.max_image_side, max_pixels=limits.max_image_pixels,
+            image = images.clean_image(data, mime, max_side=limits.max_image_side, max_pixels=limits.max_image_pixels,
                                 max_animation_pixels=limits.max_animation_pixels, max_frames=limits.max_frames)
-        except ImageRefused as e:
+        except images.ImageRefused as e:
             raise _refuse(name, str(e)) from e
         return _make(name, mime, image.data, width=image.width, height=image.height)
     if mime == PDF_MIME:
         try:
-            info = read_pdf(data, max_pages=limits.max_pdf_pages, max_text_chars=limits.max_text_chars)
-        except PdfRefused as e:
+            info = pdf.read_pdf(data, max_pages=limits.max_pdf_pages, max_text_chars=limits.max_text_chars)
+        except pdf.PdfRefused as e:
             raise _refuse(name, str(e)) from e
         return _make(name, mime, data, pages=info.pages, text=info.text)
     text = decode_text(data)
@@ -196,6 +197,19 @@ def ingest_files(files: Sequence[tuple[str, bytes]], limits: Limits = Limits()) 
 
 
 # -- provider-specific scaling ---------------------------------------------------------------------
+
+
+def scaled_size(width: int, height: int, max_side: int | None, max_pixels: int | None = None) -> tuple[int, int]:
+    """The size after scaling down (never up) so the long side is at most `max_side` and the area at most `max_pixels`."""
+    scale = 1.0
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+    if max_pixels and width * height * scale * scale > max_pixels:
+        scale = min(scale, math.sqrt(max_pixels / (width * height)))
+    if scale >= 1.0:
+        return width, height
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+
 
 _FitKey = tuple[str, str, int, int | None]
 _Fitted = tuple[bytes, str, int, int]  # data, sha256, width, height
@@ -246,7 +260,9 @@ def fit_image(att: Attachment, max_long_edge: int, max_pixels: int | None = None
     key = (att.sha256, att.mime, max_long_edge, max_pixels)
     hit = _fit_cache.get(key)
     if hit is None:
-        data = rescale_image(att.data, att.mime, size)
+        from chat import images  # Pillow loads on first use (see ingest)
+
+        data = images.rescale_image(att.data, att.mime, size)
         hit = (data, hashlib.sha256(data).hexdigest(), size[0], size[1])
         _fit_cache.put(key, hit)
     data, digest, width, height = hit

@@ -7,10 +7,11 @@ All of it is CPU-bound and synchronous: callers run it in a worker thread.
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps
+
+from chat.attachments import scaled_size
 
 #: Pillow's format name for each image type Parley accepts (the only decoder tried for it).
 PIL_FORMATS: dict[str, str] = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
@@ -29,18 +30,6 @@ class CleanImage:
     width: int
     height: int
     frames: int
-
-
-def scaled_size(width: int, height: int, max_side: int | None, max_pixels: int | None = None) -> tuple[int, int]:
-    """The size after scaling down (never up) so the long side is at most `max_side` and the area at most `max_pixels`."""
-    scale = 1.0
-    if max_side and max(width, height) > max_side:
-        scale = max_side / max(width, height)
-    if max_pixels and width * height * scale * scale > max_pixels:
-        scale = min(scale, math.sqrt(max_pixels / (width * height)))
-    if scale >= 1.0:
-        return width, height
-    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
 def _to_srgb(img: Image.Image) -> Image.Image:

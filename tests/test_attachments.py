@@ -17,6 +17,7 @@ from pypdf import PdfWriter
 from pypdf._doc_common import PdfDocCommon
 
 import chat.attachments as attachments
+import chat.images as images
 from chat.attachments import (
     AttachmentError,
     Limits,
@@ -346,14 +347,14 @@ def test_fit_image_is_unchanged_when_it_fits_and_memoised_when_not(monkeypatch: 
     att = ingest("chart.png", image_bytes("PNG", (1200, 800))).model_copy(update={"id": "a1"})
     assert fit_image(att, 2048) is att
     calls = 0
-    real = attachments.rescale_image
+    real = images.rescale_image
 
     def counting(data: bytes, mime: str, size: tuple[int, int]) -> bytes:
         nonlocal calls
         calls += 1
         return real(data, mime, size)
 
-    monkeypatch.setattr(attachments, "rescale_image", counting)
+    monkeypatch.setattr(images, "rescale_image", counting)
     small = fit_image(att, 600)
     again = fit_image(att, 600)
     assert calls == 1 and again.data == small.data
