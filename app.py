@@ -20,6 +20,7 @@ from core.config import AppConfig  # noqa: E402
 from core.services import Services  # noqa: E402
 from storage.db import init_db, make_engine, timeouts_from_env  # noqa: E402
 from ui.exports import export_guard  # noqa: E402
+from ui.files import middleware as file_guard  # noqa: E402
 from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
 from ui.layout import CSS, build_ui  # noqa: E402
 from ui.session_guard import middleware as session_guard  # noqa: E402
@@ -83,14 +84,16 @@ def launch_kwargs(services: Services) -> dict[str, Any]:
         css=CSS,
         theme=gr.themes.Soft(primary_hue="indigo"),
         max_threads=MAX_THREADS,
-        max_file_size=config.max_upload_bytes,
+        # The largest file anyone may upload: an attachment (MAX_FILE_MB), an import (MAX_IMPORT_MB) or a prompts file.
+        max_file_size=max(config.max_import_bytes, config.max_file_bytes),
         show_error=False,
         enable_monitoring=False,
         footer_links=["api"],
         run_history=False,
         # Session hashes are bound to the login or browser that first used them (ui/session_guard.py).
-        # Export downloads answer only their owner (ui/exports.py).
-        app_kwargs={"middleware": [session_guard(), export_guard(services)]},
+        # Export downloads answer only their owner (ui/exports.py); uploads, attachments and every other
+        # file Gradio serves from its upload folder only the caller it was given to (ui/files.py).
+        app_kwargs={"middleware": [session_guard(), export_guard(services), file_guard()]},
     )
 
 

@@ -13,7 +13,19 @@ from core.identity import owner_for
 from core.params import ParamInputs
 from core.pending_writes import PendingWrites
 from core.services import Services
-from ui.convert import FLAGGED_MARK, NOTICE_PREFIX, REFUSED_MARK, content_text, refusal_notice, result_bubbles, to_messages, user_texts
+from ui.convert import (
+    FLAGGED_MARK,
+    NOTICE_PREFIX,
+    REFUSED_MARK,
+    content_text,
+    history_has_files,
+    message_files,
+    refusal_notice,
+    result_bubbles,
+    to_messages,
+    user_texts,
+)
+from ui.files import in_upload_folder
 
 # Compare imports these from here (they moved to core with the turn).
 __all__ = ["NOT_SENT", "ChatHandler", "notice", "refused"]
@@ -76,6 +88,12 @@ class ChatHandler:
     ) -> AsyncIterator[tuple[list[gr.ChatMessage], str | None]]:
         """Stream one reply into the chat and save the turn."""
         owner = owner_for(request, profile, owner_state)
+        files = message_files(message)
+        # Gradio checks a file value with its type mark is an upload; one without the mark is not
+        # checked at all, and must not read a file of the server's.
+        if any(not in_upload_folder(f) for f in files):
+            yield refused("A file of this message is not an upload; attach it again."), conversation_id
+            return
         events = self.turns.send(
             owner=owner,
             identity=self.s.limiter.identity(request, owner),
@@ -88,6 +106,8 @@ class ChatHandler:
             api_key=api_key,
             tools=tools,
             conversation_id=conversation_id,
+            files=files,
+            history_files=history_has_files(history),
         )
         # Closed on Stop too: the use case saves the reply so far in its `finally`.
         async with aclosing(events):

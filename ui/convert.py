@@ -13,6 +13,7 @@ from typing import Any, Literal
 import gradio as gr
 from gradio.components.chatbot import MetadataDict
 
+from chat.attachments import format_size
 from chat.context import clean_text
 from chat.types import FinishReason, Message
 from chat.types import tokens_per_second as rate_of
@@ -49,6 +50,45 @@ def content_text(content: Any) -> str:
 
 def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def _part_path(part: Any) -> str | None:
+    """The file path of one content part in any of Gradio's shapes, else None.
+
+    `{"path": p}` (gradio_client's history, a multimodal message's files), `{"type": "file", "file":
+    {"path": p, ...}}` (the browser's history), `{"file": {...}}`, or a plain path string in a
+    multimodal message's `files`.
+    """
+    if isinstance(part, Mapping):
+        if isinstance(part.get("path"), str):
+            return str(part["path"])
+        inner = part.get("file")
+        if isinstance(inner, Mapping) and isinstance(inner.get("path"), str):
+            return str(inner["path"])
+    return None
+
+
+def message_files(message: Any) -> list[str]:
+    """The file paths of a new message: a multimodal `{"text", "files"}` value; none for a plain string."""
+    if not isinstance(message, Mapping):
+        return []
+    files = message.get("files") or []
+    if not isinstance(files, (list, tuple)):
+        return []
+    paths = [f if isinstance(f, str) else _part_path(f) for f in files]
+    return [p for p in paths if p]
+
+
+def has_files(content: Any) -> bool:
+    """Whether a history message's content carries a file (any of Gradio's shapes)."""
+    if isinstance(content, (list, tuple)):
+        return any(_part_path(part) is not None for part in content)
+    return _part_path(content) is not None
+
+
+def history_has_files(history: Iterable[Any]) -> bool:
+    """Whether a stored user message of a Gradio history had files (the turn then loads them from the store)."""
+    return any(has_files(_field(item, "content")) for item in _stored_users(history))
 
 
 def mark_of(item: Any) -> str | None:
@@ -115,8 +155,10 @@ def to_messages(history: Iterable[Any], message: Any = None, system_prompt: str 
         metadata = _field(item, "metadata") or {}
         if isinstance(metadata, Mapping) and metadata.get("title"):
             continue
-        text = clean_text(content_text(_field(item, "content")))
-        if not text:
+        content = _field(item, "content")
+        text = clean_text(content_text(content))
+        # A message of files only stays: its files are put back on it by position (core.attachments.with_history).
+        if not text and not (role == "user" and has_files(content)):
             continue
         if out and out[-1].role == role == "assistant":
             out[-1] = Message(role="assistant", content=out[-1].content + "\n\n" + text)
@@ -282,12 +324,34 @@ def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = ()) -> lis
     )
 
 
-def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None) -> list[dict[str, Any]]:
-    """A Gradio chatbot value from stored messages (rows with role, content, reasoning, metrics)."""
+def attachment_parts(refs: Iterable[Any], files: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Chatbot parts for a stored message's files: the file where it was written (an image shows as a
+    thumbnail, anything else as a chip with its name), or a line naming it when it could not be."""
+    parts: list[dict[str, Any]] = []
+    for ref in refs:
+        name, size, mime = str(_field(ref, "name") or "file"), int(_field(ref, "size") or 0), str(_field(ref, "mime") or "")
+        path = files.get(str(_field(ref, "id")))
+        if path:
+            parts.append({"type": "file", "file": {"path": path, "orig_name": name, "size": size, "mime_type": mime}})
+        else:
+            parts.append({"type": "text", "text": f"📎 {name} ({format_size(size)}, not available right now)"})
+    return parts
+
+
+def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None, files: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """A Gradio chatbot value from stored messages (rows with role, content, reasoning, metrics).
+
+    `files` maps a stored attachment's id to where it was written for Gradio to serve (ui/files.py).
+    """
     value: list[dict[str, Any]] = []
     for m in messages:
         role = _field(m, "role")
-        if role == "user":
+        refs = _field(m, "attachments") or ()
+        if role == "user" and refs:
+            text = _field(m, "content") or ""
+            parts = attachment_parts(refs, files or {})
+            value.append({"role": "user", "content": [*parts, *([{"type": "text", "text": text}] if text else [])]})
+        elif role == "user":
             value.append({"role": "user", "content": _field(m, "content") or ""})
         elif role == "assistant" and str(_field(m, "error") or "").startswith(FLAGGED_ERROR):
             value.append(_as_dict(refusal_notice(_field(m, "content") or "", FLAGGED_MARK)))

@@ -13,6 +13,7 @@ from chat.types import Params, param_bounds
 from core.services import Services
 from ui.batch import build_batch_tab
 from ui.chat import ChatHandler
+from ui.chatbox import ModelChoices, chat_box, validator
 from ui.compare.tab import build_compare_tab
 from ui.context import TabContext
 from ui.dashboard import build_dashboard_tab
@@ -57,15 +58,8 @@ def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.S
     return unchecked(gr.Slider(minimum=lo, maximum=hi, value=value, step=step, label=label, info=info))
 
 
-def _check_message(message: str | None, limit: int) -> Any:
-    """The browser's check before a message leaves the box (respond checks again for API callers)."""
-    text = message or ""
-    if not text.strip():
-        return gr.validate(False, "Type a message first: an empty message is not sent.")
-    return gr.validate(len(text) <= limit, f"Messages are limited to {limit:,} characters; this one has {len(text):,}. Shorten it and send again.")
-
-
-def _build_chat(services: Services, chat_handler: ChatHandler, model: gr.Dropdown, system_prompt: gr.Textbox, param_inputs: Sequence[Component],
+def _build_chat(services: Services, chat_handler: ChatHandler, models: ModelChoices, model: gr.Dropdown, system_prompt: gr.Textbox,
+                param_inputs: Sequence[Component],
                 api_key: gr.Textbox, use_tools: gr.Checkbox, conversation_id: gr.State, owner: gr.State) -> tuple[gr.ChatInterface, gr.Chatbot]:
     """The chat tab: a ChatInterface whose extra inputs are the sidebar controls."""
     chatbot = gr.Chatbot(
@@ -83,7 +77,9 @@ def _build_chat(services: Services, chat_handler: ChatHandler, model: gr.Dropdow
     chat = gr.ChatInterface(
         chat_handler.respond,
         chatbot=chatbot,
-        textbox=gr.Textbox(placeholder="Message Parley…", show_label=False, max_lines=12, submit_btn=True, stop_btn=True, elem_id="msg"),
+        textbox=chat_box(placeholder="Message Parley… (attach images, PDFs or text files: 📎, drag and drop, or paste)",
+                         show_label=False, max_lines=12, submit_btn=True, stop_btn=True, elem_id="msg"),
+        multimodal=True,
         additional_inputs=[model, system_prompt, *param_inputs, api_key, use_tools, conversation_id, owner],
         additional_outputs=[conversation_id],
         api_name="chat",
@@ -94,8 +90,8 @@ def _build_chat(services: Services, chat_handler: ChatHandler, model: gr.Dropdow
         editable=True,
         fill_height=True,
         save_history=False,
-        # Runs before the textbox is cleared: a message refused here stays in the box to edit.
-        validator=lambda message, *rest: _check_message(message, services.config.max_message_chars),
+        # Runs before the textbox is cleared: a message refused here stays in the box (text and files) to edit.
+        validator=validator(services, models),
     )
     return chat, chatbot
 
@@ -103,6 +99,7 @@ def _build_chat(services: Services, chat_handler: ChatHandler, model: gr.Dropdow
 def build_ui(services: Services) -> gr.Blocks:
     """The whole app as a gr.Blocks (launch options such as css go to launch())."""
     chat_handler = ChatHandler(services)
+    models = ModelChoices(services.registry.default_model)
     side = SidebarHandlers(services)
     registry = services.registry
     default_model = registry.default_model
@@ -172,7 +169,7 @@ def build_ui(services: Services) -> gr.Blocks:
                               params=param_inputs, model_choices=choices)
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab("💬 Chat", id="chat", elem_id="tab-chat"):
-                chat, chatbot = _build_chat(services, chat_handler, model, system_prompt, param_inputs, api_key, use_tools, conversation_id, owner)
+                chat, chatbot = _build_chat(services, chat_handler, models, model, system_prompt, param_inputs, api_key, use_tools, conversation_id, owner)
             with gr.Tab("⚖️ Compare", id="compare", elem_id="tab-compare"):
                 build_compare_tab(tabs_ctx)
             with gr.Tab("📊 Dashboard", id="dashboard", elem_id="tab-dashboard"):
@@ -186,6 +183,12 @@ def build_ui(services: Services) -> gr.Blocks:
         demo.load(side.on_model_change, [model], [model_info, *param_inputs, use_tools], api_visibility="private")
         demo.load(side.refresh_models, [model], [model], api_visibility="private")
         model.change(side.on_model_change, [model], [model_info, *param_inputs, use_tools], api_visibility="private")
+        # The box's check (which sees only the box) needs the model: remembered per session.
+        def remember(m: str, request: gr.Request) -> None:
+            models.note(request.session_hash, m)
+
+        demo.load(remember, [model], None, queue=False, api_visibility="private")
+        model.change(remember, [model], None, queue=False, api_visibility="private")
 
         list_outputs = [conv_list, hits]
         refresh.click(side.list_choices, [owner, search], list_outputs, api_visibility="private")

@@ -17,6 +17,7 @@ from core.identity import display_name, owner_for, valid_browser_id
 from core.services import Services
 from ui.convert import content_text, stored_to_chatbot, user_texts, user_turns
 from ui.exports import exports_for
+from ui.files import shown_files
 
 log = logging.getLogger("parley.sidebar")
 
@@ -117,7 +118,7 @@ class SidebarHandlers:
             gr.Warning(e.message)
             return (gr.skip(),) * 9 + (gr.update(),)
         return (
-            stored_to_chatbot(c.messages, self._label_for),
+            stored_to_chatbot(c.messages, self._label_for, await shown_files(self.s, owner, c.messages)),
             c.id,
             c.model or gr.skip(),
             c.system_prompt,
@@ -145,7 +146,7 @@ class SidebarHandlers:
             c = await self.conversations.open(owner, conversation_id)
         except ConversationError:
             return (gr.skip(),) * 4  # the partial text stays on screen; it is saved or it was never shown
-        value = stored_to_chatbot(c.messages, self._label_for)
+        value = stored_to_chatbot(c.messages, self._label_for, await shown_files(self.s, owner, c.messages))
         return value, value, value, c.id
 
     def _label_for(self, provider: str | None, model: str | None) -> str:
