@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from chat.errors import ChatError
-from chat.types import Params, param_bounds
-from compare.batch import BatchSummary, Prompt, load_prompts, rows_to_csv, run_batch
+from chat.types import Attachment, Params, param_bounds
+from compare.batch import BatchError, BatchSummary, Prompt, load_prompts, rows_to_csv, run_batch
+from compare.batch_files import load_prompt_files
+from compare.engine import file_refusal
 from compare.pricing import PriceTable
+from core.attachments import limits_of
 from core.ratelimit import Verdict
 from core.services import Services
 
@@ -55,15 +60,21 @@ class BatchJob:
     params: Params
     system: str | None
     file_label: str
+    #: Each prompt's checked files, by prompt id (prompts without files are not in it).
+    attachments: dict[str, list[Attachment]] = field(default_factory=dict)
+    #: Pairs (prompt id, model) that call nothing: the model cannot read the prompt's files (an error row each).
+    refused: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def calls(self) -> int:
-        return len(self.prompts) * len(self.models)
+        """Provider calls the run makes (and is charged): every pair but the refused ones."""
+        return len(self.prompts) * len(self.models) - len(self.refused)
 
 
 def budget_message(job: BatchJob, verdict: Verdict) -> str:
     """Why a run was refused: the calls it needs and what the batch budget has left."""
-    need = (f"This run needs {job.calls:,} calls ({len(job.prompts):,} prompt(s) × {len(job.models)} model(s))")
+    need = f"This run needs {job.calls:,} calls ({len(job.prompts):,} prompt(s) × {len(job.models)} model(s)"
+    need += f", less {len(job.refused):,} pair(s) whose model cannot read the prompt's files)" if job.refused else ")"
     if verdict.never:
         return f"{need}, more than the whole batch budget ({verdict.limit}). Nothing was run: use fewer prompts or models."
     return (f"{need} and {verdict.remaining:,} are left of your batch budget ({verdict.limit}). Nothing was run: "
@@ -133,9 +144,19 @@ class Batches:
 
     # -- validation ----------------------------------------------------------------------------
 
+    async def prepare(self, file: str | None, models: list[str] | str | None, concurrency: Any,
+                      system: str | None, max_tokens: Any, files: Sequence[str | os.PathLike[str]] = ()) -> BatchJob:
+        """`validate` in a worker thread: reading and decoding the prompts' files must not hold up the event loop."""
+        return await asyncio.to_thread(self.validate, file, models, concurrency, system, max_tokens, files)
+
     def validate(self, file: str | None, models: list[str] | str | None, concurrency: Any,
-                 system: str | None, max_tokens: Any) -> BatchJob:
-        """Check everything before a call is made; BatchInputError says what to fix."""
+                 system: str | None, max_tokens: Any, files: Sequence[str | os.PathLike[str]] = ()) -> BatchJob:
+        """Check everything before a call is made; BatchInputError says what to fix (blocking: see `prepare`).
+
+        `files` are the uploads a prompt's `"files": [...]` may name (matched by file name). Every
+        named file is read and checked here, before anything is charged: a missing or refused file
+        refuses the whole run.
+        """
         if not file:
             raise BatchInputError("Upload a prompts file first (.jsonl with one {\"prompt\": ...} object per line, or .txt with one prompt per line).")
         path = Path(file)
@@ -187,7 +208,26 @@ class Batches:
             lo, hi = param_bounds("max_tokens")
             raise BatchInputError(f"Max tokens must be a whole number from {lo:,} to {hi:,} (or empty for the default).") from e
         system = (system or "").strip() or None
-        return BatchJob(prompts, refs, conc, params, system, label)
+        attachments: dict[str, list[Attachment]] = {}
+        refused: set[tuple[str, str]] = set()
+        if any(p.files for p in prompts):
+            uploads: dict[str, Path] = {}
+            for f in files or ():
+                upload = Path(f)
+                if upload.name in uploads:
+                    raise BatchInputError(f"Two uploaded files are named {upload.name}: file names must be unique.")
+                uploads[upload.name] = upload
+            try:
+                attachments = load_prompt_files(prompts, uploads, limits_of(self.s.config))
+            except BatchError as e:
+                raise BatchInputError(e.message) from e
+            for ref in refs:
+                _provider, info = self.s.registry.resolve(ref)
+                refused |= {(pid, ref) for pid, atts in attachments.items() if file_refusal(info, atts, self.s.registry)}
+            if len(refused) == len(prompts) * len(refs):
+                raise BatchInputError("None of the chosen models can read the prompts' files (an image needs a model "
+                                      "with vision). Nothing was run.")
+        return BatchJob(prompts, refs, conc, params, system, label, attachments, frozenset(refused))
 
     def check_idle(self, owner: str) -> None:
         """One batch per owner at a time (BatchInputError when one is running, perhaps in another tab)."""
@@ -216,7 +256,7 @@ class Batches:
         run = self._new_run(owner, job)
         task = asyncio.ensure_future(run_batch(
             self.s.registry, job.prompts, job.models, out_path=run.out_path, concurrency=job.concurrency,
-            params=job.params, policy=self.s.policy, system=job.system, prices=self.prices,
+            params=job.params, policy=self.s.policy, system=job.system, prices=self.prices, files=job.attachments,
         ))
         self.active[run.id] = (owner, task)
         log.info(json.dumps({"event": "batch_start", "owner": owner, "run": run.id, "prompts": len(job.prompts),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,7 +26,8 @@ from chat.errors import ChatError
 from chat.toolloop import ToolLoop, ToolLoopResult
 from chat.tools import ToolContext
 from chat.turn import Turn, TurnResult
-from chat.types import Message, ModelInfo
+from chat.types import Attachment, Message, ModelInfo
+from core.attachments import FileProblem, history_context, message_files, to_store
 from core.params import ParamInputs, params_error
 from core.pending_writes import KeptTurn, PendingWrites
 from core.ratelimit import Identity
@@ -51,7 +53,7 @@ DROPPED = ("💾 {n} earlier turn(s) could not be kept while the database was un
 #: A turn's live or final result: a plain turn's, or a tool loop's.
 Result = TurnResult | ToolLoopResult
 #: Why a message was refused before anything was sent or saved.
-RefusalKind = Literal["empty", "too_long", "params", "model", "rate_limited"]
+RefusalKind = Literal["empty", "too_long", "params", "model", "file", "rate_limited"]
 
 
 @dataclass(frozen=True)
@@ -114,15 +116,16 @@ def finish_values(r: Result, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def context_messages(context: Sequence[Message], text: str, system_prompt: str) -> list[Message]:
-    """What the model is sent: the system prompt, the chat's context, then the new user message."""
+def context_messages(context: Sequence[Message], text: str, system_prompt: str,
+                     attachments: Sequence[Attachment] = ()) -> list[Message]:
+    """What the model is sent: the system prompt, the chat's context, then the new user message (and its files)."""
     out: list[Message] = []
     system = clean_text(system_prompt or "").strip()
     if system:
         out.append(Message(role="system", content=system))
     out.extend(context)
-    if text:
-        out.append(Message(role="user", content=text))
+    if text or attachments:
+        out.append(Message(role="user", content=text, attachments=tuple(attachments)))
     return out
 
 
@@ -165,18 +168,23 @@ class ChatTurns:
         api_key: str = "",
         tools: bool = False,
         conversation_id: str | None = None,
+        files: Sequence[str | os.PathLike[str]] = (),
+        history_files: bool = False,
     ) -> AsyncGenerator[ChatEvent, None]:
         """Run one chat turn and save it, yielding what happens.
 
         `identity` is who the rate limit charges; `context` the chat's messages that may be sent (refused
         turns and display-only bubbles already left out); `shown` the stored user texts the chat shows,
-        which the store is made to agree with before the turn is saved.
+        which the store is made to agree with before the turn is saved. `files` are the paths of the new
+        message's uploads; `history_files` says that earlier user messages of the chat had files, which
+        are then loaded from the store and sent with them (only then: a plain chat makes no extra query).
         """
         text = clean_text(text)
         cfg = self.s.config
+        files = list(files or ())
         # Every refusal below leaves no trace: the refused text is never saved, never sent later as
         # context, and (the surface marks it) left out of the next turn's comparison with the store.
-        if not text.strip():
+        if not text.strip() and not files:
             yield Refused("Type a message first: an empty message is not sent.", "empty", conversation_id)
             return
         if len(text) > cfg.max_message_chars:
@@ -193,6 +201,17 @@ class ChatTurns:
         except ChatError as e:
             yield Refused(e.message, "model", conversation_id)
             return
+        attachments: list[Attachment] = []
+        notes: list[str] = []
+        if files:  # read and checked in a worker thread; a text-only turn never gets here
+            try:
+                attachments, notes = await message_files(self.s, info, files)
+            except FileProblem as e:
+                yield Refused(e.message, "file", conversation_id)
+                return
+        if history_files and conversation_id and shown:
+            context, left_out = await history_context(self.s, owner, conversation_id, list(shown), context, info)
+            notes += left_out
         # One turn is one call: a tool loop's steps (at most 5) are part of the turn it answers.
         verdict = await self.s.limiter.charge(identity, calls=1)
         if not verdict.allowed:
@@ -201,11 +220,11 @@ class ChatTurns:
 
         flagged = await self._moderate(text)
         if flagged is not None:
-            yield await self._refuse(owner, conversation_id, list(shown), text, info, flagged)
+            yield await self._refuse(owner, conversation_id, list(shown), text, info, flagged, attachments)
             return
 
         system_prompt = clean_text(system_prompt or "")
-        messages = context_messages(context, text, system_prompt)
+        messages = context_messages(context, text, system_prompt, attachments)
         label = model_label(info, provider.label)
         sent = parsed.for_provider(info.params or provider.accepts)
 
@@ -218,9 +237,10 @@ class ChatTurns:
             turn = Turn(provider, info, messages, parsed, policy=self.s.policy)
         # The user message is saved while the provider call starts: both are on the first-token path.
         shown = list(shown)
-        begin = dict(provider=info.provider, model=info.id, system_prompt=system_prompt, params=sent)
+        begin: dict[str, Any] = dict(provider=info.provider, model=info.id, system_prompt=system_prompt, params=sent)
+        if attachments:
+            begin["attachments"] = [to_store(a) for a in attachments]
         save_task = asyncio.ensure_future(self._begin(owner, conversation_id, shown, text, begin))
-        notes: list[str] = []
         ids: TurnIds | None | bool = None
         conv = conversation_id
         yielded_conv = conversation_id
@@ -251,7 +271,7 @@ class ChatTurns:
                 kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text,
                                 begin=begin, finish=finish_values(turn.result, sent))
                 saved = await asyncio.shield(self._settle(kept, begun, notes))
-                self._log_turn(owner, conv, turn.result, saved, text)
+                self._log_turn(owner, conv, turn.result, saved, text, len(attachments))
             finally:
                 if not saved_turn.done():
                     saved_turn.set_result(conv)
@@ -284,11 +304,13 @@ class ChatTurns:
         return flagged or None
 
     async def _refuse(self, owner: str, conversation_id: str | None, shown: list[str], text: str,
-                      info: ModelInfo, categories: list[str]) -> Flagged:
-        """A polite refusal; the message is stored, flagged, with no provider call."""
+                      info: ModelInfo, categories: list[str], attachments: Sequence[Attachment] = ()) -> Flagged:
+        """A polite refusal; the message is stored, flagged (with its files), with no provider call."""
         named = sorted(set(categories))
         reply = f"I can't help with that message: it was flagged by the moderation check ({', '.join(named)}). Please rephrase it."
-        begin = dict(provider=info.provider, model=info.id, system_prompt="", params={})
+        begin: dict[str, Any] = dict(provider=info.provider, model=info.id, system_prompt="", params={})
+        if attachments:
+            begin["attachments"] = [to_store(a) for a in attachments]
         begun = await self._begin(owner, conversation_id, shown, text, begin)
         kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text, begin=begin,
                         finish=dict(content=reply, provider=info.provider, model=info.id, finish_reason="content_filter",
@@ -364,7 +386,7 @@ class ChatTurns:
             notes.append(msg)
         return False
 
-    def _log_turn(self, owner: str, conversation_id: str | None, r: Result, saved: bool, text: str) -> None:
+    def _log_turn(self, owner: str, conversation_id: str | None, r: Result, saved: bool, text: str, files: int = 0) -> None:
         """One structured line per turn; message content only when LOG_CONTENT asks for it."""
         record: dict[str, Any] = {
             "event": "turn",
@@ -375,6 +397,7 @@ class ChatTurns:
             "error_kind": r.error.kind if r.error else None,
             "attempts": getattr(r, "attempts", None) or sum(getattr(x, "attempts", 0) for x in getattr(r, "steps", ())),
             "tool_calls": len(getattr(r, "tools", ())),
+            "files": files,
             "ttft_ms": round(r.ttft_ms, 1) if r.ttft_ms is not None else None,
             "duration_ms": round(r.duration_ms, 1) if r.duration_ms is not None else None,
             "input_tokens": r.input_tokens,

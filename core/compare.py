@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from pydantic import ValidationError
 from chat.context import clean_text
 from chat.errors import ChatError
 from chat.providers.base import Provider
-from chat.types import Message, ModelInfo, Params
-from compare.engine import ReplyResult
+from chat.types import Attachment, Message, ModelInfo, Params
+from compare.engine import ReplyResult, file_refusal
 from compare.pricing import PriceError, PriceTable
 from compare.ratings import Leaderboard, Outcome, Vote, leaderboard
+from core.attachments import FileProblem, limits_of, read_uploads
 from core.compare_export import to_csv, to_jsonl
 from core.compare_run import CompareRun, Pane, metrics_of
 from core.params import params_error
@@ -210,31 +212,64 @@ class Comparisons:
         for slot, index in enumerate(session["order"]):
             provider, info, params, sp = resolved[index]
             state = session["panes"][slot]
-            history = [Message(role=m["role"], content=m["content"]) for m in state["history"]]
+            # A user turn's files ride along in the session's history (server-side state, never the browser's).
+            history = [Message(role=m["role"], content=m["content"], attachments=tuple(m.get("attachments") or ()))
+                       for m in state["history"]]
             panes.append(Pane(provider=provider, info=info, params=params, system_prompt=sp, history=history,
                               conversation_id=state["conversation_id"]))  # fmt: skip
         return panes
 
+    # -- files ------------------------------------------------------------------------------------
+
+    async def read_files(self, files: Sequence[str | os.PathLike[str]], panes: Sequence[Pane]) -> list[Attachment]:
+        """The prompt's uploads, read and checked off the event loop (CompareProblem when a file is refused).
+
+        Every pane gets the files; a pane whose model cannot read one shows why and the others run.
+        When no pane can read them, the whole comparison is refused: nothing would run.
+        """
+        if not files:
+            return []
+        try:
+            attachments = await read_uploads(list(files), limits_of(self.s.config))
+        except FileProblem as e:
+            raise CompareProblem(e.message) from e
+        refusals = [file_refusal(p.info, attachments, self.s.registry) for p in panes]
+        if panes and all(refusals):
+            raise CompareProblem(str(refusals[0]))
+        return attachments
+
+    def runnable(self, panes: Sequence[Pane], attachments: Sequence[Attachment] = ()) -> list[Pane]:
+        """The panes that will call their model: all of them, less those that cannot read the files."""
+        if not attachments:
+            return list(panes)
+        return [p for p in panes if file_refusal(p.info, attachments, self.s.registry) is None]
+
     # -- running ----------------------------------------------------------------------------------
 
-    async def charge(self, request: Any, owner: str, panes: Sequence[Pane]) -> None:
-        """Every pane is a provider call: all are charged before any starts, or none runs (CompareProblem)."""
-        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=len(panes))
+    async def charge(self, request: Any, owner: str, panes: Sequence[Pane], attachments: Sequence[Attachment] = ()) -> None:
+        """Every pane that runs is a provider call: all are charged before any starts, or none runs (CompareProblem).
+
+        A pane whose model cannot read the prompt's files calls nothing and is not charged.
+        """
+        calls = len(self.runnable(panes, attachments))
+        verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=calls)
         if not verdict.allowed:
             raise CompareProblem(verdict.message)
 
     def start(self, owner: str, prompt: str, panes: Sequence[Pane], *, blind: bool = False,
-              prices: PriceTable | None = None, tools: bool = False) -> CompareRun:
-        """The run of one prompt in every pane; iterate its `stream()` (it saves when it ends, Stop included)."""
-        return CompareRun(self.s, owner, prompt, panes, blind=blind, prices=prices or self.default_prices, tools=tools)
+              prices: PriceTable | None = None, tools: bool = False, attachments: Sequence[Attachment] = ()) -> CompareRun:
+        """The run of one prompt (and its files) in every pane; iterate its `stream()` (it saves when it ends, Stop included)."""
+        return CompareRun(self.s, owner, prompt, panes, blind=blind, prices=prices or self.default_prices, tools=tools,
+                          attachments=attachments)
 
     async def compare(self, *, owner: str, request: Any, message: str, models: Any, system_prompt: str = "",
-                      tools: bool = False) -> list[dict[str, Any]]:
-        """The `/compare` API: one prompt to 2-4 models at once, saved; per model its text, metrics and tool calls."""
+                      tools: bool = False, files: Sequence[str | os.PathLike[str]] = ()) -> list[dict[str, Any]]:
+        """The `/compare` API: one prompt (with files) to 2-4 models at once, saved; per model its text, metrics and tool calls."""
         text = self.check_message(message)
         panes = self.api_panes(models, system_prompt)
-        await self.charge(request, owner, panes)
-        run = self.start(owner, text, panes, tools=tools)
+        attachments = await self.read_files(files, panes)
+        await self.charge(request, owner, panes, attachments)
+        run = self.start(owner, text, panes, tools=tools, attachments=attachments)
         await run.run()
         # `position`: the pane's slot (0 = A). The API keeps the models' order; the slot is stored with the run.
         return [{**metrics_of(r, self.default_prices).as_dict(), "position": slot, "tools": tool_calls_of(r)}

@@ -17,13 +17,15 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from chat.errors import InvalidInput
 from chat.providers.base import Provider
 from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
-from chat.turn import coalesce
-from chat.types import FinishReason, Message, ModelInfo, Params
-from compare.engine import Reply, ReplyResult, prompt_messages, speed_of, start_reply, uses_tools
+from chat.turn import Turn, coalesce
+from chat.types import Attachment, FinishReason, Message, ModelInfo, Params
+from compare.engine import Reply, ReplyResult, file_refusal, prompt_messages, speed_of, start_reply, uses_tools
 from compare.pricing import PriceTable
+from core.attachments import to_store
 from core.services import Services
 from core.tooling import owner_search, tool_records
 from core.usage import usage_columns, usage_of
@@ -53,6 +55,8 @@ class Pane:
     history: list[Message] = field(default_factory=list)  # earlier turns of this pane, no system message
     conversation_id: str | None = None  # its hidden pane conversation, for follow-ups
     turn: Reply | None = None
+    #: Why this pane's model was not called (it cannot read the prompt's files); its reply is this error.
+    refusal: str | None = None
 
     @property
     def ref(self) -> str:
@@ -205,15 +209,18 @@ async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_I
 # -- storage ----------------------------------------------------------------------------------
 
 
-async def save_begin(services: Services, owner: str, prompt: str, panes: Sequence[Pane], blind: bool) -> ComparisonIds | StorageError:
-    """Save the prompt in every pane conversation and the run's rows (a StorageError is returned, not raised)."""
+async def save_begin(services: Services, owner: str, prompt: str, panes: Sequence[Pane], blind: bool,
+                     attachments: Sequence[Attachment] = ()) -> ComparisonIds | StorageError:
+    """Save the prompt (and its files) in every pane conversation and the run's rows (a StorageError is returned, not raised)."""
     starts = [
         {"provider": p.info.provider, "model": p.info.id, "params": p.sent_params,
          "system_prompt": p.system_prompt or None, "conversation_id": p.conversation_id}
         for p in panes
     ]  # fmt: skip
+    # The files only when there are some: a text prompt's save is what it always was.
+    extra: dict[str, Any] = {"attachments": [to_store(a) for a in attachments]} if attachments else {}
     try:
-        return await services.db(repo.begin_comparison, owner=owner, prompt=prompt, panes=starts, blind=blind)
+        return await services.db(repo.begin_comparison, owner=owner, prompt=prompt, panes=starts, blind=blind, **extra)
     except StorageError as e:
         log.warning("could not save a comparison of %s: %s", owner, e)
         return e
@@ -270,7 +277,8 @@ class CompareRun:
     """
 
     def __init__(self, services: Services, owner: str, prompt: str, panes: Sequence[Pane], *,
-                 blind: bool = False, prices: PriceTable | None = None, tools: bool = False):
+                 blind: bool = False, prices: PriceTable | None = None, tools: bool = False,
+                 attachments: Sequence[Attachment] = ()):
         self.s = services
         self.owner = owner
         self.prompt = prompt
@@ -278,11 +286,27 @@ class CompareRun:
         self.blind = blind
         self.prices = prices or PriceTable()
         self.tools = tools
+        self.attachments = tuple(attachments)
         self.ids: ComparisonIds | StorageError | None = None
         self.saved: bool | None = None
         for pane in self.panes:
-            messages = prompt_messages(prompt, system=pane.system_prompt, history=pane.history)
+            pane.refusal = file_refusal(pane.info, self.attachments, self.s.registry) if self.attachments else None
+            if pane.refusal is not None:
+                pane.turn = self._refused(pane, prompt, pane.refusal)
+                continue
+            messages = prompt_messages(prompt, system=pane.system_prompt, history=pane.history, attachments=self.attachments)
             pane.turn = self._reply(pane, messages)
+
+    def _refused(self, pane: Pane, prompt: str, why: str) -> Reply:
+        """A reply that is never started: it ends at once with `why` as its error (no call, no charge)."""
+        turn = Turn(pane.provider, pane.info, prompt_messages(prompt, system=pane.system_prompt), pane.params,
+                    policy=self.s.policy)
+        r = turn.result
+        r.error = InvalidInput(why, provider=pane.info.provider)
+        r.finish_reason = FinishReason.ERROR
+        r.finish_detail = r.error.kind
+        r.duration_ms = 0.0
+        return turn
 
     def uses_tools(self, pane: Pane) -> bool:
         """Whether this run lets `pane` call tools: asked for, offered by the deployment, supported by its model."""
@@ -301,9 +325,10 @@ class CompareRun:
 
     async def stream(self, interval: float = UPDATE_INTERVAL) -> AsyncGenerator[None, None]:
         # The prompt is saved while the providers are called: both are on the first-token path.
-        save = asyncio.ensure_future(save_begin(self.s, self.owner, self.prompt, self.panes, self.blind))
+        save = asyncio.ensure_future(save_begin(self.s, self.owner, self.prompt, self.panes, self.blind, self.attachments))
         try:
-            async with aclosing(stream_concurrently([p.turn for p in self.panes if p.turn], interval)) as feed:
+            running = [p.turn for p in self.panes if p.turn and p.refusal is None]
+            async with aclosing(stream_concurrently(running, interval)) as feed:
                 async for _ in feed:
                     yield
         finally:

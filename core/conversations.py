@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from sqlmodel import Session
 
 from chat.context import clean_text
 from chat.types import Params
+from core.attachments import check_import, limits_of
 from core.exports import ExportFiles
 from core.services import Services
 from core.store import undo_turn
@@ -129,14 +131,17 @@ def _export_text(*, session: Session, owner: str, conversation_id: str | None, f
     return text, stem
 
 
-def _import_file(*, session: Session, owner: str, path: Path, max_bytes: int) -> list[uuid.UUID]:
+def _import_file(*, session: Session, owner: str, path: Path, max_bytes: int,
+                 check_attachment: Callable[[str, bytes], Any]) -> list[uuid.UUID]:
     try:
         if path.stat().st_size > max_bytes:
-            raise InvalidInput(f"The file is larger than {max_bytes // (1024 * 1024)} MB.")
+            raise InvalidInput(f"The file is larger than {max_bytes / (1024 * 1024):g} MB (MAX_IMPORT_MB).")
         data = path.read_bytes()
     except OSError as e:
         raise InvalidInput(str(e)) from e
-    return repo.import_json(session=session, owner=owner, data=data)
+    # Every attached file is checked again as an upload is (type from the bytes, limits, decoding,
+    # metadata dropped): an export can be edited by hand, so its files are untrusted input.
+    return repo.import_json(session=session, owner=owner, data=data, check_attachment=check_attachment)
 
 
 def _set_feedback(*, session: Session, owner: str, conversation_id: str, turn_number: int, value: Feedback | None) -> bool:
@@ -223,7 +228,8 @@ class Conversations:
     async def import_file(self, owner: str, path: str | Path) -> list[str]:
         """Add the conversations of a Parley JSON export (all or nothing); returns their new ids."""
         try:
-            created = await self.s.db(_import_file, owner=owner, path=Path(path), max_bytes=self.s.config.max_upload_bytes)
+            created = await self.s.db(_import_file, owner=owner, path=Path(path), max_bytes=self.s.config.max_import_bytes,
+                                      check_attachment=check_import(limits_of(self.s.config)))
         except StorageError as e:
             raise ConversationError(f"Import failed, nothing was saved: {e.message}") from e
         return [str(c) for c in created]

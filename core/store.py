@@ -7,9 +7,11 @@ from typing import Any
 
 from sqlmodel import Session
 
+from storage import attachments as stored
 from storage import repository as repo
+from storage.attachments import AttachmentIn
 from storage.errors import NotFound
-from storage.models import TurnIds
+from storage.models import AttachmentData, TurnIds
 
 #: How the stored error of a reply refused by moderation starts (so a reopened conversation marks it too).
 FLAGGED_ERROR = "flagged by moderation"
@@ -38,8 +40,9 @@ def start_turn(
     model: str,
     system_prompt: str,
     params: dict[str, Any],
+    attachments: Sequence[AttachmentIn] = (),
 ) -> TurnIds:
-    """Save the user message and a pending reply, first making the store agree with the chat.
+    """Save the user message (with its files) and a pending reply, first making the store agree with the chat.
 
     A new conversation is created when none is open (or the open one was deleted). When the
     chat shows fewer user turns than are stored (Retry, Undo, Edit), the stored turns after
@@ -65,15 +68,38 @@ def start_turn(
                 else:
                     repo.truncate_after(session=session, owner=owner, conversation_id=conversation_id, position=users[keep].position)
     if not conversation_id:
+        # A message of files only is titled by its files' names.
+        first = content if content.strip() else ", ".join(a.name for a in attachments)
         conv = repo.create_conversation(
-            session=session, owner=owner, first_prompt=content,
+            session=session, owner=owner, first_prompt=first,
             model=f"{provider}:{model}", system_prompt=system_prompt or None, params=params,
         )
         conversation_id = str(conv.id)
     return repo.begin_turn(
         session=session, owner=owner, conversation_id=conversation_id, content=content,
         provider=provider, model=model, params=params, system_prompt=system_prompt or None,
+        attachments=attachments,
     )
+
+
+def history_files(*, session: Session, owner: str, conversation_id: str,
+                  history_user_texts: list[str]) -> list[list[AttachmentData]]:
+    """The stored files of each user message the chat shows (in order), for the context of the next turn.
+
+    Empty when the conversation has none, or when the store does not hold what the chat shows
+    (start_turn then starts a new conversation: the chat's own texts are all the context there is).
+    """
+    try:
+        files = stored.conversation_attachments(session=session, owner=owner, conversation_id=conversation_id)
+        if not files:
+            return []
+        detail = repo.get_conversation(session=session, owner=owner, conversation_id=conversation_id)
+    except NotFound:
+        return []
+    users = [m for m in detail.messages if m.role == "user"][: len(history_user_texts)]
+    if not _same_turns(history_user_texts, [m.content for m in users]):
+        return []
+    return [list(files.get(m.position, [])) for m in users]
 
 
 def undo_last_turn(*, session: Session, owner: str, conversation_id: str, history_user_texts: list[str]) -> int:

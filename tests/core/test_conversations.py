@@ -119,7 +119,7 @@ def test_a_bad_import_says_why_and_saves_nothing(conversations: Conversations, e
         run(conversations.import_file(ALICE, bad))
     with pytest.raises(ConversationError, match="^Import failed, nothing was saved: "):
         run(conversations.import_file(ALICE, tmp_path / "missing.json"))
-    conversations.s.config.max_upload_bytes = 4
+    conversations.s.config.max_import_mb = 4 / (1024 * 1024)  # MAX_IMPORT_MB: 4 bytes
     with pytest.raises(ConversationError, match="larger than"):
         run(conversations.import_file(ALICE, bad))
     assert snapshot(engine) == before
