@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from storage import attachments as stored
-from storage import transfer
+from storage import markdown, transfer
 from storage.attachments import AttachmentIn, AttachmentLike, check_attachment
 from storage.conversations import messages_of
 from storage.errors import InvalidInput, StorageError
@@ -64,7 +64,7 @@ def export_json(*, session: Session, owner: str, conversation_id: uuid.UUID | st
 def export_markdown(*, session: Session, owner: str, conversation_id: uuid.UUID | str | None = None) -> str:
     """One chat (or all of this owner's chats) as Markdown in which any HTML stays plain text."""
     owner = check_owner(owner)
-    return transfer.to_markdown(_details(session, owner, conversation_id))
+    return markdown.to_markdown(_details(session, owner, conversation_id))
 
 
 @guarded
