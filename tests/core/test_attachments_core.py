@@ -485,3 +485,53 @@ def test_reading_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(attachments, "read_files", spy)
     got = asyncio.run(attachments.read_uploads([write(tmp_path, "a.png", png())], limits_of(AppConfig.from_env({}))))
     assert [a.name for a in got] == ["a.png"] and seen == [False]
+
+
+async def test_a_compare_follow_up_sends_the_earlier_prompts_files_again(
+        make_services: Callable[..., Services], fake_server: Any, tmp_path: Path) -> None:
+    from chat.types import Params
+    from core.compare import PaneInput
+
+    services = make_services()
+    comparisons = Comparisons(services, PriceTable())
+    sent = Sent(fake_server)
+    session: dict[str, Any] = {}
+    inputs = [PaneInput(SEE, "", None), PaneInput("demo:parley-demo", "", None)]
+    panes = comparisons.session_panes(session, inputs, Params(), "", False)
+    files = await comparisons.read_files([write(tmp_path, "chart.png", png(30, 30))], panes)
+    await comparisons.charge(None, ALICE, panes, files)
+    run = comparisons.start(ALICE, "What is it?", panes, attachments=files)
+    await run.run()
+    # What the Compare tab keeps of the run (server-side state): the prompt with its files, and the reply.
+    for i, pane in enumerate(run.panes):
+        state = session["panes"][i]
+        state["conversation_id"] = pane.conversation_id
+        state["history"] += [{"role": "user", "content": "What is it?", "attachments": run.attachments},
+                             {"role": "assistant", "content": pane.result.text}]
+    follow = comparisons.session_panes(session, inputs, Params(), "", False)
+    await comparisons.start(ALICE, "And its colour?", follow).run()
+    first, second = sent("see-1")
+    assert [p["type"] for p in second.json["messages"][0]["content"]] == ["text", "image_url"]
+    assert second.json["messages"][0]["content"][1] == first.json["messages"][0]["content"][1]
+    assert second.json["messages"][-1] == {"role": "user", "content": "And its colour?"}
+
+
+async def test_a_turn_with_files_kept_during_an_outage_is_saved_with_them_later(
+        make_services: Callable[..., Services], tmp_path: Path) -> None:
+    from storage.errors import StorageUnavailable
+
+    services = make_services()
+    turns = ChatTurns(services)
+    who = owner()
+    real = services._call
+
+    def down(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        raise StorageUnavailable("The database is unavailable (test).")
+
+    services._call = down  # type: ignore[method-assign]  # every storage call fails until restored
+    events = await send(turns, who, "Keep the chart", model="demo:parley-demo", files=[write(tmp_path, "chart.png", png())])
+    assert isinstance(events[-1], Update) and events[-1].result.error is None and len(turns.pending) == 1
+    services._call = real  # type: ignore[method-assign]  # the database is back
+    assert await turns.pending.flush(who)
+    messages, files = stored(services, who)
+    assert [m[0] for m in messages] == ["user", "assistant"] and files == 1
