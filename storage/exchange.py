@@ -43,18 +43,25 @@ def _details(session: Session, owner: str, conversation_id: object) -> list[Conv
 
 
 @guarded
-def export_json(*, session: Session, owner: str, conversation_id: uuid.UUID | str | None = None) -> str:
-    """One chat (or, with no id, all of this owner's chats) as Parley JSON, which import_json reads."""
+def export_json(
+    *, session: Session, owner: str, conversation_id: uuid.UUID | str | None = None, max_bytes: int | None = None
+) -> str:
+    """One chat (or, with no id, all of this owner's chats) as Parley JSON, which import_json reads.
+
+    Files go in as base64; when they would make the file larger than `max_bytes` (the deployment's
+    import limit; at most transfer.MAX_IMPORT_BYTES) the export is refused before any byte is read.
+    """
     owner = check_owner(owner)
+    limit = transfer.MAX_IMPORT_BYTES if max_bytes is None else min(max_bytes, transfer.MAX_IMPORT_BYTES)
     details = _details(session, owner, conversation_id)
     refs = [a for d in details for m in d.messages for a in m.attachments]
     # Each message carries its files as base64; an export an import could not read back is refused
     # before any byte is loaded.
     encoded = sum((a.size + 2) // 3 * 4 for a in refs)
-    if encoded > transfer.MAX_IMPORT_BYTES:
+    if encoded > limit:
         raise InvalidInput(
             f"These chats carry {encoded / 1e6:.0f} MB of files (as base64); a JSON export holds at most "
-            f"{transfer.MAX_IMPORT_BYTES / 1e6:.0f} MB, what an import reads back. Export the chats one at a time."
+            f"{limit / 1e6:.0f} MB, what an import reads back. Export the chats one at a time."
         )
     files = stored.data_of(session, owner, {a.id for a in refs}) if refs else {}
     return transfer.to_json(transfer.build_export(details, files))

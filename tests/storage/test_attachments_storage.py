@@ -357,6 +357,11 @@ def test_an_export_too_big_to_import_back_is_refused_before_reading_bytes(sessio
     with statements(engine) as seen, pytest.raises(InvalidInput, match="one at a time"):
         repo.export_json(session=session, owner="alice")
     assert not any(re.search(r"\bdata\b", s) for s in seen)
+    monkeypatch.undo()
+    with pytest.raises(InvalidInput, match="one at a time"):  # the deployment's own (lower) import limit
+        repo.export_json(session=session, owner="alice", max_bytes=len(PNG))
+    assert repo.get_conversation(session=session, owner="alice", conversation_id=cid).messages[0].attachments
+    assert json.loads(repo.export_json(session=session, owner="alice", max_bytes=len(PNG) * 2))["conversations"]
 
 
 def test_markdown_links_each_file_with_its_size(session):
