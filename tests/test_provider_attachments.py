@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from chat.errors import BadRequest
+from chat.errors import BadRequest, RateLimited
 from chat.providers import _attachments as files
 from chat.providers.anthropic import AnthropicProvider
 from chat.providers.anthropic import reads as claude_reads
@@ -124,10 +125,14 @@ async def send(provider: Provider, model: str, messages: list[Message], params: 
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
-def body(srv: FakeServer) -> Any:
+def posted(srv: FakeServer) -> Any:
     generation = [r for r in srv.requests if r.method == "POST"]
     assert len(generation) == 1, [r.path for r in srv.requests]
-    return generation[0].json
+    return generation[0]
+
+
+def body(srv: FakeServer) -> Any:
+    return posted(srv).json
 
 
 def decode_png(data: bytes) -> tuple[int, int]:
@@ -306,6 +311,40 @@ async def test_files_over_the_request_limit_are_refused_before_sending(srv, monk
 
 
 # -- off the event loop ----------------------------------------------------------------------------
+
+
+def test_dumps_writes_exactly_what_json_dumps_would():
+    blob = files.Blob(png(300, 200) * 7, "data:image/png;base64,")  # several base64 chunks
+    body = {"messages": [{"content": [{"text": 'quote " backslash \\ nul \x00 é 😀', "url": blob}]}], "n": [1, None, True]}
+    expected = json.dumps(files.materialize(body), ensure_ascii=False, separators=(",", ":")).encode()
+    pieces = files.dumps(body)
+    assert b"".join(pieces) == expected
+    assert len(pieces) > 3 and max(len(p) for p in pieces) <= 4 * files._CHUNK // 3 + 64
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_a_body_with_files_goes_out_in_pieces_as_one_plain_request(srv, kind):
+    provider = openai(srv) if kind == "openai" else AnthropicProvider(api_key="test-key",
+                                                                      base_url=srv.anthropic_base_url)
+    model = "gpt-4.1" if kind == "openai" else "claude-sonnet-4-6"
+    messages = ask(attachment("big.pdf", PDF_MIME, PDF.data + bytes(3_000_000), pages=1))
+    expected = provider.request(model, messages, PARAMS)
+    await send(provider, model, messages)
+    request = posted(srv)
+    assert request.headers["content-type"] == "application/json"
+    assert "transfer-encoding" not in request.headers  # Content-Length, not chunked: any server takes it
+    assert request.json == expected  # the SDK's own request, byte for byte in meaning
+    assert request.headers["authorization"] == "Bearer test-key"  # the SDK's auth, as on the plain path
+    if kind == "anthropic":
+        assert request.headers["anthropic-version"]
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_errors_on_the_files_path_are_mapped_as_on_the_plain_one(srv, kind):
+    provider = openai(srv) if kind == "openai" else AnthropicProvider(api_key="test-key",
+                                                                      base_url=srv.anthropic_base_url)
+    with pytest.raises(RateLimited):
+        await send(provider, "fail-429-always", ask(TEXT))
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])

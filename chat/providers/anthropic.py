@@ -193,12 +193,19 @@ class AnthropicProvider(Provider):
         self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
     ) -> dict[str, Any]:
         """The keyword arguments for `messages.create` (public so tests can inspect it)."""
+        body = self._body(model, messages, params, tools)
+        return files.materialize(body) if files.has_attachments(messages) else body
+
+    def _body(
+        self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
+    ) -> dict[str, Any]:
+        """The request body, its files still as `_attachments.Blob`s (written late, in pieces)."""
         info = self.model_info(model)
         sent = params.for_provider(info.params & self.accepts)
         kwargs: dict[str, Any] = {
             "model": model,
             "max_tokens": params.max_tokens,  # required by the API
-            "messages": to_anthropic_messages(messages, info, self.label),
+            "messages": _anthropic_messages(messages, info, self.label),
             "stream": True,
         }
         system = system_text(list(messages))
@@ -220,20 +227,33 @@ class AnthropicProvider(Provider):
         *,
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[StreamEvent, None]:
-        if files.has_attachments(messages):  # scaling and base64 of files: off the event loop
-            kwargs = await asyncio.to_thread(self.request, model, messages, params, tools)
+        content: list[bytes] | None = None
+        if files.has_attachments(messages):
+            # Scaling, base64 and the JSON of megabytes of files: in a worker thread, not on the event loop
+            # that streams everyone else's replies.
+            content = await asyncio.to_thread(self._request_bytes, model, messages, params, tools)
         else:
             kwargs = self.request(model, messages, params, tools)
         state = StreamState()
         reader = EventReader()
         with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
-            response = await self._client.get().messages.create(**kwargs)
+            client = self._client.get()
+            if content is None:
+                response = await client.messages.create(**kwargs)
+            else:
+                response = await _post_json(client, content)
             async with response:
                 async for event in response:
                     for out in reader.feed(event):
                         if not state.started and isinstance(out, (TextDelta, ReasoningDelta, ToolCallDelta)):
                             state.started = True
                         yield out
+
+    def _request_bytes(
+        self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec]
+    ) -> list[bytes]:
+        """The request body as compact JSON in pieces, as the SDK writes it."""
+        return files.dumps(self._body(model, messages, params, tools))
 
     async def list_models(self) -> list[ModelInfo]:
         state = StreamState()
@@ -259,6 +279,21 @@ class AnthropicProvider(Provider):
                     )
                 )
         return out
+
+
+async def _post_json(client: Any, content: list[bytes]) -> Any:
+    """POST /v1/messages with a body already written as JSON: what `messages.create(stream=True)` sends
+    (the SDK's headers, auth and typed errors) and returns (the stream of raw events), without
+    serialising megabytes of base64 on the event loop."""
+    from anthropic import AsyncStream
+    from anthropic.types import Message as WireMessage
+    from anthropic.types import RawMessageStreamEvent
+
+    pieces, headers = files.sending(content)
+    return await client.post(
+        "/v1/messages", content=pieces, options={"headers": headers}, cast_to=WireMessage, stream=True,
+        stream_cls=AsyncStream[RawMessageStreamEvent],
+    )
 
 
 def _body_kind(body: Any) -> str | None:
@@ -412,6 +447,11 @@ def to_anthropic_messages(
     with files gets `image` and `document` blocks (base64) before its text (chat.providers._attachments);
     without `info`, the model is taken to read images and PDFs.
     """
+    out = _anthropic_messages(messages, info, label)
+    return files.materialize(out) if files.has_attachments(messages) else out
+
+
+def _anthropic_messages(messages: Sequence[Message], info: ModelInfo | None, label: str) -> list[dict[str, Any]]:
     prepared: dict[int, list[files.Item]] = {}
     if files.has_attachments(messages):
         reader = info or ModelInfo(provider="anthropic", id="", vision=True, pdf=True)

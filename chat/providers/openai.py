@@ -248,9 +248,16 @@ class OpenAIProvider(Provider):
         self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
     ) -> dict[str, Any]:
         """The request body, as `chat.completions.create` takes it as keywords (public so tests and benches can inspect it)."""
+        body = self._body(model, messages, params, tools)
+        return files.materialize(body) if files.has_attachments(messages) else body
+
+    def _body(
+        self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
+    ) -> dict[str, Any]:
+        """The request body, its files still as `_attachments.Blob`s (written late, in pieces)."""
         info = self.model_info(model)
         kwargs: dict[str, Any] = {
-            "model": model, "messages": to_openai_messages(messages, info, self.label), "stream": True,
+            "model": model, "messages": _openai_messages(messages, info, self.label), "stream": True,
         }
         if self.include_usage:
             kwargs["stream_options"] = {"include_usage": True}
@@ -279,7 +286,7 @@ class OpenAIProvider(Provider):
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[StreamEvent, None]:
         body: dict[str, Any] | None = None
-        content: bytes | None = None
+        content: list[bytes] | None = None
         if files.has_attachments(messages):
             # Scaling, base64 and the JSON of megabytes of files: in a worker thread, not on the event loop
             # that streams everyone else's replies. The SDK sends the bytes as they are (`content`).
@@ -296,9 +303,16 @@ class OpenAIProvider(Provider):
             # for raw endpoints skips two costs of `chat.completions.create` that buy nothing here: a
             # type-driven walk over the whole request (~0.5 ms, growing with the conversation) and a
             # pydantic chunk per event (~90 µs each, once the largest cost of a stream in this process).
-            response = await self._client.get().post(
-                "/chat/completions", body=body, content=content, cast_to=httpx2.Response, stream=True
-            )
+            if content is None:
+                response = await self._client.get().post(
+                    "/chat/completions", body=body, cast_to=httpx2.Response, stream=True
+                )
+            else:
+                pieces, headers = files.sending(content)
+                response = await self._client.get().post(
+                    "/chat/completions", content=pieces, options={"headers": headers}, cast_to=httpx2.Response,
+                    stream=True,
+                )
             try:
                 async for data in sse_data(response):
                     chunk = json.loads(data)
@@ -315,10 +329,9 @@ class OpenAIProvider(Provider):
 
     def _request_bytes(
         self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec]
-    ) -> bytes:
-        """The request body as JSON, exactly as the SDK would write it (its `openapi_dumps` settings)."""
-        body = self.request(model, messages, params, tools)
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    ) -> list[bytes]:
+        """The request body as JSON in pieces, as the SDK would write it (its `openapi_dumps` settings)."""
+        return files.dumps(self._body(model, messages, params, tools))
 
     async def list_models(self) -> list[ModelInfo]:
         state = StreamState()
@@ -527,6 +540,11 @@ def to_openai_messages(
     as text. Without `info`, the model is taken to read images and PDFs. A message without files keeps
     its plain string content.
     """
+    out = _openai_messages(messages, info, label)
+    return files.materialize(out) if files.has_attachments(messages) else out
+
+
+def _openai_messages(messages: Sequence[Message], info: ModelInfo | None, label: str) -> list[dict[str, Any]]:
     prepared: dict[int, list[files.Item]] = {}
     if files.has_attachments(messages):
         reader = info or ModelInfo(provider="openai", id="", vision=True, pdf=True)
