@@ -406,3 +406,50 @@ def test_upgrade_from_0005_gives_old_messages_no_files_and_downgrades_cleanly(em
     db.init_db(empty_engine)
     with Session(empty_engine) as session:
         assert len(repo.get_conversation(session=session, owner="alice", conversation_id=old).messages) == 4
+
+
+# --- a clean-up racing a send of the same file (PostgreSQL: SQLite runs one writer at a time) -----
+
+
+def test_a_clean_up_that_loses_the_race_to_a_new_link_keeps_the_file(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: the race cannot happen there")
+    import threading
+
+    from storage.attachments import check_attachment
+    from storage.turns import add_turn
+
+    with Session(engine) as session:
+        gone, kept = new_chat(session), new_chat(session)
+        aid = send(session, "alice", gone, "first", [pdf()]).attachment_ids[0]
+    sender = Session(engine)
+    # A send of the same PDF, not committed yet: it has read (and locked) the row and linked it.
+    add_turn(sender, "alice", kept, "again", None, None, None, None, commit=False, files=[check_attachment(pdf())])
+    outcome: list[object] = []
+
+    def delete() -> None:
+        with Session(engine) as deleter:
+            try:
+                repo.delete_conversation(session=deleter, owner="alice", conversation_id=gone)
+                outcome.append("deleted")
+            except Exception as e:  # noqa: BLE001 - the assertion below shows it
+                outcome.append(e)
+
+    worker = threading.Thread(target=delete)
+    worker.start()
+    # Wait (no clock: until PostgreSQL says so) for the clean-up to queue behind the sender's row lock.
+    with engine.connect() as watcher:
+        while worker.is_alive() and not watcher.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM attachment%'"
+        )).scalar_one():  # fmt: skip
+            watcher.rollback()
+    sender.commit()
+    sender.close()
+    worker.join()
+
+    assert outcome == ["deleted"]
+    with Session(engine) as session:
+        with pytest.raises(NotFound):
+            repo.get_conversation(session=session, owner="alice", conversation_id=gone)
+        assert repo.get_attachment(session=session, owner="alice", attachment_id=aid).data == PDF
+        assert [a.id for a in repo.get_conversation(session=session, owner="alice", conversation_id=kept).messages[0].attachments] == [aid]
