@@ -19,6 +19,7 @@ from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
 from core.config import AppConfig  # noqa: E402
 from core.services import Services  # noqa: E402
 from storage.db import init_db, make_engine, timeouts_from_env  # noqa: E402
+from ui.chatbox import CHIP_SIZES  # noqa: E402
 from ui.exports import export_guard  # noqa: E402
 from ui.files import middleware as file_guard  # noqa: E402
 from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
@@ -82,6 +83,7 @@ def launch_kwargs(services: Services) -> dict[str, Any]:
         auth=config.users or None,
         auth_message="Sign in to Parley" if config.users else None,
         css=CSS,
+        head=CHIP_SIZES,
         theme=gr.themes.Soft(primary_hue="indigo"),
         max_threads=MAX_THREADS,
         # The largest file anyone may upload: an attachment (MAX_FILE_MB), an import (MAX_IMPORT_MB) or a prompts file.

@@ -31,7 +31,7 @@ FILE_TYPES = ["image", ".pdf", ".txt", ".md", ".markdown", ".csv", ".tsv", ".jso
               ".html", ".css", ".py", ".js", ".ts", ".tsx", ".jsx", ".java", ".c", ".h", ".cpp", ".hpp", ".cs", ".go", ".rs",
               ".rb", ".php", ".sh", ".sql", ".r", ".kt", ".swift", ".scala", ".lua", ".ini", ".cfg", ".log", ".tex", ".rst"]
 #: Bytes read from each file to tell its kind (magic numbers are in the first few).
-HEAD = 64
+SNIFF_BYTES = 64
 #: Sessions whose chosen model is remembered (the validator sees only the box, not the sidebar).
 SESSIONS = 50_000
 
@@ -45,16 +45,15 @@ class TextOrFiles(MultimodalData):
         return {"text": value, "files": []} if isinstance(value, str) else value
 
 
-class ChatBox(gr.MultimodalTextbox):
-    """gr.MultimodalTextbox whose API also takes a plain string message (the browser draws it as the original)."""
+def chat_box(**kwargs: Any) -> gr.MultimodalTextbox:
+    """The chat's box: several files a message, by the 📎 button, drag and drop, or paste.
 
-    data_model = TextOrFiles
-    is_template = True  # Gradio's mark for a subclass drawn by its parent's frontend component
-
-
-def chat_box(**kwargs: Any) -> ChatBox:
-    """The chat's box: several files a message, by the 📎 button, drag and drop, or paste."""
-    return ChatBox(file_types=FILE_TYPES, file_count="multiple", sources=["upload"], **kwargs)
+    Its API takes a plain string message too: the value is read with `TextOrFiles` (an instance
+    attribute: a Component subclass would make Gradio write a .pyi stub beside this module).
+    """
+    box = gr.MultimodalTextbox(file_types=FILE_TYPES, file_count="multiple", sources=["upload"], **kwargs)
+    box.data_model = TextOrFiles
+    return box
 
 
 class ModelChoices:
@@ -89,7 +88,7 @@ def file_problem(services: Services, files: list[str], model: str) -> str | None
         try:
             size = path.stat().st_size
             with path.open("rb") as fh:
-                head = fh.read(HEAD)
+                head = fh.read(SNIFF_BYTES)
         except OSError:
             return f"{path.name} could not be read; attach it again."
         if size > cfg.max_file_bytes:
@@ -128,3 +127,41 @@ def validator(services: Services, models: ModelChoices) -> Any:
         return gr.validate(problem is None, problem or "")
 
     return check
+
+
+#: For launch(head=...): each file chip in the chat shows its size next to its type ("PDF · 240 KB").
+#: Gradio's chip has the name and type only; the size comes from a HEAD request to the file's own URL
+#: (the guard answers it for the caller who sees the chip), written to a data attribute that CSS shows,
+#: so that Gradio's redraws (which rewrite the chip's text) never wipe it.
+CHIP_SIZES = """<script>
+(() => {
+  const fmt = (n) => {
+    if (n < 1024) return n === 1 ? "1 byte" : `${n} bytes`;
+    let v = n / 1024, unit = "KB";
+    if (v >= 1024) { v /= 1024; unit = "MB"; }
+    return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${unit}`;
+  };
+  const sizes = new Map();
+  const annotate = () => {
+    document.querySelectorAll("#chatbot a[data-testid='chatbot-file']").forEach((a) => {
+      const type = a.closest(".file-info")?.querySelector(".file-type");
+      const url = a.getAttribute("href");
+      if (!type || !url || type.dataset.sizeFor === url) return;
+      type.dataset.sizeFor = url;
+      const known = sizes.get(url);
+      const show = (size) => { if (type.dataset.sizeFor === url) type.dataset.size = size; };
+      if (known) { known.then(show); return; }
+      const size = fetch(url, { method: "HEAD", credentials: "same-origin" })
+        .then((r) => (r.ok && r.headers.get("content-length") !== null ? fmt(Number(r.headers.get("content-length"))) : ""));
+      sizes.set(url, size);
+      size.then(show).catch(() => sizes.delete(url));
+    });
+  };
+  let queued = false;
+  new MutationObserver(() => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; annotate(); });
+  }).observe(document.documentElement, { childList: true, subtree: true });
+})();
+</script>"""

@@ -30,6 +30,8 @@ CSS = """
 #search-hits mark { background: #fde68a; color: inherit; padding: 0 1px; }
 footer { display: none !important; }
 #dash-table table, #dash-table th, #dash-table td { font-family: var(--font) !important; }
+#chatbot .file-type[data-size]:not([data-size=""])::after { content: " · " attr(data-size); }
+#chatbot .message-row img { max-height: 240px; object-fit: contain; }
 """
 
 EXAMPLES = [
