@@ -38,7 +38,7 @@ from chat.providers.base import Provider
 from chat.tools import Toolbox
 from chat.turn import TurnPolicy, TurnResult
 from chat.types import Attachment, FinishReason, ModelInfo, Params
-from compare.engine import ReplyResult, attempts_of, file_refusal, prompt_messages, speed_of, start_reply
+from compare.engine import ReplyResult, UnsupportedFile, attempts_of, file_refusal, prompt_messages, speed_of, start_reply
 from compare.pricing import PriceError, PriceTable
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: 
 def refused_result(info: ModelInfo, why: str) -> TurnResult:
     """The result of a pair that is not run: its model cannot read the prompt's files (no call, no cost)."""
     r = TurnResult(provider=info.provider, model=info.id)
-    r.error = InvalidInput(why, provider=info.provider)
+    r.error = UnsupportedFile(why, provider=info.provider)
     r.finish_reason = FinishReason.ERROR
     r.finish_detail = r.error.kind
     return r

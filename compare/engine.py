@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from chat.errors import InvalidInput
 from chat.providers.base import Provider
 from chat.toolloop import ToolLoop, ToolLoopResult
 from chat.tools import Toolbox, ToolContext
@@ -36,6 +37,12 @@ def prompt_messages(prompt: str, *, system: str | None = None, history: Sequence
 
 #: Capable models named in a refusal at most; the rest are counted.
 NAMED_MODELS = 8
+
+
+class UnsupportedFile(InvalidInput):
+    """A compare pane or batch pair not run: its model cannot read the prompt's files (nothing was sent)."""
+
+    kind = "unsupported_file"
 
 
 def unreadable(info: ModelInfo, attachments: Iterable[Attachment]) -> list[Attachment]:

@@ -17,13 +17,12 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from chat.errors import InvalidInput
 from chat.providers.base import Provider
 from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
 from chat.turn import Turn, coalesce
 from chat.types import Attachment, FinishReason, Message, ModelInfo, Params
-from compare.engine import Reply, ReplyResult, file_refusal, prompt_messages, speed_of, start_reply, uses_tools
+from compare.engine import Reply, ReplyResult, UnsupportedFile, file_refusal, prompt_messages, speed_of, start_reply, uses_tools
 from compare.pricing import PriceTable
 from core.attachments import to_store
 from core.services import Services
@@ -302,7 +301,7 @@ class CompareRun:
         turn = Turn(pane.provider, pane.info, prompt_messages(prompt, system=pane.system_prompt), pane.params,
                     policy=self.s.policy)
         r = turn.result
-        r.error = InvalidInput(why, provider=pane.info.provider)
+        r.error = UnsupportedFile(why, provider=pane.info.provider)
         r.finish_reason = FinishReason.ERROR
         r.finish_detail = r.error.kind
         r.duration_ms = 0.0

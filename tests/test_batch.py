@@ -422,7 +422,7 @@ async def test_a_pair_whose_model_cannot_read_the_files_is_an_error_row_that_cal
     demo = rows[("img", "demo:parley-demo")]
     assert demo["error"] is None and "chart\\.png" in demo["text"] and "50×20" in demo["text"] and demo["files"] == ["chart.png"]
     refused = rows[("img", f"openai:{model}")]
-    assert refused["finish_reason"] == "error" and "cannot read images" in refused["error"]
+    assert refused["finish_reason"] == "error" and refused["error_kind"] == "unsupported_file" and "cannot read images" in refused["error"]
     assert "demo:parley-demo" in refused["error"] and refused["cost"] is None and refused["output_tokens"] is None
     assert rows[("txt", f"openai:{model}")]["error"] is None
     assert posts(fake_server, model) == 1, "only the text prompt called the model"

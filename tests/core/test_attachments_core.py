@@ -413,7 +413,7 @@ async def test_the_batch_tab_checks_the_prompts_files_up_front_and_refused_pairs
     summary = await task
     rows = {(r["prompt_id"], r["model"]): r for r in summary.rows}
     assert rows[("c", SEE)]["error"] is None and rows[("c", SEE)]["files"] == ["chart.png"]
-    assert "cannot read images" in rows[("c", BLIND)]["error"] and rows[("c", BLIND)]["error_kind"] == "invalid_input"
+    assert "cannot read images" in rows[("c", BLIND)]["error"] and rows[("c", BLIND)]["error_kind"] == "unsupported_file"
     assert rows[("t", BLIND)]["error"] is None and rows[("t", BLIND)]["files"] == []
     assert any("image_url" in json.dumps(r.json) for r in sent_to("see-1")) and len(sent_to("blind-1")) == 1
     await batches.end(run.id)
