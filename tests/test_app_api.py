@@ -187,3 +187,87 @@ def test_tools_are_off_unless_asked(app, fake_server):
     Client(url, verbose=False).predict(message="hi", model="openai:plain-no-tools", system_prompt="", api_name="/chat")
     sent = [r for r in fake_server.requests if r.model == "plain-no-tools"][-1]
     assert "tools" not in sent.json
+
+
+# -- files (issue 14): Gradio's multimodal form with handle_file ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def attachments(tmp_path_factory, fake_server):
+    import io
+
+    from PIL import Image
+    from pypdf import PdfWriter
+
+    folder = tmp_path_factory.mktemp("files")
+    chart = folder / "chart.png"
+    Image.new("RGB", (120, 80), "navy").save(chart)
+    paper = folder / "paper.pdf"
+    writer = PdfWriter()
+    writer.add_blank_page(200, 200)
+    out = io.BytesIO()
+    writer.write(out)
+    paper.write_bytes(out.getvalue())
+    notes = folder / "notes.md"
+    notes.write_text("# Notes\nthe answer is 42\n")
+    # A curated Anthropic model reads images and PDFs (the fake OpenAI endpoint counts as a compatible one, which reads neither).
+    fake_server.set_scenario("claude-sonnet-4-6", Scenario(text="A navy rectangle and an empty page. ", tokens=8))
+    return {"chart": chart, "paper": paper, "notes": notes}
+
+
+def attachment_rows(services):
+    with services.engine.connect() as c:
+        return c.execute(sa.text("select l.name, a.mime, a.size from message_attachment l join attachment a "
+                                 "on a.id = l.attachment_id order by l.name")).all()
+
+
+def test_chat_api_takes_files_as_gradios_multimodal_message(app, fake_server, attachments):
+    from gradio_client import handle_file
+
+    url, services = app
+    client = Client(url, verbose=False)
+    files = [handle_file(str(attachments[k])) for k in ("chart", "paper", "notes")]
+    final = client.predict(message={"text": "What is in these?", "files": files}, model="anthropic:claude-sonnet-4-6",
+                           system_prompt="", api_name="/chat")
+    assert answer_of(final), "the model answered"
+    sent = [r for r in fake_server.requests if r.model == "claude-sonnet-4-6"][-1].json["messages"][-1]
+    kinds = [part["type"] for part in sent["content"]]
+    assert kinds == ["image", "document", "text", "text"], kinds
+    assert sent["content"][0]["source"]["media_type"] == "image/png"
+    assert sent["content"][1]["title"] == "paper.pdf"
+    assert "the answer is 42" in sent["content"][2]["text"] and "notes.md" in sent["content"][2]["text"]
+    assert sent["content"][3]["text"] == "What is in these?"
+    names = [r[0] for r in attachment_rows(services)]
+    assert {"chart.png", "paper.pdf", "notes.md"} <= set(names)
+
+
+def test_chat_api_refuses_an_image_for_a_model_without_vision_and_sends_nothing(app, fake_server, attachments):
+    from gradio_client import handle_file
+
+    url, services = app
+    client = Client(url, verbose=False)
+    before, stored = len(fake_server.requests), len(attachment_rows(services))
+    final = client.predict(message={"text": "describe", "files": [handle_file(str(attachments["chart"]))]},
+                           model="openai:gpt-test", system_prompt="", api_name="/chat")
+    text = " ".join(m["content"] for m in final)
+    assert "cannot read images" in text and "anthropic:claude-sonnet-4-6" in text and "not sent" in text.lower()
+    assert len(fake_server.requests) == before and len(attachment_rows(services)) == stored
+
+
+def test_compare_api_takes_files_and_a_pane_that_cannot_read_them_says_so(app, fake_server, attachments):
+    from gradio_client import handle_file
+
+    url, _ = app
+    client = Client(url, verbose=False)
+    before = len(fake_server.requests)
+    out = client.predict(message={"text": "Describe the chart", "files": [handle_file(str(attachments["chart"]))]},
+                         models=["anthropic:claude-sonnet-4-6", "openai:gpt-test"], api_name="/compare")
+    by_model = {item["model"]: item for item in out}
+    assert by_model["anthropic:claude-sonnet-4-6"]["error"] is None and by_model["anthropic:claude-sonnet-4-6"]["text"]
+    assert "cannot read images" in (by_model["openai:gpt-test"]["error"] or "")
+    sent = fake_server.requests[before:]
+    assert [r.model for r in sent] == ["claude-sonnet-4-6"], "only the pane that reads images called its model"
+    assert sent[0].json["messages"][-1]["content"][0]["type"] == "image"
+    # The plain string form still works.
+    plain = client.predict(message="just text", models=["openai:gpt-test", "anthropic:echo"], api_name="/compare")
+    assert all(item["error"] is None for item in plain)

@@ -22,7 +22,7 @@ class CompareUI:
     temperatures: list[gr.Dropdown]
     config_columns: list[gr.Column]
     config_accordion: gr.Accordion
-    message: gr.Textbox
+    message: gr.MultimodalTextbox
     status: gr.Markdown
     pane_columns: list[gr.Column]
     headers: list[gr.Markdown]

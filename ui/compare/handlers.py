@@ -32,14 +32,23 @@ from storage.models import MAX_PANES, MIN_PANES, ComparisonIds
 from ui.compare.board import rating_plot_html, table_frame, win_matrix_html
 from ui.compare.components import CompareUI
 from ui.compare.view import chart_frames, header_markdown, metrics_markdown, reply_bubbles
-from ui.convert import content_text
+from ui.convert import content_text, message_files
 from ui.exports import exports_for
+from ui.files import in_upload_folder
 
 TEMPERATURE_CHOICES = [("Sidebar's", ""), *[(v, v) for v in ("0", "0.3", "0.7", "1", "1.3", "1.7", "2")]]
 VERDICT_TEXT = {"tie": "a tie", "both_bad": "all answers bad"}
 STOP_WAIT = 10.0  # seconds the Stop handler waits at most for the cancelled run to save (usually ms)
 
 Update = dict[Any, Any]
+
+
+def prompt_bubble(prompt: str, files: Any = None) -> dict[str, Any]:
+    """A pane's user bubble: the prompt's files (thumbnails and chips, as in the chat), then its text."""
+    paths = [f for f in (files or ()) if isinstance(f, str)]
+    if not paths:
+        return {"role": "user", "content": prompt}
+    return {"role": "user", "content": [*({"path": p} for p in paths), *([prompt] if prompt else [])]}
 
 
 class CompareHandlers:
@@ -61,7 +70,7 @@ class CompareHandlers:
 
     async def api_compare(
         self,
-        message: str,
+        message: str | dict[str, Any],
         models: list[str],
         system_prompt: str = "",
         tools: bool = False,
@@ -69,6 +78,9 @@ class CompareHandlers:
         profile: gr.OAuthProfile | None = None,
     ) -> list[dict[str, Any]]:
         """Send one prompt to 2-4 models at once; returns per model its text and metrics.
+
+        `message` is the prompt's text, or `{"text": ..., "files": [handle_file("chart.png"), ...]}`:
+        every model gets the files; one that cannot read them answers with `error` set, the others run.
 
         Each item: model, text, ttft_ms, tokens_per_second, output_tokens (reasoning included),
         input_tokens (the whole prompt), reasoning_tokens, cached_input_tokens and cache_write_tokens
@@ -79,9 +91,12 @@ class CompareHandlers:
         failing model gives an item with `error` set; the others still answer.
         """
         owner = owner_for(request, profile, None)
+        files = message_files(message)
+        if any(not in_upload_folder(f) for f in files):
+            raise gr.Error("A file of this prompt is not an upload; attach it again.")
         try:
             return await self.comparisons.compare(owner=owner, request=request, message=content_text(message), models=models,
-                                                  system_prompt=system_prompt, tools=bool(tools))
+                                                  system_prompt=system_prompt, tools=bool(tools), files=files)
         except CompareProblem as e:
             raise gr.Error(e.message) from None
 
@@ -155,11 +170,15 @@ class CompareHandlers:
             yield {ui.status: "⏳ The last prompt is still streaming: wait for it or press Stop."}
             return
         blind = bool(data[ui.blind])
+        files = message_files(data[ui.message])
         try:
+            if any(not in_upload_folder(f) for f in files):
+                raise CompareProblem("A file of this prompt is not an upload; attach it again.")
             text = self.comparisons.check_message(content_text(data[ui.message]))
             _count, inputs, base, system_prompt = self.read_inputs(data)
             panes = self.comparisons.session_panes(session, inputs, base, system_prompt, blind)
-            await self.comparisons.charge(request, owner, panes)
+            attachments = await self.comparisons.read_files(files, panes)
+            await self.comparisons.charge(request, owner, panes, attachments)
         except CompareProblem as e:
             yield {ui.status: f"⚠️ {e.message}"}
             return
@@ -168,11 +187,11 @@ class CompareHandlers:
         hidden = bool(session.get("blind") and not session.get("revealed"))
         secret_names = [n for p in panes for n in p.names()] if hidden else []
         run = self.comparisons.start(owner, text, panes, blind=bool(session.get("blind")), prices=prices,
-                                     tools=bool(data[ui.tools]))
-        session.update(running=True, comparison_id=None, voted=False, prompt=text,
+                                     tools=bool(data[ui.tools]), attachments=attachments)
+        session.update(running=True, comparison_id=None, voted=False, prompt=text, files=files,
                        names=[model_label(p.info, p.provider.label) for p in panes], refs=[p.ref for p in panes],
                        details=[self._detail(p, run) for p in panes])
-        first = {**self._headers(session), ui.message: "", ui.vote_row: gr.update(visible=False),
+        first = {**self._headers(session), ui.message: {"text": "", "files": []}, ui.vote_row: gr.update(visible=False),
                  # In blind mode the settings (which list the models, in another order) fold away.
                  ui.config_accordion: gr.update(open=False) if hidden else gr.skip(),
                  ui.charts: gr.update(visible=False),
@@ -199,7 +218,7 @@ class CompareHandlers:
             r = pane.result
             state = session["panes"][i]
             display = state["display"] if secret_names else state["display_full"]
-            out[ui.chatbots[i]] = [*display, {"role": "user", "content": prompt}, *reply_bubbles(r, hide=secret_names)]
+            out[ui.chatbots[i]] = [*display, prompt_bubble(prompt, session.get("files")), *reply_bubbles(r, hide=secret_names)]
             out[ui.metrics[i]] = metrics_markdown(metrics_of(r, prices), live=live and not r.done, show_cost=not hidden)
         return out
 
@@ -210,12 +229,13 @@ class CompareHandlers:
             r = pane.result
             state = session["panes"][i]
             state["conversation_id"] = pane.conversation_id
-            state["history"].append({"role": "user", "content": prompt})
+            # The files ride along in the server-side history: core sends them again with a follow-up.
+            state["history"].append({"role": "user", "content": prompt, "attachments": run.attachments})
             if r.text:
                 state["history"].append({"role": "assistant", "content": r.text})
             else:  # keep user/assistant alternating for providers that insist on it
                 state["history"].pop()
-            turn = [{"role": "user", "content": prompt}]
+            turn = [prompt_bubble(prompt, session.get("files"))]
             state["display"] += [*turn, *reply_bubbles(r, hide=secret_names)]
             # What the pane shows once the names are out (provider error messages in full).
             state["display_full"] += [*turn, *reply_bubbles(r)]

@@ -19,6 +19,7 @@ from compare.pricing import ROW_COLUMNS, PriceTable
 from core.compare import Comparisons, ExportFormat
 from core.compare_run import LETTERS
 from storage.models import MAX_PANES, MIN_PANES
+from ui.chatbox import chat_box
 from ui.compare.components import CompareUI
 from ui.compare.handlers import TEMPERATURE_CHOICES, CompareHandlers, rows_frame
 from ui.compare.view import CHART_METRICS, header_markdown
@@ -104,8 +105,8 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                                                             label="Temperature", elem_id=f"cmp-temp-{i}"))
                         config_columns.append(col)
             with gr.Row(equal_height=True):
-                message = gr.Textbox(placeholder="One prompt, sent to every pane at once…", show_label=False, lines=1,
-                                     max_lines=8, scale=8, elem_id="cmp-msg", autofocus=False)
+                message = chat_box(placeholder="One prompt, sent to every pane at once… (📎 files go to every pane)",
+                                   show_label=False, lines=1, max_lines=8, scale=8, elem_id="cmp-msg", autofocus=False)
                 send = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="cmp-send")
                 stop = gr.Button("⏹ Stop", variant="stop", scale=1, min_width=90, elem_id="cmp-stop")
             status = gr.Markdown("", elem_id="cmp-status")
