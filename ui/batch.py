@@ -35,6 +35,7 @@ from core.identity import owner_for
 from core.services import Services
 from ui.context import TabContext
 from ui.exports import exports_for
+from ui.files import in_upload_folder
 from ui.params import unchecked
 
 #: result rows shown on the page (the downloads hold all of them)
@@ -109,6 +110,8 @@ class BatchView:
     """Named handles on the batch tab's components."""
 
     file: gr.File
+    #: The files the prompts name (`"files": ["chart.png"]`), matched by file name.
+    attachments: gr.File
     models: gr.Dropdown
     concurrency: gr.Slider
     system: gr.Textbox
@@ -124,7 +127,7 @@ class BatchView:
     owner: gr.State
 
     def inputs(self) -> list[Any]:
-        return [self.file, self.models, self.concurrency, self.system, self.max_tokens, self.run_state, self.owner]
+        return [self.file, self.models, self.concurrency, self.system, self.max_tokens, self.run_state, self.owner, self.attachments]
 
     def outputs(self) -> list[Any]:
         return [self.status, self.summary, self.results, self.downloads, self.output_group,
@@ -191,12 +194,16 @@ class BatchHandlers:
 
     async def run(self, file: str | None, models: list[str] | None, concurrency: Any, system: str | None,
                   max_tokens: Any, previous: BatchRun | None, owner_state: str | None, request: gr.Request,
-                  profile: gr.OAuthProfile | None = None) -> AsyncGenerator[Update, None]:
+                  profile: gr.OAuthProfile | None = None, attachments: list[str] | None = None) -> AsyncGenerator[Update, None]:
         """Validate, charge its calls to the batch budget, run the batch and stream its progress and results."""
         owner = owner_for(request, profile, owner_state)
         previous = previous if isinstance(previous, BatchRun) and previous.owner == owner else None
+        files = [f for f in attachments or [] if isinstance(f, str)]
         try:
-            job = self.batches.validate(file, models, concurrency, system, max_tokens)
+            if any(not in_upload_folder(f) for f in files):
+                raise BatchInputError("A file for the prompts is not an upload; attach it again.")
+            # In a worker thread: the prompts' files are read and checked before anything is charged.
+            job = await self.batches.prepare(file, models, concurrency, system, max_tokens, files)
             self.batches.check_idle(owner)
             await self.batches.charge(request, owner, job)
         except BatchInputError as e:
@@ -246,7 +253,8 @@ class BatchTab(BatchView):
 
 
 EXAMPLE_FILE = """{"id": "q1", "prompt": "Name three prime numbers."}
-{"id": "q2", "prompt": "Translate 'good morning' into French.", "system": "Answer in one line."}"""
+{"id": "q2", "prompt": "Translate 'good morning' into French.", "system": "Answer in one line."}
+{"id": "q3", "prompt": "What does this chart show?", "files": ["chart.png"]}"""
 
 
 def build_batch_tab(ctx: TabContext) -> BatchTab:
@@ -263,9 +271,12 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
         with gr.Column(scale=2):
             file = gr.File(label="Prompts file (.jsonl or .txt)", file_types=list(PROMPT_SUFFIXES), type="filepath",
                            elem_id="batch-file", height=150)
+            attachments = gr.File(label="Files the prompts name (optional)", file_count="multiple", type="filepath",
+                                  elem_id="batch-attachments", height=110)
             with gr.Accordion("File format", open=False):
-                gr.Markdown("JSONL, one object per line (`id` and `system` optional):\n"
-                            f"```json\n{EXAMPLE_FILE}\n```\nor a `.txt` file with one prompt per line.")
+                gr.Markdown("JSONL, one object per line (`id`, `system` and `files` optional):\n"
+                            f"```json\n{EXAMPLE_FILE}\n```\nor a `.txt` file with one prompt per line. A prompt's "
+                            "`files` are names of files uploaded beside the prompts file (images, PDFs, text).")
         with gr.Column(scale=3):
             models = gr.Dropdown(
                 choices=ctx.model_choices, value=[default_model] if default_model else [], multiselect=True,
@@ -299,7 +310,7 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
     # A lambda, not the bound method: Gradio deep-copies the page config on every load, and a bound
     # method would drag the handler's services (SDK clients, locks) into that copy.
     run_state = gr.State(None, delete_callback=lambda run: batches.discard(run))
-    view = BatchView(file=file, models=models, concurrency=concurrency, system=system, max_tokens=max_tokens,
+    view = BatchView(file=file, attachments=attachments, models=models, concurrency=concurrency, system=system, max_tokens=max_tokens,
                      run_button=run_button, stop_button=stop_button, status=status, summary=summary,
                      results=results, downloads=downloads, output_group=output_group, run_state=run_state,
                      owner=ctx.owner)
