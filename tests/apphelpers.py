@@ -88,17 +88,31 @@ class AppProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> AppProcess:
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> AppProcess:
+        """Start the process and return at once: its imports (seconds of CPU) can overlap other set-up."""
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "app.py", "--port", str(self.port)], cwd=ROOT, env=self.env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        try:
-            wait_ready(self.url, timeout)
-        except TimeoutError as e:
-            self.stop()
-            raise RuntimeError(f"app did not start:\n{self.output()}") from e
         return self
+
+    def wait_ready(self, timeout: float = 90.0) -> AppProcess:
+        """Block until the spawned app answers; a process that died or never answered is stopped and reported."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"app exited with {self.proc.returncode} before it answered:\n{self.output()}")
+            try:
+                wait_ready(self.url, min(2.0, max(deadline - time.monotonic(), 0.1)))
+                return self
+            except TimeoutError as e:
+                if time.monotonic() >= deadline:
+                    self.stop()
+                    raise RuntimeError(f"app did not start:\n{self.output()}") from e
 
     def output(self) -> str:
         try:

@@ -29,18 +29,55 @@ from tests.gradio_raw import RawGradio
 from tests.test_batch_ui import make_view, prompts_file
 
 
-@pytest.fixture(params=["memory", "redis"])
-def backend(request) -> dict[str, str]:
-    """Settings for the limiter's storage; Redis windows live under a prefix of this test's own."""
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def redis_url(request) -> str | None:
+    """The limiter's storage: in memory (None), or real Redis."""
     if request.param == "memory":
-        yield {}
-        return
+        return None
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
         pytest.skip("TEST_REDIS_URL is not set (no Redis to test against)")
+    return url
+
+
+@pytest.fixture
+def backend(redis_url) -> dict[str, str]:
+    """Settings for the limiter's storage; Redis windows live under a prefix of this test's own."""
+    if redis_url is None:
+        yield {}
+        return
     prefix = f"parley-seams-{uuid.uuid4().hex[:10]}"
-    yield {"REDIS_URL": url, "PARLEY_RATE_PREFIX": prefix}
-    asyncio.run(RateLimiter("1/minute", url, prefix=prefix).reset())  # its own client: the app's loop is gone
+    yield {"REDIS_URL": redis_url, "PARLEY_RATE_PREFIX": prefix}
+    asyncio.run(RateLimiter("1/minute", redis_url, prefix=prefix).reset())  # its own client: the app's loop is gone
+
+
+@pytest.fixture(scope="module")
+def shared_app(fake_server, tmp_path_factory, redis_url):
+    """One running app for the tests whose settings differ only in RATE_LIMIT (each test gets a fresh
+    limiter: `limited`); TRUSTED_PROXIES and APP_USERS are read at launch, so those tests launch their own."""
+    extra = {"REDIS_URL": redis_url, "PARLEY_RATE_PREFIX": f"parley-seams-{uuid.uuid4().hex[:10]}"} if redis_url else {}
+    env = app_env(fake_server, f"sqlite:///{tmp_path_factory.mktemp('rl') / 'rl.db'}", **extra)
+    with in_process_app(env) as (url, services):
+        assert services.limiter.backend == ("redis" if redis_url else "memory"), "the app built the limiter it was told to"
+        yield url, services, env
+
+
+@pytest.fixture
+def limited(shared_app, backend):
+    """The shared app with a fresh limiter for this test: `limited(rate)` -> (url, services).
+
+    Built exactly as the app builds its own (RateLimiter.from_config of the app's settings with this
+    test's RATE_LIMIT and Redis prefix), so nothing another test used counts here.
+    """
+    url, services, env = shared_app
+    launched = services.limiter
+
+    def limit(rate: str):
+        services.limiter = RateLimiter.from_config(AppConfig.from_env({**env, **backend, "RATE_LIMIT": rate}))
+        return url, services
+
+    yield limit
+    services.limiter = launched
 
 
 def fake_model(fake_server, name: str) -> str:
@@ -77,55 +114,52 @@ def raw_from(url: str, source: str, forwarded_for: str | None = None) -> RawGrad
 # -- escapes: a fresh owner from the same address ----------------------------------------------
 
 
-def test_reset_session_gets_no_fresh_allowance(fake_server, tmp_path, backend):
+def test_reset_session_gets_no_fresh_allowance(fake_server, limited, backend):
     model = fake_model(fake_server, "seams-reset")
-    env = app_env(fake_server, f"sqlite:///{tmp_path / 'rl.db'}", RATE_LIMIT="3/minute", **backend)
-    with in_process_app(env) as (url, services):
-        assert services.limiter.backend == (backend and "redis" or "memory")
-        client = Client(url, verbose=False)
-        for i in range(3):
-            assert "lorem" in chat(client, model, f"turn {i}")
-        client.reset_session()  # a new gradio_client session: a new anonymous owner
-        refused = chat(client, model, "from a fresh session")
-        assert "too fast" in refused and "lorem" not in refused
-        other = Client(url, verbose=False)  # a second client from the same address
-        assert "too fast" in chat(other, model, "from a new client")
-        assert calls_to(fake_server, model) == 3, "the refused messages never reached the provider"
+    url, services = limited("3/minute")
+    assert services.limiter.backend == (backend and "redis" or "memory")
+    client = Client(url, verbose=False)
+    for i in range(3):
+        assert "lorem" in chat(client, model, f"turn {i}")
+    client.reset_session()  # a new gradio_client session: a new anonymous owner
+    refused = chat(client, model, "from a fresh session")
+    assert "too fast" in refused and "lorem" not in refused
+    other = Client(url, verbose=False)  # a second client from the same address
+    assert "too fast" in chat(other, model, "from a new client")
+    assert calls_to(fake_server, model) == 3, "the refused messages never reached the provider"
 
 
-def test_a_fresh_browser_id_from_the_same_address_gets_no_fresh_allowance(fake_server, tmp_path, backend):
+def test_a_fresh_browser_id_from_the_same_address_gets_no_fresh_allowance(fake_server, limited):
     model = fake_model(fake_server, "seams-browser-id")
-    env = app_env(fake_server, f"sqlite:///{tmp_path / 'rl.db'}", RATE_LIMIT="2/minute", **backend)
-    with in_process_app(env) as (url, _services):
-        first = RawGradio(url)
-        first.call("on_load", [new_browser_id()])
-        assert all("lorem" in raw_chat(first, model, f"turn {i}") for i in range(2))
-        fresh = RawGradio(url)
-        fresh.call("on_load", [new_browser_id()])  # a brand-new browser id, as a cleared localStorage sends
-        refused = raw_chat(fresh, model, "with a new id")
-        assert "too fast" in refused and "lorem" not in refused
-        assert calls_to(fake_server, model) == 2
-        first.close()
-        fresh.close()
+    url, _services = limited("2/minute")
+    first = RawGradio(url)
+    first.call("on_load", [new_browser_id()])
+    assert all("lorem" in raw_chat(first, model, f"turn {i}") for i in range(2))
+    fresh = RawGradio(url)
+    fresh.call("on_load", [new_browser_id()])  # a brand-new browser id, as a cleared localStorage sends
+    refused = raw_chat(fresh, model, "with a new id")
+    assert "too fast" in refused and "lorem" not in refused
+    assert calls_to(fake_server, model) == 2
+    first.close()
+    fresh.close()
 
 
 # -- amplification: one request, many provider calls --------------------------------------------
 
 
-def test_a_four_pane_compare_counts_four_calls(fake_server, tmp_path, backend):
+def test_a_four_pane_compare_counts_four_calls(fake_server, limited):
     models = [fake_model(fake_server, f"seams-pane-{i}") for i in range(4)]
-    env = app_env(fake_server, f"sqlite:///{tmp_path / 'rl.db'}", RATE_LIMIT="5/minute", **backend)
-    with in_process_app(env) as (url, _services):
-        client = Client(url, verbose=False)
-        panes = client.predict(message="compare", models=models, api_name="/compare")
-        assert [p["error"] for p in panes] == [None] * 4
-        with pytest.raises(Exception) as refused:  # 4 + 2 > 5: refused whole, no pane starts
-            client.predict(message="again", models=models[:2], api_name="/compare")
-        assert "needs 2 provider calls" in str(refused.value) and "1 are left" in str(refused.value)
-        assert [calls_to(fake_server, m) for m in models] == [1, 1, 1, 1]
-        assert "lorem" in chat(client, models[0], "the fifth call fits")  # the one call left is still there
-        assert "too fast" in chat(client, models[0], "the sixth does not")
-        assert calls_to(fake_server, models[0]) == 2
+    url, _services = limited("5/minute")
+    client = Client(url, verbose=False)
+    panes = client.predict(message="compare", models=models, api_name="/compare")
+    assert [p["error"] for p in panes] == [None] * 4
+    with pytest.raises(Exception) as refused:  # 4 + 2 > 5: refused whole, no pane starts
+        client.predict(message="again", models=models[:2], api_name="/compare")
+    assert "needs 2 provider calls" in str(refused.value) and "1 are left" in str(refused.value)
+    assert [calls_to(fake_server, m) for m in models] == [1, 1, 1, 1]
+    assert "lorem" in chat(client, models[0], "the fifth call fits")  # the one call left is still there
+    assert "too fast" in chat(client, models[0], "the sixth does not")
+    assert calls_to(fake_server, models[0]) == 2
 
 
 @dataclass
@@ -174,21 +208,20 @@ def test_a_batch_over_its_budget_is_refused_before_any_provider_call(fake_server
 # -- the client address ------------------------------------------------------------------------
 
 
-def test_x_forwarded_for_is_ignored_without_trusted_proxies(fake_server, tmp_path, backend):
+def test_x_forwarded_for_is_ignored_without_trusted_proxies(fake_server, limited):
     model = fake_model(fake_server, "seams-xff-off")
-    env = app_env(fake_server, f"sqlite:///{tmp_path / 'rl.db'}", RATE_LIMIT="2/minute", **backend)
-    with in_process_app(env) as (url, _services):
-        one = raw_from(url, "127.0.0.2", "203.0.113.1")
-        assert all("lorem" in raw_chat(one, model, f"turn {i}") for i in range(2))
-        # Another session from the same peer claiming another address: the claim is not believed.
-        two = raw_from(url, "127.0.0.2", "203.0.113.2")
-        assert "too fast" in raw_chat(two, model)
-        # A different peer is a different address.
-        three = raw_from(url, "127.0.0.3")
-        assert "lorem" in raw_chat(three, model)
-        assert calls_to(fake_server, model) == 3
-        for raw in (one, two, three):
-            raw.close()
+    url, _services = limited("2/minute")  # the shared app has no TRUSTED_PROXIES
+    one = raw_from(url, "127.0.0.2", "203.0.113.1")
+    assert all("lorem" in raw_chat(one, model, f"turn {i}") for i in range(2))
+    # Another session from the same peer claiming another address: the claim is not believed.
+    two = raw_from(url, "127.0.0.2", "203.0.113.2")
+    assert "too fast" in raw_chat(two, model)
+    # A different peer is a different address.
+    three = raw_from(url, "127.0.0.3")
+    assert "lorem" in raw_chat(three, model)
+    assert calls_to(fake_server, model) == 3
+    for raw in (one, two, three):
+        raw.close()
 
 
 def test_x_forwarded_for_is_used_behind_a_trusted_proxy(fake_server, tmp_path, backend):

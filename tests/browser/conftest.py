@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+from tests.apphelpers import AppProcess, app_env
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_ARGS = [
@@ -19,10 +24,11 @@ def chromium_path() -> str | None:
     return os.environ.get("PARLEY_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser():
-    """Chromium for one test module. Module scope matters: Playwright's sync API keeps an event
-    loop running in this thread while it is open, which would break every asyncio test after it."""
+    """One Chromium for the browser tests (each test gets its own context, i.e. its own profile).
+    Package scope matters: Playwright's sync API keeps an event loop running in this thread while it is
+    open, which would break every asyncio test after it; it closes when the last browser test is done."""
     path = chromium_path()
     if not path:
         pytest.skip("Chromium not found (install Debian's chromium or set PARLEY_CHROMIUM)")
@@ -32,6 +38,84 @@ def browser():
         b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+class Apps:
+    """Parley processes for the browser modules, each started while the module before it runs.
+
+    A module lists its apps in `APPS` (fixture name -> settings for tests.apphelpers.app_env) and gets
+    each one with `apps.app(request.module, name)`: a fresh SQLite database and process of its own, as
+    before. Only the start moves: `python app.py` spends seconds importing Gradio and the SDKs, on one
+    core, while the module before it mostly waits on Chromium and the streams of the fake provider.
+    """
+
+    def __init__(self, fake_server, tmp_path_factory, modules: list[ModuleType]):
+        self.fake = fake_server
+        self.tmp = tmp_path_factory
+        self.modules = modules  # the browser modules in run order
+        self.spawned: dict[tuple[str, str], tuple[AppProcess, str]] = {}
+        self.taken: set[tuple[str, str]] = set()
+
+    def spawn(self, module: ModuleType) -> None:
+        """Start every app `module` declares (those not started yet) without waiting for them."""
+        for name, settings in getattr(module, "APPS", {}).items():
+            key = (module.__name__, name)
+            if key in self.spawned or key in self.taken:
+                continue
+            db = f"sqlite:///{self.tmp.mktemp(name) / 'parley.db'}"
+            self.spawned[key] = (AppProcess(app_env(self.fake, db, **settings)).spawn(), db)
+
+    def spawn_after(self, module: ModuleType) -> None:
+        """Start the apps of the module that runs after `module`."""
+        names = [m.__name__ for m in self.modules]
+        if module.__name__ in names and names.index(module.__name__) + 1 < len(names):
+            self.spawn(self.modules[names.index(module.__name__) + 1])
+
+    @contextlib.contextmanager
+    def app(self, module: ModuleType, name: str) -> Iterator[tuple[AppProcess, str]]:
+        """The app `name` of `module`, ready: (process, database URL); stopped when the block ends."""
+        key = (module.__name__, name)
+        assert key not in self.taken, f"{key} was already used: each app serves one module"
+        self.spawn(module)
+        proc, db = self.spawned.pop(key)
+        self.taken.add(key)
+        try:
+            proc.wait_ready()
+            # This module's app is up: the next module's may start now (not sooner: two cold starts
+            # at once would slow this one down).
+            self.spawn_after(module)
+            yield proc, db
+        finally:
+            proc.stop()
+
+    def close(self) -> None:
+        for proc, _ in self.spawned.values():
+            proc.stop()
+        self.spawned.clear()
+
+
+@pytest.fixture(scope="package", autouse=True)
+def apps(request, fake_server, tmp_path_factory) -> Iterator[Apps]:
+    """Autouse, so that it comes before `browser`: the first module's apps start before Chromium does."""
+    here = Path(__file__).resolve().parent
+    modules: list[ModuleType] = []
+    for item in request.session.items:
+        module = getattr(item, "module", None)
+        if module is not None and Path(item.path).resolve().parent == here and module not in modules:
+            modules.append(module)
+    launcher = Apps(fake_server, tmp_path_factory, modules)
+    if modules and chromium_path():  # without Chromium every browser test skips: start nothing
+        launcher.spawn(modules[0])
+    yield launcher
+    launcher.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _apps_start_ahead(request, apps: Apps) -> None:
+    """A module without apps of its own starts the next module's at once (a module with apps starts
+    them once its own are up: Apps.app)."""
+    if chromium_path() and not hasattr(request.module, "APPS"):
+        apps.spawn_after(request.module)
 
 
 @pytest.fixture
@@ -79,7 +163,7 @@ def fresh_state_on_rerun(request):
     """A rerun starts from an empty database, so that it must pass on its own and not on top of
     (or against) the rows of the failed first attempt: the app process is module-scoped."""
     if getattr(request.node, "execution_count", 1) > 1:
-        for name in ("server", "cluster"):  # the module-scoped apps: (process..., database URL)
+        for name in ("server", "users_server", "cluster"):  # the module-scoped apps: (process..., database URL)
             if name in request.fixturenames:
                 value = request.getfixturevalue(name)
                 for url in value if isinstance(value, tuple) else ():

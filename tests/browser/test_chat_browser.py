@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.apphelpers import AppProcess, app_env
 from tests.fakes import Scenario
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
+# The module's apps (tests/browser/conftest.py starts them while the module before this one runs).
+APPS = {"server": {}, "users_server": {"APP_USERS": "alice:wonderland,bob:builder"}}
 
 
 def wait_until(predicate, timeout=20.0, interval=0.1, what="condition"):
@@ -75,11 +76,17 @@ def db_rows(url: str):
 
 
 @pytest.fixture(scope="module")
-def server(fake_server, tmp_path_factory):
-    db = f"sqlite:///{tmp_path_factory.mktemp('browserdb') / 'parley.db'}"
+def server(request, apps, fake_server):
     fake_server.set_scenario("story", Scenario(text=" ".join(f"word{i}" for i in range(80)) + " ", tokens=80, rate=40))
     fake_server.set_scenario("long-story", Scenario(tokens=400, rate=15))
-    with AppProcess(app_env(fake_server, db)) as proc:
+    with apps.app(request.module, "server") as (proc, db):
+        yield proc, db
+
+
+@pytest.fixture(scope="module")
+def users_server(request, apps):
+    """An app with logins (APP_USERS), a database of its own."""
+    with apps.app(request.module, "users_server") as (proc, db):
         yield proc, db
 
 
@@ -164,48 +171,47 @@ def test_screenshot_for_readme(server, page, artifacts):
         shutil.copy(shot, docs / "screenshot.png")
 
 
-def test_two_users_see_only_their_own_chats(fake_server, browser, tmp_path, artifacts):
-    db = f"sqlite:///{tmp_path / 'auth.db'}"
-    env = app_env(fake_server, db, APP_USERS="alice:wonderland,bob:builder")
-    with AppProcess(env) as proc:
-        def login(name, password):
-            ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-            pg = ctx.new_page()
-            pg.set_default_timeout(20_000)
-            pg.goto(proc.url)
-            pg.get_by_label("username").fill(name)
-            pg.get_by_label("password").fill(password)
-            pg.get_by_role("button", name="Login").click()
-            pg.wait_for_selector("#msg textarea")
-            wait_ready(pg)
-            return ctx, pg
+def test_two_users_see_only_their_own_chats(users_server, browser, artifacts):
+    proc, db = users_server
 
-        ctx_a, alice = login("alice", "wonderland")
-        pick_model(alice, "openai:gpt-test")
-        send(alice, "alice's private plans")
-        wait_until(lambda: "first token" in bot_text(alice), what="alice reply")
-        alice.locator("#conv-list label", has_text="alice's private plans").wait_for()
-        assert "Signed in as" in alice.content() and "alice" in alice.locator(".parley-muted").first.inner_text()
+    def login(name, password):
+        ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+        pg = ctx.new_page()
+        pg.set_default_timeout(20_000)
+        pg.goto(proc.url)
+        pg.get_by_label("username").fill(name)
+        pg.get_by_label("password").fill(password)
+        pg.get_by_role("button", name="Login").click()
+        pg.wait_for_selector("#msg textarea")
+        wait_ready(pg)
+        return ctx, pg
 
-        ctx_b, bob = login("bob", "builder")
-        send(bob, "bob's notes")
-        wait_until(lambda: "first token" in bot_text(bob), what="bob reply")
-        try:
-            bob.locator("#conv-list label", has_text="bob's notes").wait_for()
-        except Exception:
-            bob.screenshot(path=str(artifacts / "fail-bob.png"))
-            raise
-        assert bob.locator("#conv-list label", has_text="alice").count() == 0
-        bob.locator("#conv-search input, #conv-search textarea").first.fill("private")
-        bob.locator("#conv-search input, #conv-search textarea").first.press("Enter")
-        wait_until(lambda: "No messages match" in bob.locator("#search-hits").inner_text(), what="empty search for bob")
-        bob.screenshot(path=str(artifacts / "06-bob.png"))
-        ctx_a.close()
-        ctx_b.close()
+    ctx_a, alice = login("alice", "wonderland")
+    pick_model(alice, "openai:gpt-test")
+    send(alice, "alice's private plans")
+    wait_until(lambda: "first token" in bot_text(alice), what="alice reply")
+    alice.locator("#conv-list label", has_text="alice's private plans").wait_for()
+    assert "Signed in as" in alice.content() and "alice" in alice.locator(".parley-muted").first.inner_text()
 
-        convs, _ = db_rows(db)
-        owners = {c["title"]: c["owner"] for c in convs}
-        assert owners["alice's private plans"] == "user:alice" and owners["bob's notes"] == "user:bob"
+    ctx_b, bob = login("bob", "builder")
+    send(bob, "bob's notes")
+    wait_until(lambda: "first token" in bot_text(bob), what="bob reply")
+    try:
+        bob.locator("#conv-list label", has_text="bob's notes").wait_for()
+    except Exception:
+        bob.screenshot(path=str(artifacts / "fail-bob.png"))
+        raise
+    assert bob.locator("#conv-list label", has_text="alice").count() == 0
+    bob.locator("#conv-search input, #conv-search textarea").first.fill("private")
+    bob.locator("#conv-search input, #conv-search textarea").first.press("Enter")
+    wait_until(lambda: "No messages match" in bob.locator("#search-hits").inner_text(), what="empty search for bob")
+    bob.screenshot(path=str(artifacts / "06-bob.png"))
+    ctx_a.close()
+    ctx_b.close()
+
+    convs, _ = db_rows(db)
+    owners = {c["title"]: c["owner"] for c in convs}
+    assert owners["alice's private plans"] == "user:alice" and owners["bob's notes"] == "user:bob"
 
 
 def test_tool_calls_show_as_blocks_in_the_chat(server, page, artifacts, fake_server):

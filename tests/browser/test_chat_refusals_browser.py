@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.apphelpers import AppProcess, app_env
 from tests.browser.test_chat_browser import bot_text, db_rows, open_app, pick_model, send, wait_until
 
 pytestmark = pytest.mark.browser
+# Started while the module before this one runs (tests/browser/conftest.py), with a database of its own.
+APPS = {"server": {"MAX_MESSAGE_CHARS": "40"}}
 
 
 @pytest.fixture(scope="module")
-def server(fake_server, tmp_path_factory):
-    db = f"sqlite:///{tmp_path_factory.mktemp('refusaldb') / 'parley.db'}"
-    with AppProcess(app_env(fake_server, db, MAX_MESSAGE_CHARS="40")) as proc:
+def server(request, apps):
+    with apps.app(request.module, "server") as (proc, db):
         yield proc, db
 
 

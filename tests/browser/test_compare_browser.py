@@ -10,11 +10,12 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tests.apphelpers import AppProcess, app_env
 from tests.browser.test_chat_browser import wait_until
 from tests.fakes import Scenario
 
 pytestmark = pytest.mark.browser
+# Started while the module before this one runs (tests/browser/conftest.py), with a database of its own.
+APPS: dict[str, dict[str, str]] = {"server": {}}
 
 MODEL_A = "openai:gpt-5-mini"
 MODEL_B = "anthropic:claude-sonnet-4-6"
@@ -56,13 +57,12 @@ if (OrigES) {
 
 
 @pytest.fixture(scope="module")
-def server(fake_server, tmp_path_factory):
-    db = f"sqlite:///{tmp_path_factory.mktemp('comparedb') / 'parley.db'}"
+def server(request, apps, fake_server):
     poem = "Autumn wind rises; the lantern sways above a sleeping harbor, and gulls drift home through amber light. "
     prose = "A short answer: the harbor sleeps, the wind turns cold, and the boats come in before the evening tide. "
     fake_server.set_scenario("gpt-5-mini", Scenario(text=poem * 2, rate=60))
     fake_server.set_scenario("claude-sonnet-4-6", Scenario(text=prose * 2, rate=45))
-    with AppProcess(app_env(fake_server, db)) as proc:
+    with apps.app(request.module, "server") as (proc, db):
         yield proc, db
 
 
@@ -78,6 +78,22 @@ def received(page) -> str:
     return "\n".join(page.evaluate("window.__rx"))
 
 
+def events_settled(page) -> bool:
+    """Every queue event the page has started (its load events, the pickers' change events) has completed.
+
+    The model picker's load event answers with the whole model catalogue once the app has warmed its SDK
+    clients (seconds after a cold start): the capture must be cleared after it, not after a fixed pause.
+    """
+    streams: dict[str, str] = {}  # each response's chunks joined again: a message may span two reads
+    for entry in page.evaluate("window.__rx"):
+        url, _, chunk = entry.partition(" ")
+        streams[url] = streams.get(url, "") + chunk
+    joins = "".join(text for url, text in streams.items() if "/queue/join" in url)
+    started = re.findall(r'"event_id":\s*"(\w+)"', joins)
+    done = set(re.findall(r'"msg":\s*"process_completed",\s*"event_id":\s*"(\w+)"', "".join(streams.values())))
+    return bool(started) and all(e in done for e in started)
+
+
 def test_blind_vote_hides_names_on_the_wire_then_reveals_and_stores(server, page, artifacts):
     proc, db = server
     page.add_init_script(CAPTURE)
@@ -87,7 +103,7 @@ def test_blind_vote_hides_names_on_the_wire_then_reveals_and_stores(server, page
     pick(page, "#cmp-model-0", MODEL_A)
     pick(page, "#cmp-model-1", MODEL_B)
     page.locator("#cmp-blind input[type=checkbox]").check()
-    time.sleep(0.3)
+    wait_until(lambda: events_settled(page), what="the page's load and change events to complete")
     page.evaluate("window.__rx = []")
 
     page.locator("#cmp-msg textarea").fill("Write two sentences about a harbor at dusk.")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.apphelpers import AppProcess, app_env
 from tests.browser.test_chat_browser import pick_model, wait_until
 
 pytestmark = pytest.mark.browser
+# Started while the module before this one runs (tests/browser/conftest.py), with a database of its own.
+APPS: dict[str, dict[str, str]] = {"server": {}}
 
 
 def chat(page, ref, text, done_marker):
@@ -21,9 +22,8 @@ def chat(page, ref, text, done_marker):
 
 
 @pytest.fixture(scope="module")
-def server(fake_server, tmp_path_factory):
-    db = f"sqlite:///{tmp_path_factory.mktemp('dashbrowser') / 'parley.db'}"
-    with AppProcess(app_env(fake_server, db)) as proc:
+def server(request, apps):
+    with apps.app(request.module, "server") as (proc, _db):
         yield proc
 
 

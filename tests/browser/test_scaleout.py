@@ -40,15 +40,17 @@ def cluster(fake_server, tmp_path_factory):
     prefix = "parley-" + uuid.uuid4().hex[:6]
     env = app_env(fake_server, db, REDIS_URL=redis_url, RATE_LIMIT="5/minute", APP_USERS="alice:wonderland,carol:carolpw",
                   PARLEY_RATE_PREFIX=prefix)
-    a = AppProcess(env).start()
-    b = None
+    # Both start at once (each start is seconds of imports on one core; the machine has two).
+    a, b = AppProcess(env), AppProcess(env)
     try:
-        b = AppProcess(env).start()
+        a.spawn()
+        b.spawn()
+        a.wait_ready()
+        b.wait_ready()
         yield a, b, db
     finally:
         for p in (a, b):
-            if p:
-                p.stop()
+            p.stop()
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -84,8 +86,16 @@ def test_a_conversation_saved_through_one_replica_is_listed_and_continued_throug
     wait_until(lambda: "You said: continued on replica B" in bot_text(page), what="B's reply")
     ctx.close()
 
-    with engine.connect() as c:
-        rows = c.execute(sa.text("select conversation_id, position, role, content from message order by position")).mappings().all()
+    def stored():
+        with engine.connect() as c:
+            return c.execute(sa.text("select conversation_id, position, role, content from message order by position")).mappings().all()
+
+    # B saves the turn as the reply ends (the last update can reach the page first): wait for it, then check it.
+    try:
+        wait_until(lambda: len(stored()) >= 4, what="B's turn saved")
+    except AssertionError:
+        pass  # the assertions below say what is missing
+    rows = stored()
     assert {str(r["conversation_id"]) for r in rows} == {conv_id}, "one conversation across both replicas"
     assert [r["position"] for r in rows] == [0, 1, 2, 3]
     echo = [r for r in fake_server.requests if r.model == "echo" and "continued on replica B" in str(r.json)][-1]
