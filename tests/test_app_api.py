@@ -240,6 +240,13 @@ def test_chat_api_takes_files_as_gradios_multimodal_message(app, fake_server, at
     names = [r[0] for r in attachment_rows(services)]
     assert {"chart.png", "paper.pdf", "notes.md"} <= set(names)
 
+    # A follow-up in the same chat sends the earlier files again (from the store: the chat holds only their paths).
+    client.predict(message="And the second page?", model="anthropic:claude-sonnet-4-6", system_prompt="", api_name="/chat")
+    again = [r for r in fake_server.requests if r.model == "claude-sonnet-4-6"][-1].json["messages"]
+    assert [m["role"] for m in again] == ["user", "assistant", "user"]
+    assert [b["type"] for b in again[0]["content"]] == ["image", "document", "text", "text"]
+    assert again[0]["content"][0]["source"]["data"] == sent["content"][0]["source"]["data"]
+
 
 def test_chat_api_refuses_an_image_for_a_model_without_vision_and_sends_nothing(app, fake_server, attachments):
     from gradio_client import handle_file
