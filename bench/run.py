@@ -23,11 +23,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import browser, profile  # noqa: E402
+from bench import browser, profile, upload  # noqa: E402
 from bench.loadgen import FIRST_WORD, GradioChat, LoadResult, RawSDK, last_word, load, median, new_client, pct  # noqa: E402
 from bench.procs import App, FakeProvider, Parley, Tutorial  # noqa: E402
 
@@ -54,12 +56,15 @@ class Mode:
     runs_cold: int = 3
     runs_browser: int = 3
     browser_models: tuple[str, ...] = (CHAT, LONG)
+    upload_users: int = 20  # others streaming while one client uploads a 10 MB image (bench/upload.py)
+    upload_spread: float = 2.0
+    runs_upload: int = 6  # rounds, each with and without the upload
 
 
 FULL = Mode("full")
 QUICK = Mode("quick", runs_long=2, runs_huge=1, runs_ttft=2, runs_20=1, rss_sessions=50, tutorial_20_model="openai:rate-50-tokens-20",
              sustained_users=50, sustained_spread=5.0, runs_sustained=1, runs_burst=1, runs_cold=1, runs_browser=1,
-             browser_models=(CHAT,))
+             browser_models=(CHAT,), runs_upload=2)
 
 
 @dataclass
@@ -244,6 +249,8 @@ class Bench:
                 verdict(p95p is not None and p95p <= 0.5 and not any(lr.errors for lr in loads[:-1])), share(*loads),
             ))
 
+            await self.upload_row(client, gp)
+
             phase(f"{m.sustained_users} users over {m.sustained_spread:.0f} s")
             p95s = {"raw": [], "parley": []}
             loads = []
@@ -333,6 +340,21 @@ class Bench:
             ))
             rep.note(f"RSS at the end of the load phases: tutorial {self.tutorial.rss_kb() / 1024:.0f} MB, parley {self.parley.rss_kb() / 1024:.0f} MB")
             await self.raw.close()
+
+    async def upload_row(self, client: httpx.AsyncClient, gp: GradioChat) -> None:
+        m, rep = self.mode, self.report
+        phase(f"10 MB image upload while {m.upload_users} users stream")
+        res = await upload.measure(client, gp, lambda: gp.turn(CHAT), m.upload_users, m.upload_spread, m.runs_upload)
+        for note in res.notes:
+            rep.note(note)
+        added = res.added
+        rep.rows.append(Row(
+            f"one 10 MB image uploaded and sent (to {upload.VISION_MODEL}) while {m.upload_users} others arrive over "
+            f"{m.upload_spread:.0f} s (200 at 50 tok/s): the others' p95 TTFT without → with it (pooled over {m.runs_upload} "
+            f"rounds, order alternating); errors {res.errors}, upload failures {len(res.upload_errors)}",
+            "–", "–", f"{s(res.p95_without)} → {s(res.p95_with)}", f"{added * 1000:+.0f} ms" if added is not None else "n/a",
+            "≤ +50 ms at p95", verdict(added is not None and added <= 0.050 and res.errors == 0 and not res.upload_errors),
+        ))
 
     def cold_start(self) -> None:
         phase("cold start")
