@@ -106,7 +106,8 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                         config_columns.append(col)
             with gr.Row(equal_height=True):
                 message = chat_box(placeholder="One prompt, sent to every pane at once… (📎 files go to every pane)",
-                                   show_label=False, lines=1, max_lines=8, scale=8, elem_id="cmp-msg", autofocus=False)
+                                   show_label=False, lines=1, max_lines=8, scale=8, elem_id="cmp-msg", autofocus=False,
+                                   submit_btn=False)  # the Send button beside it sends
                 send = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="cmp-send")
                 stop = gr.Button("⏹ Stop", variant="stop", scale=1, min_width=90, elem_id="cmp-stop")
             status = gr.Markdown("", elem_id="cmp-status")
