@@ -44,9 +44,9 @@ async def test_prompt_is_echoed_quoted_and_inert():
     quoted = next(line for line in reply.splitlines() if line.startswith("> "))
     assert quoted == "> " + escape_inline(prompt)
     # No raw markup survives: tags are entities, markdown punctuation is backslash-escaped, one line only.
-    assert "<img" not in reply and "&lt;img src=x onerror=alert\\(1\\)&gt;" in quoted
+    assert "<img" not in reply and "&lt;img src=x onerror=alert&#40;1&#41;&gt;" in quoted
     assert "**bold**" not in quoted and "\\*\\*bold\\*\\*" in quoted
-    assert "[link](http://x)" not in quoted and "\\`code\\`" in quoted
+    assert "[link](http://x)" not in quoted and "&#91;link&#93;&#40;http://x&#41;" in quoted and "\\`code\\`" in quoted
     assert "\\# heading" in quoted and "\\$x\\$" in quoted
 
 
@@ -111,3 +111,12 @@ def test_models_are_marked_demo():
     assert provider.curated()[0].label == "Parley demo (offline)"
     assert all(m.demo for m in provider.curated())
     assert provider.model_info("anything").demo
+
+
+async def test_brackets_in_the_echo_do_not_become_latex_delimiters():
+    # The chat renders \( … \) and \[ … \] as maths: a backslash-escaped bracket in the echo (or in a
+    # file line such as "chart.png (PNG image, 320×200 px)") would show as italic formula text.
+    reply = text(await run(DemoProvider(rate=0), "f(x) and [1, 2]"))
+    quoted = next(line for line in reply.splitlines() if line.startswith("> "))
+    assert "\\(" not in quoted and "\\[" not in quoted and "\\)" not in quoted and "\\]" not in quoted
+    assert quoted == "> f&#40;x&#41; and &#91;1, 2&#93;"

@@ -494,9 +494,9 @@ async def test_the_demo_names_each_file_its_type_size_and_pixels():
     assert "You attached 4 files" in reply
     for att in (IMAGE, PDF, TEXT, odd):
         assert f"- {escape_inline(describe(att))}\n" in reply
-    assert "chart\\.png \\(PNG image, 6×4 px," in reply
-    assert "paper\\.pdf \\(PDF, 1 page," in reply
-    assert "notes\\.md \\(" in reply
+    assert "chart\\.png &#40;PNG image, 6×4 px," in reply
+    assert "paper\\.pdf &#40;PDF, 1 page," in reply
+    assert "notes\\.md &#40;" in reply
     assert "<img" not in reply  # a file name cannot inject markup
 
 

@@ -30,11 +30,16 @@ _ECHO_LIMIT = 200
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
 
+_BRACKETS = str.maketrans({"(": "&#40;", ")": "&#41;", "[": "&#91;", "]": "&#93;"})
+
+
 def escape_inline(text: str) -> str:
     """Text made inert for markdown and HTML: every punctuation character that could start markup is escaped."""
     text = " ".join(text.split())  # newlines would end the blockquote
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$])", r"\\\1", text)
+    # Brackets become entities, not backslash escapes: the chat renders \( … \) and \[ … \] as LaTeX,
+    # so "chart.png \(PNG image\)" would show as italic maths.
+    return re.sub(r"([\\`*_{}#+\-.!|~$])", r"\\\1", text).translate(_BRACKETS)
 
 
 def files_received(files: Sequence[Attachment]) -> str:
