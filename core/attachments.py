@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from chat.attachments import AttachmentError, Limits, ingest, ingest_files
 from chat.types import Attachment, Message, ModelInfo
@@ -38,6 +39,7 @@ __all__ = [
     "message_files",
     "read_files",
     "read_uploads",
+    "stored_bytes",
     "text_notes",
     "to_store",
     "with_history",
@@ -202,3 +204,29 @@ def check_import(limits: Limits) -> Callable[[str, bytes], AttachmentIn]:
 
     return check
 
+
+
+async def stored_bytes(services: Services, owner: str, ids: Sequence[str]) -> dict[str, bytes]:
+    """The bytes of these stored attachments, for drawing them (one worker hop for all of them).
+
+    Only the owner's own files are found: an id that is someone else's, unknown, malformed, or in an
+    unvoted blind comparison is left out (logged), and its bubble names the file instead.
+    """
+    from storage.attachments import get_attachment
+
+    def load(session: Any) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for aid in ids:
+            try:
+                out[aid] = get_attachment(session=session, owner=owner, attachment_id=aid).data
+            except StorageError as e:
+                log.info("attachment %s not shown: %s", aid, e)
+        return out
+
+    if not ids:
+        return {}
+    try:
+        return await services.db(load)
+    except StorageError as e:
+        log.info("attachments not shown: %s", e)
+        return {}

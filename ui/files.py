@@ -31,6 +31,7 @@ message resends the full value, which Gradio always does.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -44,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from core.attachments import stored_bytes
 from ui.session_guard import _BODY_ROUTES, API, ASGIApp, Caller, Message, Receive, Scope, Send, _read_body, _relative_path, _replay, caller_of
 
 log = logging.getLogger("parley.files")
@@ -349,23 +351,10 @@ async def shown_files(services: Any, owner: str, messages: Any) -> dict[str, str
         else:
             found[aid] = str(path)
     if missing:
-        # Storage's own reader, until core has a use case for one file's bytes.
-        from storage.attachments import get_attachment
-        from storage.errors import StorageError
+        data = await stored_bytes(services, owner, [aid for aid, _ in missing])
 
-        def load(session: Any) -> dict[str, str]:
-            out: dict[str, str] = {}
-            for aid, name in missing:
-                try:
-                    data = get_attachment(session=session, owner=owner, attachment_id=aid).data
-                except StorageError as e:
-                    log.info("attachment %s not shown: %s", aid, e)
-                    continue
-                out[aid] = str(store.write(owner, aid, name, data))
-            return out
+        def write() -> dict[str, str]:  # files of megabytes: off the event loop
+            return {aid: str(store.write(owner, aid, name, data[aid])) for aid, name in missing if aid in data}
 
-        try:
-            found.update(await services.db(load))
-        except StorageError as e:
-            log.info("attachments not shown: %s", e)
+        found.update(await asyncio.to_thread(write))
     return found

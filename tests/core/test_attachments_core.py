@@ -535,3 +535,24 @@ async def test_a_turn_with_files_kept_during_an_outage_is_saved_with_them_later(
     assert await turns.pending.flush(who)
     messages, files = stored(services, who)
     assert [m[0] for m in messages] == ["user", "assistant"] and files == 1
+
+
+async def test_stored_bytes_gives_an_owner_their_own_files_and_nobody_else(
+        make_services: Callable[..., Services], tmp_path: Path) -> None:
+    from core.attachments import stored_bytes
+
+    services = make_services()
+    alice, bob = owner(), owner()
+    image = png(40, 30)
+    events = await send(ChatTurns(services), alice, "Look.", model="demo:parley-demo", files=[write(tmp_path, "chart.png", image)])
+    last = events[-1]
+    assert isinstance(last, Update) and last.conversation_id
+    detail = await services.db(repo.get_conversation, owner=alice, conversation_id=last.conversation_id)
+    (ref,) = detail.messages[0].attachments
+    aid = str(ref.id)
+    mine = await stored_bytes(services, alice, [aid, "not-an-id", str(uuid.uuid4())])
+    assert list(mine) == [aid], "unknown and malformed ids are left out"
+    with Image.open(io.BytesIO(mine[aid])) as shown:
+        assert shown.size == (40, 30)
+    assert await stored_bytes(services, bob, [aid]) == {}, "another owner gets nothing"
+    assert await stored_bytes(services, alice, []) == {}
