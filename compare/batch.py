@@ -15,36 +15,36 @@ Runs are resumable: pairs already in the output without an error are skipped, ev
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import io
 import json
 import logging
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from chat.errors import ChatError, InvalidInput
+from chat.errors import InvalidInput
 from chat.providers.base import Provider
 from chat.tools import Toolbox
 from chat.turn import TurnPolicy, TurnResult
 from chat.types import Attachment, FinishReason, ModelInfo, Params
+from compare.batch_summary import BatchSummary, ModelSummary, latest_rows, summarize
 from compare.engine import ReplyResult, UnsupportedFile, attempts_of, file_refusal, prompt_messages, speed_of, start_reply
-from compare.pricing import PriceError, PriceTable
+from compare.pricing import PriceTable
 
 if TYPE_CHECKING:
-    import pandas as pd
 
     from chat.registry import Registry
+
+# The summaries live in compare/batch_summary.py; callers keep importing them from here.
+__all__ = ["RESULT_FIELDS", "BatchError", "BatchSummary", "ModelSummary", "Prompt", "PromptFileError", "latest_rows",
+           "load_prompts", "main", "parse_prompts", "read_results", "result_row", "rows_to_csv", "run_batch", "summarize"]
 
 log = logging.getLogger("parley.batch")
 
@@ -259,16 +259,6 @@ def _read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, bad
 
 
-def latest_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (prompt_id, model): the last one (a resumed run appends the retry after the failure)."""
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in rows:
-        key = (str(r.get("prompt_id")), str(r.get("model")))
-        latest.pop(key, None)  # keep file order of the surviving rows
-        latest[key] = dict(r)
-    return list(latest.values())
-
-
 def rows_to_csv(rows: Iterable[Mapping[str, Any]], *, columns: Sequence[str] = RESULT_FIELDS,
                 escape_formulas: bool = True) -> str:
     """CSV text of result rows with a header (columns: RESULT_FIELDS in order; None is an empty cell).
@@ -295,119 +285,6 @@ def rows_to_csv(rows: Iterable[Mapping[str, Any]], *, columns: Sequence[str] = R
 
 
 # -- summaries ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSummary:
-    """Per-model numbers over the latest row of each pair. Latency figures use successful rows only."""
-
-    model: str
-    done: int
-    errors: int
-    ttft_p50_ms: float | None
-    ttft_p95_ms: float | None
-    tokens_per_second_median: float | None
-    input_tokens: int
-    output_tokens: int
-    cost: float | None  # sum of the known costs; None when none is known
-    cost_unknown: int  # rows whose cost is unknown (unpriced model or missing usage)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    """What a batch produced. The run_* fields describe the last run (zero from `summarize`)."""
-
-    models: list[ModelSummary]
-    pairs: int = 0  # prompt × model pairs in the job
-    skipped: int = 0  # already finished before this run
-    ran: int = 0  # turns run now
-    run_errors: int = 0  # of which failed
-    ignored_lines: int = 0  # unreadable lines found in the output file
-    elapsed_s: float | None = None
-    out_path: str | None = None
-    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # latest row per pair
-
-    @property
-    def errors(self) -> int:
-        return sum(m.errors for m in self.models)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("rows")
-        for m, src in zip(d["models"], self.models):
-            m["total_tokens"] = src.total_tokens
-        return d
-
-    def to_frame(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame([{**asdict(m), "total_tokens": m.total_tokens} for m in self.models])
-
-    def to_markdown(self) -> str:
-        """The per-model table as markdown."""
-        head = "| model | done | errors | TTFT p50 (ms) | TTFT p95 (ms) | tok/s (median) | tokens in / out | cost (USD) |"
-        lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for m in self.models:
-            lines.append(
-                f"| {m.model} | {m.done} | {m.errors} | {_fmt(m.ttft_p50_ms, 0)} | {_fmt(m.ttft_p95_ms, 0)} | "
-                f"{_fmt(m.tokens_per_second_median, 1)} | {m.input_tokens:,} / {m.output_tokens:,} | {_fmt_cost(m)} |"
-            )
-        return "\n".join(lines)
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
-
-
-def _fmt_cost(m: ModelSummary) -> str:
-    if m.cost is None:
-        return "unknown"
-    text = "$0" if m.cost == 0 else f"${m.cost:.4f}" if m.cost < 100 else f"${m.cost:,.2f}"
-    return f"{text} (+{m.cost_unknown} unpriced)" if m.cost_unknown else text
-
-
-def _numbers(rows: Iterable[Mapping[str, Any]], key: str) -> np.ndarray:
-    values = [r.get(key) for r in rows]
-    return np.array([float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
-                     and math.isfinite(v)], dtype=float)
-
-
-def _percentile(values: np.ndarray, q: float) -> float | None:
-    return float(np.percentile(values, q)) if values.size else None
-
-
-def summarize(rows: Iterable[Mapping[str, Any]], *, models: Sequence[str] | None = None) -> BatchSummary:
-    """Per-model numbers from result rows (the latest row per pair counts); `models` fixes the order."""
-    latest = latest_rows(rows)
-    names = list(dict.fromkeys([*(models or ()), *(str(r.get("model")) for r in latest)]))
-    out = []
-    for name in names:
-        mine = [r for r in latest if str(r.get("model")) == name]
-        ok = [r for r in mine if r.get("error") is None]
-        ttft = _numbers(ok, "ttft_ms")
-        tps = _numbers(ok, "tokens_per_second")
-        costs = [r.get("cost") for r in mine]
-        known = [float(c) for c in costs if isinstance(c, (int, float))]
-        out.append(ModelSummary(
-            model=name,
-            done=len(ok),
-            errors=len(mine) - len(ok),
-            ttft_p50_ms=_percentile(ttft, 50),
-            ttft_p95_ms=_percentile(ttft, 95),
-            tokens_per_second_median=_percentile(tps, 50),
-            input_tokens=int(_numbers(mine, "input_tokens").sum()),
-            output_tokens=int(_numbers(mine, "output_tokens").sum()),
-            cost=sum(known) if known else None,
-            cost_unknown=len(costs) - len(known),
-        ))
-    return BatchSummary(models=out, pairs=len(latest), rows=latest)
-
-
-# -- running --------------------------------------------------------------------------------------
 
 
 def _utc_now() -> str:
@@ -552,135 +429,14 @@ async def run_batch(
     )
 
 
-# -- command line ---------------------------------------------------------------------------------
-
-
-def _progress_printer(stream: Any = None) -> Callable[[int, int], None]:
-    """A progress callback drawing on stderr: tqdm when it is installed, else a plain line."""
-    stream = stream or sys.stderr
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    bar: Any = None
-    last_pct = -1
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar, last_pct
-        if total == 0:
-            return
-        if tqdm is not None:
-            if bar is None:
-                bar = tqdm(total=total, unit="reply", desc="batch", file=stream, dynamic_ncols=True)
-            bar.update(done - bar.n)
-            if done >= total:
-                bar.close()
-            return
-        pct = done * 100 // total
-        if stream.isatty():
-            stream.write(f"\rbatch: {done}/{total} ({pct}%)" + ("\n" if done >= total else ""))
-            stream.flush()
-        elif pct // 10 != last_pct // 10 or done >= total:
-            stream.write(f"batch: {done}/{total} ({pct}%)\n")
-            stream.flush()
-        last_pct = pct
-
-    return update
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m compare.batch",
-        description="Run every prompt of a file through one or more models; results go to a JSONL file "
-                    "(resumable: run the same command again to finish or retry failed rows).",
-    )
-    p.add_argument("prompts", help='prompts file: JSONL rows {"id": ..., "prompt": ..., "system": ..., "files": [...]} '
-                                   "or .txt, one per line (files: relative to the prompts file's folder)")
-    p.add_argument("--models", required=True, action="append",
-                   help="comma-separated provider:model references (the flag may be repeated)")
-    p.add_argument("--out", required=True, help="results file (JSONL), appended to")
-    p.add_argument("--concurrency", type=int, default=4, help="turns running at once (default 4)")
-    p.add_argument("--system", help="system prompt for prompts without their own")
-    p.add_argument("--max-tokens", type=int, help="longest reply, in tokens (default: the chat default)")
-    p.add_argument("--temperature", type=float, help="sampling temperature (models that refuse it ignore it)")
-    p.add_argument("--prices", help="prices file (TOML/JSON) for the cost column; default PARLEY_PRICES_FILE or ./prices.toml")
-    p.add_argument("--csv", help="also write the final rows of this job as CSV to this path")
-    p.add_argument("--tools", action="store_true", help="let models that support tools call them (calculator, time; PARLEY_TOOLS_MODULE)")
-    return p
+# -- command line (compare/batch_cli.py) ----------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point. Exit codes: 0 all pairs succeeded, 1 some rows are errors, 2 bad input, 130 interrupted."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from chat.registry import Registry, Settings, load_dotenv_file
+    """`python -m compare.batch`: the command line lives in compare/batch_cli.py."""
+    from compare.batch_cli import main as cli
 
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-
-    models = [m.strip() for group in args.models for m in group.split(",") if m.strip()]
-    try:
-        prompts = load_prompts(args.prompts)
-        files: dict[str, list[Attachment]] = {}
-        if any(p.files for p in prompts):
-            from compare.batch_files import limits_from_env, load_prompt_files
-
-            files = load_prompt_files(prompts, Path(args.prompts).parent, limits_from_env())
-        kwargs: dict[str, Any] = {}
-        if args.max_tokens is not None:
-            kwargs["max_tokens"] = args.max_tokens
-        if args.temperature is not None:
-            kwargs["temperature"] = args.temperature
-        try:
-            params = Params(**kwargs)
-        except ValueError as e:  # pydantic's ValidationError is a ValueError
-            errors: list[dict[str, Any]] = getattr(e, "errors", lambda: [])()
-            detail = "; ".join(f"--{'-'.join(map(str, x['loc'])).replace('_', '-')}: {x['msg']}" for x in errors) or str(e)
-            raise BatchError(f"Bad generation setting ({detail}).") from e
-        prices = PriceTable.from_file(args.prices) if args.prices else PriceTable.from_env()
-        for problem in prices.problems:
-            print(f"warning: {problem}", file=sys.stderr)
-    except (ChatError, PriceError) as e:
-        return fail(str(e))
-
-    load_dotenv_file(".env")
-    settings = Settings.from_env()
-    for problem in settings.problems:
-        print(f"warning: {problem}", file=sys.stderr)
-
-    async def go() -> BatchSummary:
-        registry = Registry.from_settings(settings)
-        try:
-            toolbox = None
-            if args.tools:
-                from chat.tools import toolbox_from_env
-
-                toolbox = toolbox_from_env()
-            return await run_batch(registry, prompts, models, out_path=args.out, concurrency=args.concurrency,
-                                   params=params, system=args.system, prices=prices, progress=_progress_printer(),
-                                   tools=toolbox, files=files)
-        finally:
-            await registry.aclose()
-
-    try:
-        summary = asyncio.run(go())
-    except ChatError as e:
-        return fail(str(e))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished rows are in {args.out}; run the same command again to resume.", file=sys.stderr)
-        return 130
-
-    print(summary.to_markdown())
-    note = f"\n{summary.ran} run, {summary.skipped} already done, {summary.errors} with errors"
-    if summary.elapsed_s is not None:
-        note += f", {summary.elapsed_s:.1f} s"
-    print(note + f". Results: {args.out}")
-    if summary.ignored_lines:
-        print(f"warning: {summary.ignored_lines} unreadable line(s) in {args.out} were ignored.", file=sys.stderr)
-    if args.csv:
-        Path(args.csv).write_text(rows_to_csv(summary.rows), encoding="utf-8")
-    return 1 if summary.errors else 0
+    return cli(argv)
 
 
 if __name__ == "__main__":
