@@ -412,3 +412,88 @@ class Replica(SQLModel, table=True):
     pid: int = 0
     started_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
+
+
+# --- share links ----------------------------------------------------------------------------
+#
+# A read-only link to one conversation or one comparison. Only the SHA-256 of the link's token is
+# stored: the token itself is shown to its owner once, at creation (storage/sharing.py).
+
+SHARE_CONVERSATION = "conversation"
+SHARE_COMPARISON = "comparison"
+
+
+class ShareLink(SQLModel, table=True):
+    __tablename__ = "share_link"
+    __table_args__ = (
+        sa.UniqueConstraint("token_hash", name="uq_share_link_token_hash"),
+        sa.CheckConstraint("(conversation_id IS NULL) <> (comparison_id IS NULL)", name="ck_share_link_one_target"),
+        sa.Index("ix_share_link_owner_created", "owner", "created_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    owner: str = Field(max_length=OWNER_MAX)
+    token_hash: str = Field(max_length=64)
+    conversation_id: uuid.UUID | None = Field(default=None, foreign_key="conversation.id", ondelete="CASCADE", index=True)
+    comparison_id: uuid.UUID | None = Field(default=None, foreign_key="comparison.id", ondelete="CASCADE", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ShareLinkPublic(SQLModel):
+    """One of an owner's links as their list shows it (never the token: it is not stored)."""
+
+    id: uuid.UUID
+    kind: str  # SHARE_CONVERSATION or SHARE_COMPARISON
+    target_id: uuid.UUID
+    #: The conversation's title, or the comparison's prompt (cut short).
+    title: str
+    created_at: datetime
+
+
+class NewShareLink(SQLModel):
+    """A link just made: the only time its token exists outside the visitor's address bar."""
+
+    link: ShareLinkPublic
+    token: str = Field(repr=False)
+
+
+class SharedMessage(SQLModel):
+    """A message as a shared page shows it: what was said, by which model, with which files."""
+
+    role: str
+    content: str
+    #: "provider:model" of a reply; None for the user's messages (and for hidden blind panes).
+    model: str | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+
+
+class SharedPane(SQLModel):
+    """One pane of a shared comparison; `reply.model` is None while a blind run has no vote."""
+
+    slot: int
+    reply: SharedMessage
+    winner: bool = False
+
+
+class SharedView(SQLModel):
+    """Everything a shared page may show, and nothing else of the owner's."""
+
+    kind: str
+    title: str
+    created_at: datetime
+    #: A conversation's user and assistant messages in order (empty for a comparison).
+    messages: list[SharedMessage] = Field(default_factory=list)
+    #: A comparison's prompt with its files, and its panes in the order shown.
+    prompt: SharedMessage | None = None
+    panes: list[SharedPane] = Field(default_factory=list)
+    blind: bool = False
+    #: False for a blind comparison without its vote: the page names no model.
+    revealed: bool = True
+    verdict: str | None = None
+
+    def attachment_ids(self) -> set[uuid.UUID]:
+        """The files this page shows: the only ones its file route serves."""
+        messages = [*self.messages, *([self.prompt] if self.prompt else [])]
+        return {ref.id for m in messages for ref in m.attachments}

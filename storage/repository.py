@@ -9,6 +9,8 @@ The functions live in one module per concern and are re-exported here, so caller
 - storage/stats.py: usage_stats, and usage_over_time (every bucket of a chart in one grouped query)
 - storage/exchange.py: export_json, export_markdown, import_json (the file format is storage/transfer.py)
 - storage/comparisons.py: compare runs, costs, votes, their exports and the leaderboard's votes
+- storage/sharing.py: create_share_link, list_share_links, revoke_share_link, and what a token shows
+  (shared_view, shared_attachment; only a hash of each token is stored)
 - storage/attachments.py: get_attachment (one file with its bytes), conversation_attachments (a chat's
   files by message position); begin_turn/begin_comparison take `attachments=[AttachmentIn | chat Attachment]`
 
@@ -47,6 +49,15 @@ from storage.conversations import (
 )
 from storage.exchange import PANE_NOT_EXPORTED, export_json, export_markdown, import_json
 from storage.search import MAX_SEARCH_HITS, search_messages
+from storage.sharing import (
+    MAX_SHARE_LINKS,
+    NOT_SHARED,
+    create_share_link,
+    list_share_links,
+    revoke_share_link,
+    shared_attachment,
+    shared_view,
+)
 from storage.stats import MIN_RATE_TOKENS, usage_over_time, usage_stats
 from storage.turns import begin_reply, begin_turn, finish_turn, mark_interrupted, save_partial, set_feedback, truncate_after
 
@@ -55,7 +66,9 @@ __all__ = [
     "MAX_COMPARISON_EXPORT",
     "MAX_PAGE",
     "MAX_SEARCH_HITS",
+    "MAX_SHARE_LINKS",
     "MIN_RATE_TOKENS",
+    "NOT_SHARED",
     "PANE_NOT_EXPORTED",
     "begin_comparison",
     "begin_reply",
@@ -63,6 +76,7 @@ __all__ = [
     "comparison_votes",
     "conversation_attachments",
     "create_conversation",
+    "create_share_link",
     "delete_conversation",
     "export_comparisons",
     "export_json",
@@ -73,14 +87,18 @@ __all__ = [
     "get_conversation",
     "import_json",
     "list_conversations",
+    "list_share_links",
     "mark_interrupted",
     "rename_conversation",
+    "revoke_share_link",
     "save_partial",
     "search_messages",
     "set_archived",
     "set_comparison_costs",
     "set_feedback",
     "set_pinned",
+    "shared_attachment",
+    "shared_view",
     "truncate_after",
     "usage_over_time",
     "usage_stats",

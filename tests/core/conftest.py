@@ -34,7 +34,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
     engine = request.getfixturevalue("pg_engine")
     yield engine
     with engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica, message_attachment, attachment"))
+        connection.execute(sa.text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica, message_attachment, attachment, "
+                                   "share_link"))
 
 
 @pytest.fixture

@@ -79,7 +79,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
     engine = request.getfixturevalue("pg_session_engine")
     yield engine
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica, message_attachment, attachment"))
+        connection.execute(text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica, message_attachment, attachment, "
+                                "share_link"))
 
 
 @pytest.fixture(params=BACKENDS)
