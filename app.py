@@ -25,6 +25,7 @@ from ui.files import middleware as file_guard  # noqa: E402
 from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
 from ui.layout import CSS, build_ui  # noqa: E402
 from ui.session_guard import middleware as session_guard  # noqa: E402
+from ui.share_page import middleware as share_page  # noqa: E402
 
 log = logging.getLogger("parley")
 
@@ -95,7 +96,8 @@ def launch_kwargs(services: Services) -> dict[str, Any]:
         # Session hashes are bound to the login or browser that first used them (ui/session_guard.py).
         # Export downloads answer only their owner (ui/exports.py); uploads, attachments and every other
         # file Gradio serves from its upload folder only the caller it was given to (ui/files.py).
-        app_kwargs={"middleware": [session_guard(), export_guard(services), file_guard()]},
+        # Share links' read-only pages (/share/<token>) are answered first, without a login (ui/share_page.py).
+        app_kwargs={"middleware": [share_page(services), session_guard(), export_guard(services), file_guard()]},
     )
 
 

@@ -18,6 +18,7 @@ from ui.compare.tab import build_compare_tab
 from ui.context import TabContext
 from ui.dashboard import build_dashboard_tab
 from ui.params import EFFORT_CHOICES, unchecked
+from ui.share_panel import build_share_panel
 from ui.sidebar import SidebarHandlers
 
 CSS = """
@@ -165,6 +166,7 @@ def build_ui(services: Services) -> gr.Blocks:
                     export_md = gr.Button("Export Markdown", size="sm")
                 download = gr.File(label="Download", visible=False, interactive=False)
                 upload = gr.UploadButton("Import JSON", file_types=[".json"], size="sm")
+                build_share_panel(services, conversation_id, owner)
 
         param_inputs = [temperature, top_p, max_tokens, seed, effort]
         tabs_ctx = TabContext(services=services, owner=owner, model=model, system_prompt=system_prompt,

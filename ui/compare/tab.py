@@ -24,6 +24,7 @@ from ui.compare.components import CompareUI
 from ui.compare.handlers import TEMPERATURE_CHOICES, CompareHandlers, rows_frame
 from ui.compare.view import CHART_METRICS, header_markdown
 from ui.context import TabContext
+from ui.share_panel import build_compare_share
 
 METRICS_CSS = """
 .cmp-metrics { display: flex; flex-wrap: wrap; gap: 6px; margin: 2px 0 4px; }
@@ -80,6 +81,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
     """The compare tab's layout and events, plus the /compare API (this runs inside the app's gr.Blocks)."""
     prices = PriceTable.from_env()
     defaults = _default_models(ctx)
+    session = gr.State({})  # the last run (server-side): made first, the Share button below reads it
     with gr.Tabs(elem_id="compare-tabs"):
         with gr.Tab("⚖️ Arena", id="arena", elem_id="compare-arena"):
             with gr.Row(equal_height=False, elem_id="cmp-controls"):
@@ -125,6 +127,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                                      for i in range(MAX_PANES)]  # fmt: skip
                 vote_tie = gr.Button("🤝 Tie", elem_id="cmp-vote-tie")
                 vote_bad = gr.Button("👎 Both bad", elem_id="cmp-vote-bad")
+            build_compare_share(ctx.services, session, ctx.owner)
             with gr.Row(visible=False, elem_id="cmp-charts") as charts:
                 plots = {key: gr.BarPlot(x="Model", y=unit, color="Model", title=title, height=220, show_label=False,
                                          y_lim=[0, None], sort="x", x_label_angle=0, min_width=160,
@@ -159,7 +162,6 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                     export_csv = gr.Button("Export CSV", size="sm", elem_id="cmp-export-csv")
                 download = gr.File(label="Download", visible=False, interactive=False, elem_id="cmp-download")
 
-    session = gr.State({})
     prices_state = gr.State(None)
     ui = CompareUI(
         ctx=ctx, pane_count=pane_count, blind=blind, tools=tools, models=models, system_prompts=system_prompts,
