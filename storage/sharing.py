@@ -34,6 +34,7 @@ from storage.models import (
     Comparison,
     Conversation,
     Message,
+    MessageAttachment,
     MessagePublic,
     NewShareLink,
     SharedMessage,
@@ -59,6 +60,7 @@ _links = table_of(ShareLink)
 _conversations = table_of(Conversation)
 _comparisons = table_of(Comparison)
 _messages = table_of(Message)
+_file_links = table_of(MessageAttachment)
 
 
 def hash_token(token: str) -> str:
@@ -206,10 +208,21 @@ def _comparison_view(session: Session, owner: str, comparison_id: uuid.UUID) -> 
 
 @guarded
 def shared_attachment(*, session: Session, token: str, attachment_id: uuid.UUID | str) -> AttachmentData:
-    """One file that the link with this token shows, with its bytes; NotFound for any other file."""
-    view = shared_view(session=session, token=token)
+    """One file that the link with this token shows, with its bytes; NotFound for any other file.
+
+    A conversation's file is checked with one query (no need to read a long chat per image); a
+    comparison's through its view, as the page shows it.
+    """
+    link = _link_of(session, token)
     aid = parse_id(attachment_id, "attachment")
-    if aid not in view.attachment_ids():
+    if link.conversation_id is not None:
+        shown = session.execute(sa.select(sa.exists().where(
+            _file_links.c.attachment_id == aid, _file_links.c.message_id == _messages.c.id,
+            _messages.c.conversation_id == link.conversation_id, _messages.c.owner == link.owner,
+            _messages.c.role.in_(_SHOWN_ROLES),
+        ))).scalar_one()  # fmt: skip
+    else:
+        shown = aid in shared_view(session=session, token=token).attachment_ids()
+    if not shown:
         raise NotFound(f"No attachment with id {str(aid)!r}.")
-    owner = _link_of(session, token).owner
-    return stored.get_attachment(session=session, owner=owner, attachment_id=aid)
+    return stored.get_attachment(session=session, owner=link.owner, attachment_id=aid)
