@@ -32,6 +32,11 @@ PAGE = 50
 #: Search results asked of storage.
 SEARCH_LIMIT = 30
 NO_CONVERSATION = "Open a conversation first."
+#: Said when a link's conversation (`?c=<id>`) cannot be opened: another owner's, deleted, or malformed
+#: look the same on purpose, so the answer tells nothing about other owners' ids.
+NOT_YOURS = "The conversation in this link is not one of yours, or it no longer exists: nothing was opened."
+#: Longest conversation id read from a link (a UUID is 36 characters); longer is refused unread.
+MAX_LINK_ID = 64
 
 Feedback = Literal["like", "dislike"]
 ExportFormat = Literal["json", "md"]
@@ -64,6 +69,14 @@ class Listing:
     entries: list[Entry]
     query: str = ""
     hits: list[SearchHit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Focus:
+    """The conversation list with the open conversation in it (`open` is None when none is open or it is gone)."""
+
+    entries: list[Entry]
+    open: Entry | None
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,24 @@ def _export_text(*, session: Session, owner: str, conversation_id: str | None, f
     return text, stem
 
 
+def _focus(*, session: Session, owner: str, conversation_id: str | None) -> Focus:
+    """The first page of the list and the open conversation's entry, which is added to the page when it is
+    further down, so that it can always be highlighted."""
+    convs = repo.list_conversations(session=session, owner=owner, limit=PAGE, offset=0)
+    entries = [Entry(str(c.id), c.title, c.pinned) for c in convs]
+    if not conversation_id:
+        return Focus(entries, None)
+    found = next((e for e in entries if e.id == conversation_id), None)
+    if found is None:
+        try:
+            detail = repo.get_conversation(session=session, owner=owner, conversation_id=conversation_id)
+        except NotFound:
+            return Focus(entries, None)  # deleted meanwhile (in another tab): nothing is open any more
+        found = Entry(str(detail.conversation.id), detail.conversation.title, detail.conversation.pinned)
+        entries.append(found)
+    return Focus(entries, found)
+
+
 def _import_file(*, session: Session, owner: str, path: Path, max_bytes: int,
                  check_attachment: Callable[[str, bytes], Any]) -> list[uuid.UUID]:
     try:
@@ -178,6 +209,34 @@ class Conversations:
         for h in hits:
             seen.setdefault(str(h.conversation_id), h.title)
         return Listing([Entry(cid, title) for cid, title in seen.items()], query=query, hits=hits)
+
+    async def focus(self, owner: str, conversation_id: str | None) -> Focus:
+        """The list with the open conversation in it, and that conversation's entry (its title), to highlight."""
+        try:
+            return await self.s.db(_focus, owner=owner, conversation_id=conversation_id or None)
+        except StorageError as e:
+            raise ConversationError(e.message) from e
+
+    async def entry(self, owner: str, conversation_id: str | None) -> Entry:
+        """One conversation's list entry (what Delete names before it deletes)."""
+        opened_one = await self.open(owner, conversation_id)
+        return Entry(opened_one.id, opened_one.title, opened_one.conversation.pinned)
+
+    async def open_link(self, owner: str, link_id: Any) -> Opened:
+        """The conversation a page's address names (`?c=<id>`), if this owner's; else NOT_YOURS.
+
+        The id comes from the address bar, so it is untrusted: only a short string is looked up, and
+        an id of another owner, a deleted one and a malformed one get the same answer.
+        """
+        if not isinstance(link_id, str) or not link_id.strip() or len(link_id) > MAX_LINK_ID:
+            raise ConversationError(NOT_YOURS)
+        try:
+            detail = await self.s.db(repo.get_conversation, owner=owner, conversation_id=link_id.strip())
+        except (NotFound, InvalidInput) as e:
+            raise ConversationError(NOT_YOURS) from e
+        except StorageError as e:
+            raise ConversationError(e.message) from e
+        return opened(detail.conversation, detail.messages)
 
     async def open(self, owner: str, conversation_id: str | None) -> Opened:
         """A saved conversation with its messages, model, system prompt and parameters."""

@@ -35,6 +35,14 @@ footer { display: none !important; }
 #chatbot .message-row img { max-height: 240px; object-fit: contain; }
 """
 
+#: Puts the open conversation's id in the address bar (`?c=<id>`), or takes it out, without a new history
+#: entry: a reload then reopens it (SidebarHandlers.on_load), and the address can be bookmarked.
+SYNC_ADDRESS = """(id) => {
+    const url = new URL(window.location.href);
+    if (id) { url.searchParams.set("c", id); } else { url.searchParams.delete("c"); }
+    if (url.href !== window.location.href) { window.history.replaceState(window.history.state, "", url); }
+}"""
+
 EXAMPLES = [
     "Explain the difference between TCP and UDP in three bullet points.",
     "Write a Python function that checks whether a string is a palindrome.",
@@ -159,6 +167,7 @@ def build_ui(services: Services) -> gr.Blocks:
                     pin = gr.Button("📌 Pin / unpin", size="sm")
                 delete = gr.Button("🗑 Delete…", size="sm", variant="stop", elem_id="delete")
                 with gr.Row(visible=False) as confirm_row:
+                    confirm_text = gr.HTML("", elem_id="confirm-text")
                     confirm = gr.Button("Delete for good", size="sm", variant="stop", elem_id="confirm-delete")
                     cancel = gr.Button("Cancel", size="sm")
                 with gr.Row():
@@ -167,6 +176,8 @@ def build_ui(services: Services) -> gr.Blocks:
                 download = gr.File(label="Download", visible=False, interactive=False)
                 upload = gr.UploadButton("Import JSON", file_types=[".json"], size="sm")
                 build_share_panel(services, conversation_id, owner)
+            # The open conversation's id, for the address bar (`?c=<id>`): a State never reaches the browser.
+            open_id = gr.Textbox("", visible=False, elem_id="open-conversation")
 
         param_inputs = [temperature, top_p, max_tokens, seed, effort]
         tabs_ctx = TabContext(services=services, owner=owner, model=model, system_prompt=system_prompt,
@@ -183,7 +194,12 @@ def build_ui(services: Services) -> gr.Blocks:
 
         # identity first, then the list; models are listed live in a separate event so a slow
         # provider never delays the page.
-        demo.load(side.on_load, [browser_id], [owner, browser_id, greeting, conv_list, hits], api_visibility="private")
+        opened = [chat.chatbot_value, conversation_id, model, system_prompt, *param_inputs, title]
+        # Then the conversation in the address is reopened (a reload), and the address says what is open (a
+        # link to a conversation that cannot be opened is dropped from it). Its own event, after on_load: it
+        # needs the owner, and only a page with a link writes to the parameter widgets.
+        demo.load(side.on_load, [browser_id], [owner, browser_id, greeting, conv_list, hits], api_visibility="private").then(
+            side.reopen, [owner], [*opened, open_id], api_visibility="private").then(None, [open_id], None, js=SYNC_ADDRESS)
         demo.load(side.on_model_change, [model], [model_info, *param_inputs, use_tools], api_visibility="private")
         demo.load(side.refresh_models, [model], [model], api_visibility="private")
         model.change(side.on_model_change, [model], [model_info, *param_inputs, use_tools], api_visibility="private")
@@ -197,14 +213,13 @@ def build_ui(services: Services) -> gr.Blocks:
         list_outputs = [conv_list, hits]
         refresh.click(side.list_choices, [owner, search], list_outputs, api_visibility="private")
         search.submit(side.list_choices, [owner, search], list_outputs, api_visibility="private")
-        conversation_id.change(side.list_choices, [owner], list_outputs, api_visibility="private")
+        # Whatever changes the open conversation (the first reply of a new chat, Edit of the first message,
+        # open, delete, new chat, a reload), the list highlights it and the Title field names it.
+        conversation_id.change(side.focus, [conversation_id, owner], [conv_list, hits, title, open_id], api_visibility="private")
+        open_id.change(None, [open_id], None, js=SYNC_ADDRESS)
         chat.chatbot_state.change(side.list_choices, [owner, search], list_outputs, api_visibility="private")
 
-        conv_list.input(
-            side.open_conversation, [conv_list, owner],
-            [chat.chatbot_value, conversation_id, model, system_prompt, *param_inputs, title],
-            api_visibility="private",
-        )
+        conv_list.input(side.open_conversation, [conv_list, owner], opened, api_visibility="private")
         new_chat.click(side.new_chat, None, [chat.chatbot_value, conversation_id, conv_list, title], api_visibility="private")
 
         async def show_stopped(conv: str | None, owner_state: str | None, request: gr.Request) -> tuple[Any, ...]:
@@ -220,7 +235,7 @@ def build_ui(services: Services) -> gr.Blocks:
 
         rename.click(side.rename, [conversation_id, title, owner], [conv_list], api_visibility="private")
         pin.click(side.toggle_pin, [conversation_id, owner], [conv_list], api_visibility="private")
-        delete.click(lambda: gr.update(visible=True), None, [confirm_row], api_visibility="private")
+        delete.click(side.ask_delete, [conversation_id, owner], [confirm_row, confirm_text], api_visibility="private")
         cancel.click(lambda: gr.update(visible=False), None, [confirm_row], api_visibility="private")
         confirm.click(side.delete, [conversation_id, owner], [conv_list, chat.chatbot_value, conversation_id, confirm_row], api_visibility="private")
         export_json.click(side.export_json, [conversation_id, owner], [download], api_visibility="private")

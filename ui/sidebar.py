@@ -12,7 +12,7 @@ import gradio as gr
 from chat.errors import ChatError
 from chat.types import PARAM_NAMES, ModelInfo
 from core.config import new_browser_id
-from core.conversations import ConversationError, Conversations, Feedback
+from core.conversations import ConversationError, Conversations, Entry, Feedback, Opened
 from core.identity import display_name, owner_for, valid_browser_id
 from core.services import Services
 from ui.convert import content_text, stored_to_chatbot, user_texts, user_turns
@@ -23,6 +23,8 @@ log = logging.getLogger("parley.sidebar")
 
 #: Seconds between a stopped reply being saved and the chat redrawn from the store (see show_stopped).
 STOPPED_REDRAW_DELAY = 0.3
+#: How many outputs opening a conversation sets (SidebarHandlers.opened_values).
+OPENED_VALUES = 10
 
 class SidebarHandlers:
     def __init__(self, services: Services):
@@ -46,6 +48,24 @@ class SidebarHandlers:
             greeting = f"Signed in as **{html.escape(who)}**."
         conv_list, hits = await self.list_choices(owner, request)
         return owner, browser_id, greeting, conv_list, hits
+
+    async def reopen(self, owner: str, request: gr.Request) -> tuple[Any, ...]:
+        """After on_load: reopen the conversation the page's address names (`?c=<id>`: a reload, a bookmark),
+        with its model and settings, if it is this owner's; otherwise say so and open nothing.
+
+        Outputs: what opening a conversation sets (see `opened_values`), then the id for the address bar
+        ("" drops a link that opened nothing from the address).
+        """
+        owner = owner_for(request, None, owner)
+        link = request.query_params.get("c") if request is not None else None
+        if not link:
+            return (*(gr.skip(),) * OPENED_VALUES, "")
+        try:
+            c = await self.conversations.open_link(owner, link)
+        except ConversationError as e:
+            gr.Warning(e.message)
+            return (*(gr.skip(),) * OPENED_VALUES, "")
+        return (*await self.opened_values(owner, c), c.id)
 
     # -- models ----------------------------------------------------------------------------
 
@@ -105,18 +125,25 @@ class SidebarHandlers:
             return gr.update(choices=choices), gr.update(value="", visible=False)
         snippets = [f"<div class='hit'><b>{html.escape(h.title)}</b><br>{h.snippet}</div>" for h in listing.hits[:10]]
         info = "".join(snippets) if snippets else f"<div class='hit'>No messages match “{html.escape(listing.query)}”.</div>"
-        return gr.update(choices=[(c.title, c.id) for c in listing.entries], value=None), gr.update(value=info, visible=True)
+        # The value stays: the open conversation stays highlighted when it is among the results, and again
+        # when the full list comes back.
+        return gr.update(choices=[(c.title, c.id) for c in listing.entries]), gr.update(value=info, visible=True)
 
     async def open_conversation(self, conversation_id: str | None, owner: str, request: gr.Request) -> tuple[Any, ...]:
         """Load a saved conversation into the chat, with its model, system prompt and parameters."""
         owner = owner_for(request, None, owner)
         if not conversation_id:
-            return (gr.skip(),) * 9 + (gr.update(),)
+            return (gr.skip(),) * OPENED_VALUES
         try:
             c = await self.conversations.open(owner, conversation_id)
         except ConversationError as e:
             gr.Warning(e.message)
-            return (gr.skip(),) * 9 + (gr.update(),)
+            return (gr.skip(),) * OPENED_VALUES
+        return await self.opened_values(owner, c)
+
+    async def opened_values(self, owner: str, c: Opened) -> tuple[Any, ...]:
+        """What opening `c` sets: the chat, the conversation id, the model, system prompt, the five
+        parameters and the Title field (OPENED_VALUES values)."""
         return (
             stored_to_chatbot(c.messages, self._label_for, await shown_files(self.s, owner, c.messages)),
             c.id,
@@ -129,6 +156,30 @@ class SidebarHandlers:
             c.effort,
             gr.update(value=c.title),
         )
+
+    async def focus_list(self, owner: str, conversation_id: str | None) -> tuple[Any, Any, Entry | None]:
+        """The full list with the open conversation highlighted (added when it is not on the first page),
+        the search hits hidden, and the open conversation's entry (None when none is open or it is gone)."""
+        try:
+            focus = await self.conversations.focus(owner, conversation_id)
+        except ConversationError as e:
+            return gr.update(), gr.update(value=f"<div class='hit'>⚠️ {html.escape(e.message)}</div>", visible=True), None
+        choices = [(("📌 " if e.pinned else "") + e.title, e.id) for e in focus.entries]
+        value = focus.open.id if focus.open else None
+        return gr.update(choices=choices, value=value), gr.update(value="", visible=False), focus.open
+
+    async def focus(self, conversation_id: str | None, owner: str, request: gr.Request) -> tuple[Any, ...]:
+        """Whenever the open conversation changes (a new chat saved, Edit of the first message, open, delete,
+        a reload): the list highlights it, the Title field names it, and the address bar holds its id.
+
+        The list, the Title field and Manage's actions all go by the open conversation (the server-side
+        State), so what is highlighted is always what they act on.
+        """
+        owner = owner_for(request, None, owner)
+        listed, hits, entry = await self.focus_list(owner, conversation_id)
+        if entry is None:
+            return listed, hits, gr.update(value=""), ""
+        return listed, hits, gr.update(value=entry.title), entry.id
 
     async def show_stopped(self, chat: Any, conversation_id: str | None, owner: str | None, request: gr.Request) -> tuple[Any, ...]:
         """After Stop: the conversation as saved, so the stopped reply shows its note and metrics at once
@@ -180,6 +231,16 @@ class SidebarHandlers:
             return gr.skip()
         return (await self.list_choices(owner, request))[0]
 
+    async def ask_delete(self, conversation_id: str | None, owner: str, request: gr.Request) -> tuple[Any, Any]:
+        """Delete's confirmation, naming the conversation it will delete (the open, highlighted one)."""
+        owner = owner_for(request, None, owner)
+        try:
+            entry = await self.conversations.entry(owner, conversation_id)
+        except ConversationError as e:
+            gr.Warning(e.message)
+            return gr.update(visible=False), ""
+        return gr.update(visible=True), f"Delete “{html.escape(entry.title)}”? This cannot be undone."
+
     async def delete(self, conversation_id: str | None, owner: str, request: gr.Request) -> tuple[Any, ...]:
         owner = owner_for(request, None, owner)
         try:
@@ -188,7 +249,7 @@ class SidebarHandlers:
             gr.Warning(e.message)
             return gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False)
         gr.Info("Conversation deleted.")
-        return (await self.list_choices(owner, request))[0], [], None, gr.update(visible=False)
+        return (await self.focus_list(owner, None))[0], [], None, gr.update(visible=False)
 
     async def export(self, conversation_id: str | None, fmt: str, owner: str, request: gr.Request) -> Any:
         """A JSON or Markdown file of the open conversation, or of all of them when none is open."""
