@@ -260,9 +260,10 @@ def fit_image(att: Attachment, max_long_edge: int, max_pixels: int | None = None
     key = (att.sha256, att.mime, max_long_edge, max_pixels)
     hit = _fit_cache.get(key)
     if hit is None:
-        from chat import images  # Pillow loads on first use (see ingest)
+        from chat import images, offload  # Pillow loads on first use (see ingest)
 
-        data = images.rescale_image(att.data, att.mime, size)
+        # In a worker process: scaling holds the GIL, which would slow every stream of this one.
+        data = offload.run(images.rescale_image, att.data, att.mime, size)
         hit = (data, hashlib.sha256(data).hexdigest(), size[0], size[1])
         _fit_cache.put(key, hit)
     data, digest, width, height = hit

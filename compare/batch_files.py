@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from chat import offload
 from chat.attachments import AttachmentError, Limits, ingest
 from chat.types import Attachment
 from compare.batch import BatchError, Prompt
@@ -85,9 +86,12 @@ def _ingest(path: Path, name: str, limits: Limits) -> Attachment:
     except OSError as e:
         raise ValueError(f"{name} could not be read ({e.strerror or e})") from e
     try:
-        return ingest(PurePosixPath(name.replace("\\", "/")).name, data, limits)
+        # In a worker process (chat/offload.py): decoding holds the GIL.
+        return offload.run(ingest, PurePosixPath(name.replace("\\", "/")).name, data, limits)
     except AttachmentError as e:
         raise ValueError(e.message.rstrip(".")) from e
+    except offload.OffloadError as e:
+        raise ValueError(f"{name}: {str(e).rstrip('.')}") from e
 
 
 def load_prompt_files(prompts: Sequence[Prompt], source: FileSource, limits: Limits | None = None) -> dict[str, list[Attachment]]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from chat import offload
 from chat.attachments import AttachmentError, Limits, ingest, ingest_files
 from chat.types import Attachment, Message, ModelInfo
 from compare.engine import file_refusal, sent_as_text, unreadable
@@ -100,9 +101,12 @@ def read_files(files: Sequence[str | os.PathLike[str]], limits: Limits) -> list[
         except OSError as e:
             raise FileProblem(f"{path.name} could not be read ({e.strerror or e}); attach it again.") from e
     try:
-        return ingest_files(named, limits)
+        # Decoding and re-encoding hold the GIL: in a worker process they cannot slow the streams.
+        return offload.run(ingest_files, named, limits)
     except AttachmentError as e:
         raise FileProblem(e.message) from e
+    except offload.OffloadError as e:
+        raise FileProblem(f"{', '.join(p.name for p in paths)}: {e} Try a smaller file.") from e
 
 
 async def message_files(services: Services, info: ModelInfo,
@@ -198,9 +202,11 @@ def check_import(limits: Limits) -> Callable[[str, bytes], AttachmentIn]:
 
     def check(name: str, data: bytes) -> AttachmentIn:
         try:
-            return to_store(ingest(name, data, limits))
+            return to_store(offload.run(ingest, name, data, limits))
         except AttachmentError as e:
             raise FileProblem(e.message) from e
+        except offload.OffloadError as e:
+            raise FileProblem(f"{name}: {e}") from e
 
     return check
 

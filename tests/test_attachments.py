@@ -344,6 +344,7 @@ def test_an_image_larger_than_the_side_limit_is_scaled_down() -> None:
 
 
 def test_fit_image_is_unchanged_when_it_fits_and_memoised_when_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_FILE_WORKERS", "0")  # the counting spy below must run in this process
     att = ingest("chart.png", image_bytes("PNG", (1200, 800))).model_copy(update={"id": "a1"})
     assert fit_image(att, 2048) is att
     calls = 0
