@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class Page:
         self.comps = self.raw.components
         self.values: dict[int, Any] = {i: c.get("props", {}).get("value") for i, c in self.comps.items()}
         self.logs: list[str] = []
+        self.choices: dict[int, list[Any]] = {}
+        self.visible: dict[int, bool] = {i: c.get("props", {}).get("visible", True) is not False for i, c in self.comps.items()}
         # The BrowserState's localStorage: kept across a reload by the test.
         for i, c in self.comps.items():
             if c["type"] == "browserstate" and stored is not None:
@@ -59,6 +62,10 @@ class Page:
 
     def id_labelled(self, label: str) -> int:
         return next(i for i, c in self.comps.items() if c.get("props", {}).get("label") == label)
+
+    def shows(self, elem_id: str) -> bool:
+        """Whether the component's own visibility is on (its parents aside)."""
+        return self.visible[self.id_of(elem_id)]
 
     def value(self, elem_id: str) -> Any:
         return self.values.get(self.id_of(elem_id))
@@ -112,6 +119,10 @@ class Page:
             if self.comps[i]["type"] == "state":
                 continue
             if isinstance(new, dict) and new.get("__type__") == "update":
+                if "visible" in new:
+                    self.visible[i] = bool(new["visible"])
+                if "choices" in new:
+                    self.choices[i] = new["choices"]
                 if "value" not in new:
                     continue
                 new = new["value"]
@@ -135,6 +146,11 @@ class Page:
         self.fire(chatbot, "edit", {"index": index, "value": text, "previous_value": previous})
 
     def click(self, elem_id: str) -> None:
+        """A button, by elem_id or (as "label:...") by its text."""
+        if elem_id.startswith("label:"):
+            button = next(i for i, c in self.comps.items() if c["type"] == "button" and c["props"].get("value") == elem_id[6:])
+            self.fire(button, "click")
+            return
         self.fire(self.id_of(elem_id), "click")
 
     def choose(self, elem_id: str, value: Any) -> None:
@@ -194,6 +210,15 @@ def test_the_highlight_title_and_delete_follow_the_open_conversation_after_editi
         assert hex_id(page.value("conv-list")) == second
         assert page.value("conv-title") == "Packing list for Oslo"
 
+        # A confirmation asked for one conversation closes when another is opened (it would delete that one).
+        page.click("delete")
+        assert page.shows("confirm-row") and "Packing list for Oslo" in str(page.value("confirm-text"))
+        page.values[page.id_of("conv-list")] = str(uuid.UUID(first))
+        page.fire(page.id_of("conv-list"), "input")
+        assert page.value("conv-title") == "Trip plan to Lisbon" and not page.shows("confirm-row")
+        page.values[page.id_of("conv-list")] = str(uuid.UUID(second))
+        page.fire(page.id_of("conv-list"), "input")
+
         # Delete names what it will delete: the highlighted conversation, and only it.
         page.click("delete")
         assert "Delete “Packing list for Oslo”?" in str(page.value("confirm-text"))
@@ -201,6 +226,27 @@ def test_the_highlight_title_and_delete_follow_the_open_conversation_after_editi
         assert set(conversations(services)) == {first}
         assert page.value("conv-list") is None
         assert page.value("conv-title") == ""
+    finally:
+        page.close()
+
+
+def test_an_import_keeps_the_open_conversation_highlighted_and_its_title(app):
+    url, services = app
+    page = Page(url)
+    try:
+        page.send("Trip plan to Lisbon")
+        (first,) = conversations(services)
+        page.click("label:Export JSON")
+        exported = page.values[page.id_labelled("Download")]
+        r = page.raw.http.post("/gradio_api/upload", files=[("files", ("trip.json", Path(exported["path"]).read_bytes()))])
+        r.raise_for_status()
+        upload = next(i for i, c in page.comps.items() if c["type"] == "uploadbutton")
+        page.values[upload] = {"path": r.json()[0], "orig_name": "trip.json", "meta": {"_type": "gradio.FileData"}}
+        page.fire(upload, "upload")
+        assert len(conversations(services)) == 2
+        assert hex_id(page.value("conv-list")) == first
+        assert len(page.choices[page.id_of("conv-list")]) == 2
+        assert page.value("conv-title") == "Trip plan to Lisbon"
     finally:
         page.close()
 

@@ -36,7 +36,7 @@ footer { display: none !important; }
 """
 
 #: Puts the open conversation's id in the address bar (`?c=<id>`), or takes it out, without a new history
-#: entry: a reload then reopens it (SidebarHandlers.on_load), and the address can be bookmarked.
+#: entry: a reload then reopens it (SidebarHandlers.reopen), and the address can be bookmarked.
 SYNC_ADDRESS = """(id) => {
     const url = new URL(window.location.href);
     if (id) { url.searchParams.set("c", id); } else { url.searchParams.delete("c"); }
@@ -166,10 +166,11 @@ def build_ui(services: Services) -> gr.Blocks:
                     rename = gr.Button("Rename", size="sm")
                     pin = gr.Button("📌 Pin / unpin", size="sm")
                 delete = gr.Button("🗑 Delete…", size="sm", variant="stop", elem_id="delete")
-                with gr.Row(visible=False) as confirm_row:
-                    confirm_text = gr.HTML("", elem_id="confirm-text")
-                    confirm = gr.Button("Delete for good", size="sm", variant="stop", elem_id="confirm-delete")
-                    cancel = gr.Button("Cancel", size="sm")
+                with gr.Column(visible=False, elem_id="confirm-row") as confirm_row:
+                    confirm_text = gr.HTML("", elem_id="confirm-text")  # names what Delete for good deletes
+                    with gr.Row():
+                        confirm = gr.Button("Delete for good", size="sm", variant="stop", elem_id="confirm-delete")
+                        cancel = gr.Button("Cancel", size="sm")
                 with gr.Row():
                     export_json = gr.Button("Export JSON", size="sm")
                     export_md = gr.Button("Export Markdown", size="sm")
@@ -217,6 +218,8 @@ def build_ui(services: Services) -> gr.Blocks:
         # open, delete, new chat, a reload), the list highlights it and the Title field names it.
         conversation_id.change(side.focus, [conversation_id, owner], [conv_list, hits, title, open_id], api_visibility="private")
         open_id.change(None, [open_id], None, js=SYNC_ADDRESS)
+        # A confirmation asked for another conversation closes: Delete for good deletes the open one.
+        conversation_id.change(lambda: gr.update(visible=False), None, [confirm_row], queue=False, api_visibility="private")
         chat.chatbot_state.change(side.list_choices, [owner, search], list_outputs, api_visibility="private")
 
         conv_list.input(side.open_conversation, [conv_list, owner], opened, api_visibility="private")
