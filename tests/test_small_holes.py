@@ -267,10 +267,11 @@ def test_bad_batch_settings_through_the_queue_get_a_message_not_a_bare_error(app
     raw = RawGradio(url)
     try:
         run = next(dep.get("id", i) for i, dep in enumerate(raw.config["dependencies"])
-                   if str(dep.get("api_name", "")).startswith("run") and len(dep.get("inputs", ())) == 7)
+                   if str(dep.get("api_name", "")).startswith("run") and len(dep.get("inputs", ())) == 8)
         before = len(fake_server.requests)
         for concurrency, max_tokens in (("many", 64), (2, "lots"), (2, -5)):
-            done = raw_call(raw, run, [None, ["openai:echo"], concurrency, "", max_tokens, None, None])[-1]
+            # The last input is the files the prompts name (none here).
+            done = raw_call(raw, run, [None, ["openai:echo"], concurrency, "", max_tokens, None, None, None])[-1]
             assert done["success"], done  # Gradio's own check would fail the event with a bare "Error"
             assert "Upload a prompts file first" in json.dumps(done["output"]["data"]), "the handler answered with its message"
         assert len(fake_server.requests) == before, "nothing was run"
