@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from PIL import Image
 from pypdf import PdfWriter
 
-from tests.apphelpers import AppProcess, app_env
 from tests.browser.test_chat_browser import open_app, pick_model, wait_until
 
 pytestmark = pytest.mark.browser
@@ -36,10 +35,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {"chart": chart, "paper": paper}
 
 
+APPS = {"attach_server": {"DEFAULT_MODEL": "demo:parley-demo"}}
+
+
 @pytest.fixture(scope="module")
-def server(fake_server, tmp_path_factory):
-    db = f"sqlite:///{tmp_path_factory.mktemp('attachdb') / 'parley.db'}"
-    with AppProcess(app_env(fake_server, db, DEFAULT_MODEL="demo:parley-demo")) as proc:
+def server(request, apps):
+    # Started by tests/browser/conftest.py's launcher while the module before this one runs.
+    with apps.app(request.module, "attach_server") as (proc, db):
         yield proc, db
 
 
