@@ -26,6 +26,17 @@ STOPPED_REDRAW_DELAY = 0.3
 #: How many outputs opening a conversation sets (SidebarHandlers.opened_values).
 OPENED_VALUES = 10
 
+def files_read(info: ModelInfo) -> str:
+    """What a model does with attachments, said before anything is sent (core refuses what it cannot read)."""
+    if info.vision and info.pdf:
+        return "📎 reads images, PDFs and text files"
+    if info.vision:
+        return "📎 reads images and text files; PDFs go as their text"
+    if info.pdf:
+        return "📎 reads PDFs and text files, no images"
+    return "📎 text files only: no images; PDFs go as their text"
+
+
 class SidebarHandlers:
     def __init__(self, services: Services):
         self.s = services
@@ -108,6 +119,7 @@ class SidebarHandlers:
             bits.append("offline demo: no key needed, replies are canned")
         if info.context_window:
             bits.append(f"{info.context_window:,} tokens context")
+        bits.append(files_read(info))
         tools_ok = info.supports_tools and self.s.toolbox is not None
         return (" · ".join(bits), *[gr.update(visible=name in accepted) for name in PARAM_NAMES], gr.update(visible=tools_ok))
 
