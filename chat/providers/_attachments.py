@@ -191,6 +191,17 @@ def _item(att: Attachment, info: ModelInfo, rules: Rules) -> Item:
     return Text(text_block(att))
 
 
+def prepared_items(messages: Sequence[Message], info: ModelInfo | None, rules: Rules, label: str,
+                   provider: str) -> dict[int, list[Item]]:
+    """`prepare` for one request: nothing at all when no message has files (the plain path stays as it was).
+
+    Without `info` (the module-level converters called alone), the model is taken to read images and PDFs.
+    """
+    if not has_attachments(messages):
+        return {}
+    return prepare(messages, info or ModelInfo(provider=provider, id="", vision=True, pdf=True), rules, label)
+
+
 def prepare(messages: Sequence[Message], info: ModelInfo, rules: Rules, label: str) -> dict[int, list[Item]]:
     """The items of each message that has files, keyed by its index in `messages`.
 

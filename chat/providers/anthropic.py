@@ -304,10 +304,7 @@ def to_anthropic_messages(
 
 
 def _anthropic_messages(messages: Sequence[Message], info: ModelInfo | None, label: str) -> list[dict[str, Any]]:
-    prepared: dict[int, list[files.Item]] = {}
-    if files.has_attachments(messages):
-        reader = info or ModelInfo(provider="anthropic", id="", vision=True, pdf=True)
-        prepared = files.prepare(messages, reader, files.ANTHROPIC, label)
+    prepared = files.prepared_items(messages, info, files.ANTHROPIC, label, "anthropic")
     turns: list[tuple[str, list[dict[str, Any]]]] = []
     for i, m in enumerate(messages):
         if m.role == "system":

@@ -326,10 +326,7 @@ def to_gemini_contents(messages: Sequence[Message], info: ModelInfo | None = Non
     """
     from google.genai import types
 
-    prepared: dict[int, list[files.Item]] = {}
-    if files.has_attachments(messages):
-        reader = info or ModelInfo(provider="gemini", id="", vision=True, pdf=True)
-        prepared = files.prepare(messages, reader, files.GEMINI, label)
+    prepared = files.prepared_items(messages, info, files.GEMINI, label, "gemini")
     names: dict[str, str] = {}  # tool call id -> function name, for the responses
     turns: list[tuple[str, list[Any]]] = []
     for i, m in enumerate(messages):

@@ -374,10 +374,7 @@ def to_openai_messages(
 
 
 def _openai_messages(messages: Sequence[Message], info: ModelInfo | None, label: str) -> list[dict[str, Any]]:
-    prepared: dict[int, list[files.Item]] = {}
-    if files.has_attachments(messages):
-        reader = info or ModelInfo(provider="openai", id="", vision=True, pdf=True)
-        prepared = files.prepare(messages, reader, files.OPENAI, label)
+    prepared = files.prepared_items(messages, info, files.OPENAI, label, "openai")
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         if i in prepared:
