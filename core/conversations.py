@@ -1,4 +1,5 @@
-"""Saved conversations as use cases: list and search, open, rename, pin, delete, export, import, undo, feedback.
+"""Saved conversations as use cases: list and search, open, rename, pin, delete, export, import, undo, feedback,
+and the branches of a conversation's tree: switch version, fork into a new conversation, delete a branch.
 
 Every surface (the sidebar's handlers, an API, a CLI) calls these; the rules live here once. Each
 method checks its inputs, runs storage in a worker thread (`Services.db`, one hop per call) and
@@ -25,7 +26,8 @@ from core.services import Services
 from core.store import undo_turn
 from storage import repository as repo
 from storage.errors import InvalidInput, NotFound, StorageError
-from storage.models import ConversationPublic, MessagePublic, SearchHit
+from storage.guard import guarded, owned_conversation, owned_message
+from storage.models import ConversationDetail, ConversationPublic, MessagePublic, SearchHit
 
 #: Conversations in the list (one page).
 PAGE = 50
@@ -37,6 +39,9 @@ NO_CONVERSATION = "Open a conversation first."
 NOT_YOURS = "The conversation in this link is not one of yours, or it no longer exists: nothing was opened."
 #: Longest conversation id read from a link (a UUID is 36 characters); longer is refused unread.
 MAX_LINK_ID = 64
+#: Said when a message given to switch, fork or delete a branch is not one of this owner's conversation's:
+#: another owner's, deleted, or of another conversation look the same on purpose.
+NOT_A_MESSAGE = "That message is not in one of your conversations, or it no longer exists: nothing was changed."
 
 Feedback = Literal["like", "dislike"]
 ExportFormat = Literal["json", "md"]
@@ -92,6 +97,12 @@ class Opened:
     max_tokens: int | None
     seed: int
     effort: str
+    #: For each message shown that has other versions: the ids of its versions (itself included), oldest first.
+    versions: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
+    #: The last message shown (None: none; the conversation's EMPTY_PATH when Undo emptied it).
+    current_leaf_id: uuid.UUID | None = None
+    #: How many stored messages are on other versions (not shown).
+    other_messages: int = 0
 
     @property
     def id(self) -> str:
@@ -108,13 +119,16 @@ def download_stem(title: str) -> str:
     return name or "conversation"
 
 
-def opened(conversation: ConversationPublic, messages: list[MessagePublic]) -> Opened:
-    """What opening `conversation` restores (defaults where it saved nothing)."""
+def opened(conversation: ConversationPublic, messages: list[MessagePublic], detail: ConversationDetail | None = None) -> Opened:
+    """What opening `conversation` restores (defaults where it saved nothing), with the versions of its `detail`."""
     p = conversation.params or {}
     defaults = Params()
     return Opened(
         conversation=conversation,
         messages=messages,
+        versions=dict(detail.versions) if detail else {},
+        current_leaf_id=detail.current_leaf_id if detail else None,
+        other_messages=detail.other_messages if detail else 0,
         model=conversation.model or None,
         system_prompt=conversation.system_prompt or "",
         temperature=p.get("temperature", defaults.temperature if defaults.temperature is not None else 1.0),
@@ -184,6 +198,27 @@ def _set_feedback(*, session: Session, owner: str, conversation_id: str, turn_nu
     return True
 
 
+def _check_message(session: Session, owner: str, conversation_id: str, message_id: str) -> None:
+    """NotFound unless the message is in this owner's conversation (a secret blind pane is NotFound too)."""
+    conversation = owned_conversation(session, owner, conversation_id)
+    if owned_message(session, owner, message_id).conversation_id != conversation.id:
+        raise NotFound(NOT_A_MESSAGE)
+
+
+@guarded
+def _fork(*, session: Session, owner: str, conversation_id: str, message_id: str) -> ConversationDetail:
+    _check_message(session, owner, conversation_id, message_id)
+    copy = repo.fork_conversation(session=session, owner=owner, message_id=message_id)
+    return repo.get_conversation(session=session, owner=owner, conversation_id=copy.id)
+
+
+@guarded
+def _delete_branch(*, session: Session, owner: str, conversation_id: str, message_id: str) -> ConversationDetail:
+    _check_message(session, owner, conversation_id, message_id)
+    repo.delete_branch(session=session, owner=owner, message_id=message_id)
+    return repo.get_conversation(session=session, owner=owner, conversation_id=conversation_id)
+
+
 # -- the use cases -------------------------------------------------------------------------------
 
 
@@ -236,7 +271,7 @@ class Conversations:
             raise ConversationError(NOT_YOURS) from e
         except StorageError as e:
             raise ConversationError(e.message) from e
-        return opened(detail.conversation, detail.messages)
+        return opened(detail.conversation, detail.messages, detail)
 
     async def open(self, owner: str, conversation_id: str | None) -> Opened:
         """A saved conversation with its messages, model, system prompt and parameters."""
@@ -245,7 +280,7 @@ class Conversations:
             detail = await self.s.db(repo.get_conversation, owner=owner, conversation_id=conversation_id)
         except StorageError as e:
             raise ConversationError(e.message) from e
-        return opened(detail.conversation, detail.messages)
+        return opened(detail.conversation, detail.messages, detail)
 
     async def rename(self, owner: str, conversation_id: str | None, title: Any) -> ConversationPublic:
         """Give a conversation a new title (one line; storage says what is too long or empty)."""
@@ -294,7 +329,8 @@ class Conversations:
         return [str(c) for c in created]
 
     async def undo(self, owner: str, conversation_id: str | None, kept_user_texts: list[str], undone: str) -> int:
-        """Remove an undone user message and what follows it, if it is the stored one; returns rows removed.
+        """Undo: an undone user message and what follows leave the path shown, if it is the stored one (nothing
+        is deleted: they stay as another version); returns how many messages left the path.
 
         A conversation that is gone (or never saved) has nothing to undo: 0, not an error.
         """
@@ -307,6 +343,42 @@ class Conversations:
             return 0
         except StorageError as e:
             raise ConversationError(e.message) from e
+
+    async def switch(self, owner: str, conversation_id: str | None, message_id: Any) -> Opened:
+        """Show another version: the path through `message_id` down to its newest leaf (the next turn's context)."""
+        return await self._branch(repo.switch_branch, owner, conversation_id, message_id)
+
+    async def fork(self, owner: str, conversation_id: str | None, message_id: Any) -> Opened:
+        """A new conversation holding a copy of the path down to `message_id` (model and settings too); opened."""
+        return await self._branch(_fork, owner, conversation_id, message_id)
+
+    async def delete_branch(self, owner: str, conversation_id: str | None, message_id: Any) -> Opened:
+        """Delete `message_id` and every message after it (every version below it); the conversation as it is then.
+
+        When the path shown went through it, another version of it is shown (the newest), or its parent.
+        """
+        return await self._branch(_delete_branch, owner, conversation_id, message_id)
+
+    async def _branch(self, step: Callable[..., ConversationDetail], owner: str, conversation_id: str | None,
+                      message_id: Any) -> Opened:
+        conversation_id = self._required(conversation_id)
+        # From a page's hidden field: untrusted. Checked here so a malformed id gets a plain answer.
+        if not isinstance(message_id, str) or not message_id.strip():
+            raise ConversationError("Choose a message first: no message was given, nothing was changed.")
+        message_id = message_id.strip()
+        try:
+            if len(message_id) > MAX_LINK_ID:
+                raise ValueError(message_id)
+            uuid.UUID(message_id)
+        except ValueError:
+            raise ConversationError(f"{message_id[:40]!r} is not a message id: nothing was changed.") from None
+        try:
+            detail = await self.s.db(step, owner=owner, conversation_id=conversation_id, message_id=message_id)
+        except NotFound as e:
+            raise ConversationError(NOT_A_MESSAGE) from e
+        except StorageError as e:
+            raise ConversationError(e.message) from e
+        return opened(detail.conversation, detail.messages, detail)
 
     async def feedback(self, owner: str, conversation_id: str | None, turn_number: int, value: Feedback | None) -> bool:
         """Like or dislike (None clears) the reply to the `turn_number`-th user message; False if there is none."""
