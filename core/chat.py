@@ -17,17 +17,19 @@ import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from chat.context import clean_text
 from chat.errors import ChatError
-from chat.toolloop import ToolLoop, ToolLoopResult
+from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
-from chat.turn import Turn, TurnResult
+from chat.turn import Turn
 from chat.types import Attachment, Message, ModelInfo
-from core.attachments import FileProblem, history_context, message_files, to_store
+from core.attachments import FileProblem, history_context, message_files, to_store, with_history
+from core.branching import RETRY_TEXT, Place, PlaceProblem, begin_at, place
+from core.chat_events import ChatEvent, Flagged, RefusalKind, Refused, Result, Update
 from core.params import ParamInputs, params_error
 from core.pending_writes import KeptTurn, PendingWrites
 from core.ratelimit import Identity
@@ -39,6 +41,10 @@ from storage import repository as repo
 from storage.errors import StorageError, StorageUnavailable
 from storage.models import TurnIds
 
+# The events live in core.chat_events; every surface imports them from here.
+__all__ = ["DROPPED", "KEPT", "ChatEvent", "ChatTurns", "Flagged", "RefusalKind", "Refused", "Result", "Update",
+           "context_messages", "finish_values", "model_label"]
+
 log = logging.getLogger("parley.chat")
 turn_log = logging.getLogger("parley.turns")
 
@@ -49,46 +55,6 @@ KEPT = ("💾 The database is unavailable right now: this turn is kept and will 
         "when it is back.")
 DROPPED = ("💾 {n} earlier turn(s) could not be kept while the database was unavailable (too many were waiting, "
            "or the database refused them): they are not in your saved history.")
-
-#: A turn's live or final result: a plain turn's, or a tool loop's.
-Result = TurnResult | ToolLoopResult
-#: Why a message was refused before anything was sent or saved.
-RefusalKind = Literal["empty", "too_long", "params", "model", "file", "rate_limited"]
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The message was refused before anything happened: nothing was sent, saved or charged beyond the check."""
-
-    message: str
-    kind: RefusalKind
-    #: The conversation the chat had open (unchanged).
-    conversation_id: str | None
-
-
-@dataclass(frozen=True)
-class Flagged:
-    """Moderation refused the message: it is stored, flagged, with this reply; no provider was called."""
-
-    reply: str
-    categories: tuple[str, ...]
-    #: Storage notes (the turn was kept for later, or could not be saved).
-    notes: tuple[str, ...]
-    conversation_id: str | None
-
-
-@dataclass(frozen=True)
-class Update:
-    """The reply so far (or finished, when `result.done`), with storage notes and the conversation it is saved in."""
-
-    result: Result
-    #: The model as the user knows it ("OpenAI · GPT-4o").
-    label: str
-    notes: tuple[str, ...]
-    conversation_id: str | None
-
-
-ChatEvent = Refused | Flagged | Update
 
 
 def model_label(info: ModelInfo, provider_label: str) -> str:
@@ -170,6 +136,7 @@ class ChatTurns:
         conversation_id: str | None = None,
         files: Sequence[str | os.PathLike[str]] = (),
         history_files: bool = False,
+        parent_id: str | None = None,
     ) -> AsyncGenerator[ChatEvent, None]:
         """Run one chat turn and save it, yielding what happens.
 
@@ -178,18 +145,34 @@ class ChatTurns:
         which the store is made to agree with before the turn is saved. `files` are the paths of the new
         message's uploads; `history_files` says that earlier user messages of the chat had files, which
         are then loaded from the store and sent with them (only then: a plain chat makes no extra query).
+        With `parent_id` (the API's `/send`; "" = the current leaf) the turn goes where it says in the tree
+        of `conversation_id` instead (core.branching), and the model is sent the stored path above it:
+        `context` and `shown` are not used.
         """
         text = clean_text(text)
         cfg = self.s.config
         files = list(files or ())
         # Every refusal below leaves no trace: the refused text is never saved, never sent later as
         # context, and (the surface marks it) left out of the next turn's comparison with the store.
-        if not text.strip() and not files:
-            yield Refused("Type a message first: an empty message is not sent.", "empty", conversation_id)
-            return
         if len(text) > cfg.max_message_chars:
             yield Refused(f"This message is {len(text):,} characters long; the limit is {cfg.max_message_chars:,}. Shorten it and send again.",
                           "too_long", conversation_id)
+            return
+        at: Place | None = None
+        if parent_id is not None:
+            try:
+                at = await self.s.db(place, owner=owner, conversation_id=conversation_id, parent_id=parent_id, text=text)
+            except (PlaceProblem, StorageError) as e:
+                yield Refused(e.message, "place", conversation_id)
+                return
+            if at.retry_of is not None and files:
+                yield Refused(RETRY_TEXT, "place", conversation_id)
+                return
+            # A retry's prompt is the stored message, already last in the context.
+            conversation_id, context, shown = at.conversation_id, at.context, ()
+            text = "" if at.retry_of is not None else text
+        if not text.strip() and not files and (at is None or at.retry_of is None):
+            yield Refused("Type a message first: an empty message is not sent.", "empty", conversation_id)
             return
         try:
             parsed = params.parse()
@@ -209,7 +192,10 @@ class ChatTurns:
             except FileProblem as e:
                 yield Refused(e.message, "file", conversation_id)
                 return
-        if history_files and conversation_id and shown:
+        if at is not None and at.files:
+            context, left_out = with_history(context, at.files, info)
+            notes += left_out
+        elif history_files and conversation_id and shown:
             context, left_out = await history_context(self.s, owner, conversation_id, list(shown), context, info)
             notes += left_out
         # One turn is one call: a tool loop's steps (at most 5) are part of the turn it answers.
@@ -218,9 +204,9 @@ class ChatTurns:
             yield Refused(verdict.message, "rate_limited", conversation_id)
             return
 
-        flagged = await self._moderate(text)
+        flagged = await self._moderate(at.retry_text if at is not None and at.retry_of is not None else text)
         if flagged is not None:
-            yield await self._refuse(owner, conversation_id, list(shown), text, info, flagged, attachments)
+            yield await self._refuse(owner, conversation_id, list(shown), text, info, flagged, attachments, at)
             return
 
         system_prompt = clean_text(system_prompt or "")
@@ -240,10 +226,11 @@ class ChatTurns:
         begin: dict[str, Any] = dict(provider=info.provider, model=info.id, system_prompt=system_prompt, params=sent)
         if attachments:
             begin["attachments"] = [to_store(a) for a in attachments]
-        save_task = asyncio.ensure_future(self._begin(owner, conversation_id, shown, text, begin))
+        save_task = asyncio.ensure_future(self._begin(owner, conversation_id, shown, text, begin, at))
         ids: TurnIds | None | bool = None
         conv = conversation_id
         yielded_conv = conversation_id
+        yielded_ids: TurnIds | None = None
         finished = False
         self.s.active_streams += 1
         loop = asyncio.get_running_loop()
@@ -259,8 +246,9 @@ class ChatTurns:
                     # Off the stream's path: the stream never waits for the database.
                     partial_due = loop.time() + PARTIAL_SAVE_EVERY
                     self._spawn(self._save_partial(owner, ids, r.text, r.reasoning))
-                yield Update(r, label, tuple(notes), conv)
-                yielded_conv = conv
+                saved_ids = ids if isinstance(ids, TurnIds) else None
+                yield Update(r, label, tuple(notes), conv, saved_ids)
+                yielded_conv, yielded_ids = conv, saved_ids
             finished = True
         finally:
             self.s.active_streams -= 1
@@ -281,9 +269,11 @@ class ChatTurns:
                     if not waiting:
                         del self._running[owner]
         # A fast reply can end before the user message is saved: the chat must still learn the
-        # conversation id (and any note), or the next message would start a new conversation.
-        if finished and (notes or conv != yielded_conv):
-            yield Update(turn.result, label, tuple(notes), conv)
+        # conversation id (and any note), or the next message would start a new conversation; an API
+        # client learns the saved ids (what it branches from).
+        saved_ids = ids if isinstance(ids, TurnIds) else None
+        if finished and (notes or conv != yielded_conv or saved_ids != yielded_ids):
+            yield Update(turn.result, label, tuple(notes), conv, saved_ids)
 
     # -- moderation -----------------------------------------------------------------------
 
@@ -304,21 +294,23 @@ class ChatTurns:
         return flagged or None
 
     async def _refuse(self, owner: str, conversation_id: str | None, shown: list[str], text: str,
-                      info: ModelInfo, categories: list[str], attachments: Sequence[Attachment] = ()) -> Flagged:
+                      info: ModelInfo, categories: list[str], attachments: Sequence[Attachment] = (),
+                      at: Place | None = None) -> Flagged:
         """A polite refusal; the message is stored, flagged (with its files), with no provider call."""
         named = sorted(set(categories))
         reply = f"I can't help with that message: it was flagged by the moderation check ({', '.join(named)}). Please rephrase it."
         begin: dict[str, Any] = dict(provider=info.provider, model=info.id, system_prompt="", params={})
         if attachments:
             begin["attachments"] = [to_store(a) for a in attachments]
-        begun = await self._begin(owner, conversation_id, shown, text, begin)
+        begun = await self._begin(owner, conversation_id, shown, text, begin, at)
         kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text, begin=begin,
                         finish=dict(content=reply, provider=info.provider, model=info.id, finish_reason="content_filter",
                                     error=f"{FLAGGED_ERROR}: " + ", ".join(named)))
         notes: list[str] = []
         await self._settle(kept, begun, notes)
-        conv = conversation_id if isinstance(begun, StorageError) else str(begun.conversation_id)
-        return Flagged(reply, tuple(named), tuple(notes), conv)
+        if isinstance(begun, StorageError):
+            return Flagged(reply, tuple(named), tuple(notes), conversation_id)
+        return Flagged(reply, tuple(named), tuple(notes), str(begun.conversation_id), begun)
 
     # -- storage --------------------------------------------------------------------------
 
@@ -336,15 +328,21 @@ class ChatTurns:
             log.info("could not save a partial reply: %s", e)
 
     async def _begin(self, owner: str, conversation_id: str | None, shown: list[str], text: str,
-                     begin: dict[str, Any]) -> TurnIds | StorageError:
+                     begin: dict[str, Any], at: Place | None = None) -> TurnIds | StorageError:
         """Save the user message (creating the conversation if needed) and a pending reply; the ids or the StorageError.
 
         Turns kept during a database outage are written first, so this one follows them in the same
-        conversation; while any of them still waits, this one waits behind it (order is kept).
+        conversation; while any of them still waits, this one waits behind it (order is kept). A turn
+        placed by `at` is not kept through an outage (the kept turns are placed by what a chat shows).
         """
         try:
             if not await self.pending.flush(owner):
                 return StorageUnavailable("Earlier turns are still waiting for the database.")
+            if at is not None:
+                try:
+                    return await self.s.db(begin_at, owner=owner, at=at, content=text, **begin)
+                except StorageUnavailable as e:
+                    return StorageError(e.message)
             # A chat that began during the outage has no id yet: continue the conversation its turns made.
             conversation_id = conversation_id or self.pending.conversation_for(owner, shown)
             return await self.s.db(start_turn, owner=owner, conversation_id=conversation_id,

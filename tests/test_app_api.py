@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -278,3 +279,47 @@ def test_compare_api_takes_files_and_a_pane_that_cannot_read_them_says_so(app, f
     # The plain string form still works.
     plain = client.predict(message="just text", models=["openai:gpt-test", "anthropic:echo"], api_name="/compare")
     assert all(item["error"] is None for item in plain)
+
+
+def echo_contents(fake_server) -> list[str]:
+    """The texts of the messages the fake's echo model was last sent."""
+    last = [r for r in fake_server.requests if r.provider == "anthropic" and r.model == "echo"][-1]
+    return [m["content"] if isinstance(m["content"], str) else m["content"][0]["text"] for m in last.json["messages"]]
+
+
+def test_send_continues_retries_and_branches_one_conversation_tree(app, fake_server):
+    url, services = app
+    client = Client(url, verbose=False)
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/send"]["parameters"]
+    assert [p["parameter_name"] for p in params][:5] == ["message", "model", "system_prompt", "conversation_id", "parent_id"]
+
+    def send(**inputs):
+        return client.predict(model="anthropic:echo", api_name="/send", **inputs)
+
+    first = send(message="Plan a trip")
+    cid = first["conversation_id"]
+    second = send(message="To Lisbon", conversation_id=cid)
+    assert second["conversation_id"] == cid and echo_contents(fake_server) == ["Plan a trip", first["reply"], "To Lisbon"]
+    # Retry: a new reply to the stored message, which the model is sent again; no user message is stored.
+    again = send(message="", conversation_id=cid, parent_id=second["user_message_id"])
+    assert again["retry"] is True and again["user_message_id"] == second["user_message_id"]
+    assert again["reply_id"] != second["reply_id"]
+    assert echo_contents(fake_server) == ["Plan a trip", first["reply"], "To Lisbon"]
+    # Branch from the first reply: the model sees that branch only, not "To Lisbon".
+    branch = send(message="To Oslo", conversation_id=cid, parent_id=first["reply_id"])
+    assert echo_contents(fake_server) == ["Plan a trip", first["reply"], "To Oslo"]
+    assert branch["input_tokens"] is not None and branch["finish_reason"] == "stop"
+
+    with services.engine.connect() as c:
+        found = c.execute(sa.select(Message.__table__.c.id, Message.__table__.c.parent_id, Message.__table__.c.role)
+                          .where(Message.__table__.c.conversation_id == uuid.UUID(cid))).all()
+    parents = {str(i): (str(p) if p else None, role) for i, p, role in found}
+    assert len(parents) == 7, "2 + 2 + 1 (retry) + 2 (branch): every version is kept"
+    assert parents[again["reply_id"]][0] == second["user_message_id"]
+    assert parents[branch["user_message_id"]][0] == first["reply_id"]
+
+    # Another client is another owner: the conversation is not reachable, nothing is sent or saved.
+    before = len(fake_server.requests)
+    with pytest.raises(Exception, match="not one of your conversations"):
+        Client(url, verbose=False).predict(message="hi", model="anthropic:echo", conversation_id=cid, api_name="/send")
+    assert len(fake_server.requests) == before

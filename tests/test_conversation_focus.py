@@ -191,39 +191,43 @@ def hex_id(value: Any) -> str:
 
 
 def test_the_highlight_title_and_delete_follow_the_open_conversation_after_editing_the_first_message(app):
-    """The walkthrough's bug: editing the first message starts a new conversation; the list kept the old one
-    highlighted and the Title field its name, and Delete deleted the new one."""
+    """The walkthrough's bug: after an Edit of the first message the list kept another conversation highlighted
+    and the Title field its name, a new chat was never highlighted, and Delete deleted another conversation
+    than the highlighted one. With the tree, the Edit adds a second version of the first message to the same
+    conversation: the open, highlighted, named and deleted conversation stays that one throughout."""
     url, services = app
     page = Page(url)
     try:
+        page.send("Weather in Bergen")
+        (other,) = conversations(services)
+        page.click("new-chat")
         page.send("Trip plan to Lisbon")
-        (first,) = conversations(services)
+        (first,) = set(conversations(services)) - {other}
         # A new chat is highlighted in the list as soon as it is saved, and the Title field names it.
         assert hex_id(page.value("conv-list")) == first
         assert page.value("conv-title") == "Trip plan to Lisbon"
 
         page.edit(0, "Packing list for Oslo")
-        stored = conversations(services)
-        assert len(stored) == 2, stored
-        (second,) = set(stored) - {first}
-        assert stored[second] == "Packing list for Oslo"
-        assert hex_id(page.value("conv-list")) == second
-        assert page.value("conv-title") == "Packing list for Oslo"
+        assert set(conversations(services)) == {first, other}, "the Edit is a version in the same conversation"
+        assert "Packing list for Oslo" in str(page.value("chatbot")) and "Lisbon" not in str(page.value("chatbot"))
+        assert hex_id(page.value("conv-list")) == first
+        assert page.value("conv-title") == "Trip plan to Lisbon"
 
         # A confirmation asked for one conversation closes when another is opened (it would delete that one).
         page.click("delete")
-        assert page.shows("confirm-row") and "Packing list for Oslo" in str(page.value("confirm-text"))
+        assert page.shows("confirm-row") and "Trip plan to Lisbon" in str(page.value("confirm-text"))
+        page.values[page.id_of("conv-list")] = str(uuid.UUID(other))
+        page.fire(page.id_of("conv-list"), "input")
+        assert page.value("conv-title") == "Weather in Bergen" and not page.shows("confirm-row")
         page.values[page.id_of("conv-list")] = str(uuid.UUID(first))
         page.fire(page.id_of("conv-list"), "input")
-        assert page.value("conv-title") == "Trip plan to Lisbon" and not page.shows("confirm-row")
-        page.values[page.id_of("conv-list")] = str(uuid.UUID(second))
-        page.fire(page.id_of("conv-list"), "input")
+        assert "Packing list for Oslo" in str(page.value("chatbot")), "it reopens on the version last shown"
 
-        # Delete names what it will delete: the highlighted conversation, and only it.
+        # Delete names what it will delete: the highlighted conversation (both versions), and only it.
         page.click("delete")
-        assert "Delete “Packing list for Oslo”?" in str(page.value("confirm-text"))
+        assert "Delete “Trip plan to Lisbon”?" in str(page.value("confirm-text"))
         page.click("confirm-delete")
-        assert set(conversations(services)) == {first}
+        assert set(conversations(services)) == {other}
         assert page.value("conv-list") is None
         assert page.value("conv-title") == ""
     finally:

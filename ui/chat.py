@@ -8,11 +8,12 @@ from typing import Any
 
 import gradio as gr
 
-from core.chat import ChatEvent, ChatTurns, Flagged, Refused
+from core.chat import ChatEvent, ChatTurns, Flagged, Refused, Update
 from core.identity import owner_for
 from core.params import ParamInputs
 from core.pending_writes import PendingWrites
 from core.services import Services
+from core.usage import usage_columns, usage_of
 from ui.convert import (
     FLAGGED_MARK,
     NOTICE_PREFIX,
@@ -20,6 +21,7 @@ from ui.convert import (
     content_text,
     history_has_files,
     message_files,
+    notice_title,
     refusal_notice,
     result_bubbles,
     to_messages,
@@ -36,12 +38,12 @@ NOT_SENT = "Your message was not sent or saved: press ↶ Undo to get it back in
 
 def notice(text: str) -> list[gr.ChatMessage]:
     """A single notice bubble (no provider was called)."""
-    return [gr.ChatMessage(role="assistant", content=text, metadata={"title": NOTICE_PREFIX + text.split(". ")[0].rstrip("."), "status": "done"})]
+    return [gr.ChatMessage(role="assistant", content=text, metadata={"title": NOTICE_PREFIX + notice_title(text), "status": "done"})]
 
 
 def refused(text: str) -> list[gr.ChatMessage]:
     """The notice for a refused message, marked so the message is never sent as context nor compared with the store."""
-    return [refusal_notice(f"{text} {NOT_SENT}", REFUSED_MARK)]
+    return [refusal_notice(f"{text} {NOT_SENT}", REFUSED_MARK, title=text)]
 
 
 def bubbles(event: ChatEvent) -> list[gr.ChatMessage]:
@@ -113,3 +115,66 @@ class ChatHandler:
         async with aclosing(events):
             async for event in events:
                 yield bubbles(event), event.conversation_id
+
+    async def api_send(
+        self,
+        message: str | dict[str, Any],
+        model: str = "",
+        system_prompt: str = "",
+        conversation_id: str = "",
+        parent_id: str = "",
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        effort: str | None = "default",
+        api_key: str = "",
+        tools: bool = False,
+        request: gr.Request = None,  # type: ignore[assignment]  # Gradio fills it in; the default keeps it out of the API's inputs
+        profile: gr.OAuthProfile | None = None,
+    ) -> dict[str, Any]:
+        """One chat turn placed in a conversation's tree; returns the reply and the ids to continue, retry or branch from.
+
+        No `conversation_id`: a new conversation. A `conversation_id` and no `parent_id`: the next turn
+        after its current leaf. `parent_id` a reply's id: a new message under that reply (a branch, or an
+        Edit of the message that followed it); a user message's id: a new reply to it (a retry: `message`
+        empty or that message's text; nothing else is stored); "root": a new first message. The model is
+        sent the stored path down to there. Returns reply, reasoning, conversation_id, user_message_id
+        (the message the reply answers: the new one, or the retried one), reply_id, retry, model,
+        finish_reason, error, flagged, notes and the usage figures (null ids: the turn could not be
+        saved, notes say why). A refused message raises an error saying why, with nothing sent or saved.
+        """
+        owner = owner_for(request, profile, None)
+        files = message_files(message)
+        if any(not in_upload_folder(f) for f in files):
+            raise gr.Error("A file of this message is not an upload; attach it again.")
+        events = self.turns.send(
+            owner=owner, identity=self.s.limiter.identity(request, owner), text=content_text(message),
+            model=model, system_prompt=system_prompt, params=ParamInputs(temperature, top_p, max_tokens, seed, effort),
+            api_key=api_key, tools=bool(tools), conversation_id=(conversation_id or "").strip() or None,
+            files=files, parent_id=parent_id or "",
+        )
+        last: ChatEvent | None = None
+        async with aclosing(events):
+            async for event in events:
+                last = event
+        if last is None or isinstance(last, Refused):
+            raise gr.Error(last.message if last else "Nothing was sent.")
+        saved = last.saved
+        # The user message the reply answers: the new one, or for a retry the one answered again.
+        answered = None if saved is None else saved.user_message_id or saved.parent_id
+        out: dict[str, Any] = {
+            "conversation_id": last.conversation_id,
+            "user_message_id": str(answered) if answered else None,
+            "reply_id": str(saved.assistant_message_id) if saved else None,
+            "retry": saved is not None and saved.user_message_id is None,
+            "notes": list(last.notes),
+        }
+        if isinstance(last, Flagged):
+            return {"reply": last.reply, "reasoning": "", "model": None, "finish_reason": "content_filter", "error": None,
+                    "flagged": True, **out}
+        assert isinstance(last, Update)  # noqa: S101  (the only event left)
+        r = last.result
+        return {"reply": r.text, "reasoning": r.reasoning, "model": r.ref,
+                "finish_reason": r.finish_reason.value if r.finish_reason else None,
+                "error": r.error.message if r.error else None, "flagged": False, **out, **usage_columns(usage_of(r))}
