@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
-from core.config import AppConfig  # noqa: E402
+from core.config import EPHEMERAL_NOTICE, AppConfig  # noqa: E402
 from core.services import Services  # noqa: E402
 from storage.db import init_db, make_engine, timeouts_from_env  # noqa: E402
 from ui.chatbox import CHIP_SIZES  # noqa: E402
@@ -42,6 +42,8 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
         load_dotenv_file()
         env = dict(os.environ)
     config = AppConfig.from_env(env)
+    if config.ephemeral_storage:
+        log.warning("Chats are not kept for good: %s", EPHEMERAL_NOTICE)
     # uvicorn (read when launching) trusts X-Forwarded-For from loopback by default: TRUSTED_PROXIES decides.
     os.environ["FORWARDED_ALLOW_IPS"] = config.forwarded_allow_ips()
     registry = Registry.from_settings(Settings.from_env(env))
@@ -109,14 +111,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def start_up_help(local_url: str | None, share_url: str | None) -> str:
+    """What Gradio prints on start (with quiet=False), with this app's --share flag in place of its launch() advice."""
+    lines = [f"* Running on local URL:  {local_url}"]
+    if not share_url:  # Gradio prints the public URL itself, quiet or not
+        lines.append("* To create a public link, run `python app.py --share` "
+                     "(anyone with the link can use the app: set APP_USERS first).")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stdout)
     for noisy in ("httpx", "httpx2", "openai", "anthropic", "google_genai", "httpcore", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
     app, services = create_app(warm=False)
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
+    # quiet: Gradio's own start-up help says to set `share=True` in launch(); here it is a flag.
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True, quiet=True,
                **launch_kwargs(services))
+    print(start_up_help(app.local_url, app.share_url), flush=True)
     start_warming(services)
     try:
         app.block_thread()

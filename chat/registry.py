@@ -80,6 +80,9 @@ class Registry:
         self._clock = clock
         self._list_timeout = list_timeout
         self._ttl = ttl
+        #: What to do once a missing provider is set up: the app reads its settings at start-up; a command
+        #: line (python -m compare.batch) reads them on every run and says so instead.
+        self.after_setup = "then restart"
 
     # -- building -------------------------------------------------------------------------------
 
@@ -103,7 +106,7 @@ class Registry:
 
         official = (
             (OpenAIProvider, "openai", "OpenAI", s.openai_api_key, "set OPENAI_API_KEY",
-             lambda key: OpenAIProvider(api_key=key, base_url=s.openai_base_url)),
+             lambda key: OpenAIProvider(api_key=key, base_url=s.openai_base_url, openai_names=True)),
             (AnthropicProvider, "anthropic", "Anthropic", s.anthropic_api_key, "set ANTHROPIC_API_KEY",
              lambda key: AnthropicProvider(api_key=key, base_url=s.anthropic_base_url)),
             (GeminiProvider, "gemini", "Google Gemini", s.gemini_api_key, "set GEMINI_API_KEY (or GOOGLE_API_KEY)",
@@ -208,7 +211,7 @@ class Registry:
             return provider, provider.model_info(model)
         if sep and name in self._unconfigured:
             label, reason = self._unconfigured[name]
-            raise NotConfigured(f"{label} is not set up: {reason}, then restart.", provider=name)
+            raise NotConfigured(f"{label} is not set up: {reason}, {self.after_setup}.", provider=name)
         matches = [info for infos in self.cached_models().values() for info in infos if info.id == ref]
         if len(matches) == 1:
             info = matches[0]
@@ -254,7 +257,8 @@ class Registry:
         if name == "openai":
             from chat.providers.openai import OpenAIProvider
 
-            return None if OpenAIProvider.sdk_missing() else OpenAIProvider(api_key="", base_url=s.openai_base_url)
+            return None if OpenAIProvider.sdk_missing() else OpenAIProvider(api_key="", base_url=s.openai_base_url,
+                                                                            openai_names=True)
         if name == "anthropic":
             from chat.providers.anthropic import AnthropicProvider
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from chat.errors import InvalidInput
+from chat.errors import ChatError, InvalidInput, ModelNotFound
 from chat.providers.base import Provider
 from chat.tools import Toolbox
 from chat.turn import TurnPolicy, TurnResult
@@ -203,7 +203,7 @@ def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: 
         "prompt": prompt.prompt,
         "text": result.text,
         "finish_reason": result.finish_reason.value if result.finish_reason else None,
-        "error": str(result.error) if result.error else None,
+        "error": error_text(result.error) if result.error else None,
         "error_kind": result.error.kind if result.error else None,
         "ttft_ms": _round(result.ttft_ms, 1),
         "duration_ms": _round(result.duration_ms, 1),
@@ -221,6 +221,17 @@ def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: 
                        for t in getattr(result, "tools", ())],
         "files": [PurePosixPath(f.replace("\\", "/")).name for f in prompt.files],
     }
+
+
+#: A chat's advice for a model the provider does not know, and what a batch (tab or command line) says instead.
+_CHAT_ADVICE = "Pick another model in the sidebar"
+_BATCH_ADVICE = "Check its name, or leave it out of the batch's models"
+
+
+def error_text(error: ChatError) -> str:
+    """A row's error as a batch user can act on it: a batch has no sidebar to pick a model in."""
+    text = str(error)
+    return text.replace(_CHAT_ADVICE, _BATCH_ADVICE) if isinstance(error, ModelNotFound) else text
 
 
 def refused_result(info: ModelInfo, why: str) -> TurnResult:
@@ -367,6 +378,7 @@ async def run_batch(
     existing, ignored = _read_results(out)
     finished = {(r["prompt_id"], r["model"]) for r in existing if r.get("error") is None}
     jobs = [(p, ref) for p in prompts for ref in resolved if (p.id, ref) not in finished]
+    tried = {(r["prompt_id"], r["model"]) for r in existing}
     pairs = len(prompts) * len(resolved)
     total = len(jobs)
     new_rows: list[dict[str, Any]] = []
@@ -422,6 +434,7 @@ async def run_batch(
         pairs=pairs,
         skipped=pairs - total,
         ran=len(new_rows),
+        retried=sum(1 for p, ref in jobs if (p.id, ref) in tried),
         run_errors=sum(1 for r in new_rows if r["error"] is not None),
         ignored_lines=ignored,
         elapsed_s=time.perf_counter() - started,

@@ -11,12 +11,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chat.errors import ChatError
 from chat.types import Attachment, Params
 from compare.batch import BatchError, BatchSummary, load_prompts, rows_to_csv, run_batch
 from compare.pricing import PriceError, PriceTable
+
+if TYPE_CHECKING:
+    from chat.registry import Registry
 
 
 def _progress_printer(stream: Any = None) -> Callable[[int, int], None]:
@@ -50,6 +53,31 @@ def _progress_printer(stream: Any = None) -> Callable[[int, int], None]:
         last_pct = pct
 
     return update
+
+
+def _unsent_settings(registry: Registry, models: Sequence[str], given: Sequence[str]) -> list[str]:
+    """Notes for the settings given on the command line that a model does not take (it runs without them)."""
+    notes = []
+    for ref in models:
+        try:
+            provider, info = registry.resolve(ref)
+        except ChatError:
+            continue  # run_batch refuses it with its own message
+        taken = (info.params or provider.accepts) & provider.accepts
+        unsent = [f"--{name.replace('_', '-')}" for name in given if name not in taken]
+        if unsent:
+            notes.append(f"note: {info.ref} does not take {' or '.join(unsent)}; its replies are made without it.")
+    return notes
+
+
+def _skips(summary: BatchSummary) -> str | None:
+    """Why fewer pairs ran than the job holds (the README's resume rules), or None when every pair ran."""
+    parts = []
+    if summary.skipped:
+        parts.append(f"{summary.skipped} pair(s) skipped: already done (the output has a row without an error)")
+    if summary.retried:
+        parts.append(f"{summary.retried} run again: the output had only error rows for them")
+    return "; ".join(parts) + "." if parts else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def go() -> BatchSummary:
         registry = Registry.from_settings(settings)
+        registry.after_setup = "then run the command again"  # not "restart": .env is read on every run
+        for note in _unsent_settings(registry, models, [k for k in ("temperature", "max_tokens") if k in kwargs]):
+            print(note, file=sys.stderr)
         try:
             toolbox = None
             if args.tools:
@@ -140,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary.elapsed_s is not None:
         note += f", {summary.elapsed_s:.1f} s"
     print(note + f". Results: {args.out}")
+    skips = _skips(summary)
+    if skips:
+        print(skips)
     if summary.ignored_lines:
         print(f"warning: {summary.ignored_lines} unreadable line(s) in {args.out} were ignored.", file=sys.stderr)
     if args.csv:

@@ -41,6 +41,7 @@ class BatchSummary:
     pairs: int = 0  # prompt × model pairs in the job
     skipped: int = 0  # already finished before this run
     ran: int = 0  # turns run now
+    retried: int = 0  # of which ran again because the output held only error rows for them
     run_errors: int = 0  # of which failed
     ignored_lines: int = 0  # unreadable lines found in the output file
     elapsed_s: float | None = None

@@ -10,8 +10,14 @@ from pathlib import Path
 
 from core.identity import ProxyNetwork, parse_proxies
 from core.ratelimit import parse_rate
+from storage import db
 
 MIB = 1024 * 1024
+
+#: Said where the sidebar says chats are saved, and logged at start-up, when they will not outlive a restart.
+EPHEMERAL_NOTICE = ("this Space has no persistent storage, so a restart of the Space deletes them. "
+                    "The Space's owner can keep them by turning on persistent storage (Settings › Persistent storage, "
+                    "mounted at /data) or by setting DATABASE_URL to a PostgreSQL database.")
 
 
 def parse_users(spec: str | None) -> list[tuple[str, str]]:
@@ -139,6 +145,15 @@ class AppConfig:
         """MAX_IMPORT_MB in bytes: the largest conversation import (its files' bytes are inside, as base64)."""
         return int(self.max_import_mb * MIB)
 
+
+    @property
+    def ephemeral_storage(self) -> bool:
+        """On Spaces without DATABASE_URL or persistent storage at /data, the database is a file in the
+        container (storage.db.default_url falls back to ./data): the next restart wipes every chat."""
+        if not self.space_id or self.database_url:
+            return False
+        data = db.SPACES_DATA_DIR
+        return not (data.is_dir() and os.access(data, os.W_OK))
 
     def trusted_proxy_networks(self) -> tuple[ProxyNetwork, ...]:
         return parse_proxies(",".join(self.trusted_proxies))

@@ -15,15 +15,14 @@ from storage.guard import conversation_public, guarded, owned_conversation, rowc
 from storage.models import (
     CONVERSATION_KINDS,
     KIND_CHAT,
-    MESSAGE_PUBLIC_COLUMNS,
     Conversation,
     ConversationCreate,
     ConversationDetail,
     ConversationPublic,
-    Message,
-    MessagePublic,
     table_of,
 )
+from storage.tree import messages_of as messages_of  # the whole trees, for the exports
+from storage.tree import path_detail
 from storage.validation import auto_title, check_name, check_owner, check_params, clean_text, clean_title, parse_id
 
 MAX_PAGE = 500
@@ -94,42 +93,10 @@ def list_conversations(
 
 @guarded
 def get_conversation(*, session: Session, owner: str, conversation_id: uuid.UUID | str) -> ConversationDetail:
-    """One conversation with its messages in order (NotFound for a pane of an unvoted blind comparison)."""
+    """One conversation with its current path, versions and leaf (storage.tree.get_path; NotFound for a
+    pane of an unvoted blind comparison)."""
     owner = check_owner(owner)
-    conversation = owned_conversation(session, owner, conversation_id)
-    return ConversationDetail(
-        conversation=conversation_public(conversation),
-        messages=messages_of(session, owner, [conversation.id])[conversation.id],
-    )
-
-
-def messages_of(session: Session, owner: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[MessagePublic]]:
-    """The messages of these conversations in order, with their files' refs (never their bytes).
-
-    One query, plus one for the files only when a message read has some (attachment_count).
-    """
-    found: dict[uuid.UUID, list[MessagePublic]] = {cid: [] for cid in ids}
-    if not ids:
-        return found
-    table = table_of(Message)
-    columns = [table.c[name] for name in MESSAGE_PUBLIC_COLUMNS]
-    query = sa.select(*columns, table.c.attachment_count).where(table.c.owner == owner)
-    query = query.where(table.c.conversation_id == ids[0]) if len(ids) == 1 else query
-    query = query.order_by(table.c.conversation_id, table.c.position)
-    with_files: list[MessagePublic] = []
-    # Rows straight from Core into the public model: this is the hot path of opening a long chat.
-    for row in session.execute(query).tuples():
-        *values, count = row
-        message = MessagePublic.model_construct(**dict(zip(MESSAGE_PUBLIC_COLUMNS, values, strict=True)))
-        if message.conversation_id in found:
-            found[message.conversation_id].append(message)
-            if count:
-                with_files.append(message)
-    if with_files:
-        refs = stored.refs_of(session, owner, ids[0] if len(ids) == 1 else None)
-        for message in with_files:
-            message.attachments = refs.get(message.id, [])
-    return found
+    return path_detail(session, owner, owned_conversation(session, owner, conversation_id))
 
 
 @guarded

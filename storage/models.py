@@ -105,6 +105,10 @@ class Conversation(ConversationBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     # Last activity (a message added or finished); renaming, pinning and archiving leave it alone.
     updated_at: datetime = Field(default_factory=utcnow)
+    # The last message of the path shown (storage/tree.py). NULL: the newest message; the
+    # conversation's own id: nothing shown. No foreign key: message already cascades from
+    # conversation, and a second, circular one would make either row impossible to delete first.
+    current_leaf_id: uuid.UUID | None = None
 
 
 class ConversationPublic(ConversationBase):
@@ -172,6 +176,9 @@ class Message(MessageBase, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     conversation_id: uuid.UUID = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    # The message this one follows (NULL for a root); siblings are the versions Retry and Edit
+    # add. `position` is creation order, so it grows along every path (storage/tree.py).
+    parent_id: uuid.UUID | None = Field(default=None, foreign_key="message.id", ondelete="CASCADE", index=True)
     # Copied from the conversation (owners never change): lets search filter by owner inside
     # the full-text index and lets SQLite's FTS triggers delete rows without a join.
     owner: str = Field(max_length=OWNER_MAX, index=True)
@@ -240,6 +247,7 @@ class AttachmentData(AttachmentRef):
 class MessagePublic(MessageBase):
     id: uuid.UUID
     conversation_id: uuid.UUID
+    parent_id: uuid.UUID | None = None
     #: The files of a user message, in the order given.
     attachments: list[AttachmentRef] = Field(default_factory=list)
 
@@ -249,10 +257,16 @@ MESSAGE_PUBLIC_COLUMNS: tuple[str, ...] = tuple(name for name in MessagePublic.m
 
 
 class ConversationDetail(SQLModel):
-    """One conversation with its messages in order."""
+    """One conversation with the messages of its current path, root first (storage/tree.py)."""
 
     conversation: ConversationPublic
     messages: list[MessagePublic]
+    #: The last message of the path (None: the path is empty).
+    current_leaf_id: uuid.UUID | None = None
+    #: For each message of the path that has siblings: the ids of its siblings and itself, oldest first.
+    versions: dict[uuid.UUID, list[uuid.UUID]] = Field(default_factory=dict)
+    #: How many messages of the conversation are not on the path.
+    other_messages: int = 0
 
 
 class TurnIds(SQLModel):
@@ -263,6 +277,8 @@ class TurnIds(SQLModel):
     user_position: int | None
     assistant_message_id: uuid.UUID
     assistant_position: int
+    #: The user message's parent (begin_reply: the reply's); None for a root.
+    parent_id: uuid.UUID | None = None
     #: The stored attachment of each file given to begin_turn, in the same order.
     attachment_ids: list[uuid.UUID] = Field(default_factory=list)
 
@@ -436,6 +452,8 @@ class ShareLink(SQLModel, table=True):
     token_hash: str = Field(max_length=64)
     conversation_id: uuid.UUID | None = Field(default=None, foreign_key="conversation.id", ondelete="CASCADE", index=True)
     comparison_id: uuid.UUID | None = Field(default=None, foreign_key="comparison.id", ondelete="CASCADE", index=True)
+    #: A conversation's link shows every version, not only the current path.
+    whole_tree: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -4,6 +4,8 @@ The functions live in one module per concern and are re-exported here, so caller
 `from storage import repository as repo; repo.begin_turn(...)`:
 
 - storage/conversations.py: create, list, open, rename, pin, archive, delete
+- storage/tree.py: get_path, switch_branch, set_leaf, delete_branch, fork_conversation, tree_of (messages
+  form a tree: see there), AT_LEAF and EMPTY_PATH
 - storage/turns.py: begin_turn/begin_reply, finish_turn, save_partial, mark_interrupted, truncate_after, set_feedback
 - storage/search.py: search_messages (full-text, per dialect)
 - storage/stats.py: usage_stats, and usage_over_time (every bucket of a chart in one grouped query)
@@ -59,10 +61,13 @@ from storage.sharing import (
     shared_view,
 )
 from storage.stats import MIN_RATE_TOKENS, usage_over_time, usage_stats
+from storage.tree import AT_LEAF, EMPTY_PATH, get_path, tree_of
 from storage.turns import begin_reply, begin_turn, finish_turn, mark_interrupted, save_partial, set_feedback, truncate_after
 
 __all__ = [
+    "AT_LEAF",
     "AttachmentIn",
+    "EMPTY_PATH",
     "MAX_COMPARISON_EXPORT",
     "MAX_PAGE",
     "MAX_SEARCH_HITS",
@@ -85,6 +90,7 @@ __all__ = [
     "get_attachment",
     "get_comparison",
     "get_conversation",
+    "get_path",
     "import_json",
     "list_conversations",
     "list_share_links",
@@ -99,6 +105,7 @@ __all__ = [
     "set_pinned",
     "shared_attachment",
     "shared_view",
+    "tree_of",
     "truncate_after",
     "usage_over_time",
     "usage_stats",

@@ -34,6 +34,7 @@ from storage.models import (
     utcnow,
 )
 from storage.replicas import GRACE_S, INSTANCE_KEY
+from storage.tree import AT_LEAF
 from storage.validation import auto_title, check_metric, check_name, check_owner, check_params, clean_text, parse_id
 
 
@@ -49,6 +50,7 @@ def begin_turn(
     params: dict[str, Any] | None = None,
     system_prompt: str | None = None,
     attachments: Sequence[AttachmentLike] = (),
+    parent_id: uuid.UUID | str | None = AT_LEAF,
 ) -> TurnIds:
     """Save the user's message and a pending assistant placeholder in one transaction.
 
@@ -58,10 +60,14 @@ def begin_turn(
     `attachments` (storage.attachments.AttachmentIn, or chat.types.Attachment) are stored once per
     owner by content hash and linked to the user message in order; TurnIds.attachment_ids says
     which stored attachment each became.
+    The user message follows `parent_id`: AT_LEAF (the current leaf), a message of this
+    conversation (Edit: a sibling of that message's child), or None (a new root). The new reply
+    becomes the current leaf.
     """
     content = clean_text(content, "message")
     files = check_attachments(attachments) if attachments else []
-    return add_turn(session, owner, conversation_id, content, provider, model, params, system_prompt, files=files)
+    return add_turn(session, owner, conversation_id, content, provider, model, params, system_prompt, files=files,
+                    parent_id=parent_id)  # fmt: skip
 
 
 @guarded
@@ -74,9 +80,16 @@ def begin_reply(
     model: str | None = None,
     params: dict[str, Any] | None = None,
     system_prompt: str | None = None,
+    parent_id: uuid.UUID | str = AT_LEAF,
 ) -> TurnIds:
-    """Add only a pending assistant placeholder (Retry: after truncate_after removed the old reply)."""
-    return add_turn(session, owner, conversation_id, None, provider, model, params, system_prompt)
+    """Add only a pending assistant placeholder, answering `parent_id` (a user message; AT_LEAF: the current leaf).
+
+    Retry: a reply under a user message that has one already becomes its sibling version. The new
+    reply becomes the current leaf.
+    """
+    if parent_id is None:
+        raise InvalidInput("A reply needs the user message it answers.")
+    return add_turn(session, owner, conversation_id, None, provider, model, params, system_prompt, parent_id=parent_id)
 
 
 def add_turn(
@@ -91,9 +104,11 @@ def add_turn(
     *,
     commit: bool = True,
     files: Sequence[AttachmentIn] = (),
+    parent_id: object = AT_LEAF,
 ) -> TurnIds:
     owner = check_owner(owner)
     cid = parse_id(conversation_id, "conversation")
+    wanted = None if parent_id is None or parent_id == AT_LEAF else parse_id(parent_id, "parent message")
     provider = check_name(provider, "provider")
     model = check_name(model, "model")
     params = check_params(params)
@@ -106,26 +121,27 @@ def add_turn(
         values["params"] = params
     if system_prompt is not None:
         values["system_prompt"] = system_prompt
-    table = table_of(Conversation)
+    table, messages = table_of(Conversation), table_of(Message)
     # Writing the conversation first takes its lock (the row on PostgreSQL, the database write lock
     # on SQLite) before the next position is read, so two turns can never claim the same position.
-    updated = session.execute(
+    locked = session.execute(
         sa.update(table).where(table.c.id == cid, table.c.owner == owner).values(**values)
-    )
-    if rowcount(updated) == 0:
+        .returning(table.c.current_leaf_id, table.c.title)
+    ).first()  # fmt: skip
+    if locked is None:
         raise NotFound(f"No conversation with id {str(cid)!r}.")
-    last = session.execute(
-        sa.select(sa.func.max(table_of(Message).c.position)).where(table_of(Message).c.conversation_id == cid)
-    ).scalar_one()
-    position = 0 if last is None else last + 1
-    if content is not None and position == 0:
-        session.execute(
-            sa.update(table)
-            .where(table.c.id == cid, table.c.title == DEFAULT_TITLE)
-            .values(title=auto_title(content))
-        )
+    stored_leaf, title = locked
+    # The newest message gives the next position, and is the current leaf unless one was chosen.
+    newest = session.execute(
+        sa.select(messages.c.id, messages.c.position, messages.c.role)
+        .where(messages.c.conversation_id == cid).order_by(messages.c.position.desc()).limit(1)
+    ).first()  # fmt: skip
+    position = 0 if newest is None else newest.position + 1
+    parent, parent_role = _parent(session, owner, cid, parent_id, wanted, stored_leaf, newest)
+    if content is None and parent_role != "user":
+        raise InvalidInput("A reply can only answer a user message.")
     blank = dict(conversation_id=cid, owner=owner, content="", provider=None, model=None, params=None,
-                 finish_reason=None, created_at=now, instance_id=None)  # fmt: skip
+                 finish_reason=None, created_at=now, instance_id=None, parent_id=parent)  # fmt: skip
     if files:  # only then: the rows of a turn without files stay exactly as they were
         blank["attachment_count"] = 0
     rows = []
@@ -139,11 +155,15 @@ def add_turn(
     assistant_id = uuid.uuid4()
     rows.append(
         {**blank, "id": assistant_id, "position": position, "role": "assistant", "provider": provider,
-         "model": model, "params": params, "finish_reason": PENDING,
+         "model": model, "params": params, "finish_reason": PENDING, "parent_id": user_id or parent,
          "instance_id": session.info.get(INSTANCE_KEY)}  # which process streams it: see storage.replicas
     )  # fmt: skip
     # One statement for both rows: a round trip less on the path every prompt takes.
-    session.execute(sa.insert(table_of(Message)), rows)
+    session.execute(sa.insert(messages), rows)
+    leaf: dict[str, Any] = {"current_leaf_id": assistant_id}
+    if content is not None and newest is None and title == DEFAULT_TITLE:  # the first message
+        leaf["title"] = auto_title(content)
+    session.execute(sa.update(table).where(table.c.id == cid).values(**leaf))
     attachment_ids: list[uuid.UUID] = []
     if files and user_id is not None:
         attachment_ids = stored.store(session, owner, files)
@@ -158,7 +178,36 @@ def add_turn(
         assistant_message_id=assistant_id,
         assistant_position=position,
         attachment_ids=attachment_ids,
+        parent_id=parent,
     )
+
+
+def _parent(
+    session: Session, owner: str, cid: uuid.UUID, given: object, wanted: uuid.UUID | None,
+    stored_leaf: uuid.UUID | None, newest: Any,
+) -> tuple[uuid.UUID | None, str | None]:  # fmt: skip
+    """The new message's parent and its role: the one asked for, else the current leaf (or None)."""
+    if given is None:
+        return None, None
+    if wanted is None:  # AT_LEAF
+        if newest is None:
+            return None, None
+        if stored_leaf is None or stored_leaf == newest.id:  # the usual case: no query
+            return newest.id, newest.role
+        if stored_leaf == cid:  # EMPTY_PATH
+            return None, None
+        wanted = stored_leaf
+    messages = table_of(Message)
+    row = session.execute(
+        sa.select(messages.c.conversation_id, messages.c.role).where(messages.c.id == wanted, messages.c.owner == owner)
+    ).first()  # fmt: skip
+    if given == AT_LEAF and (row is None or row.conversation_id != cid):
+        return newest.id, newest.role  # the chosen leaf is gone: the newest message, as the readers show
+    if row is None:
+        raise NotFound(f"No message with id {str(wanted)!r}.")
+    if row.conversation_id != cid:
+        raise InvalidInput(f"Message {str(wanted)!r} is not in this conversation.")
+    return wanted, row.role
 
 
 @guarded
@@ -328,15 +377,14 @@ def truncate_after(*, session: Session, owner: str, conversation_id: uuid.UUID |
     conversation = owned_conversation(session, owner, conversation_id)
     table = table_of(Message)
     linked = stored.linked_from(session, owner, conversation.id, position)
-    result = session.execute(
-        sa.delete(table).where(
-            table.c.conversation_id == conversation.id, table.c.owner == owner, table.c.position >= position
-        )
-    )
+    doomed = [table.c.conversation_id == conversation.id, table.c.owner == owner, table.c.position >= position]
+    # Counted first: SQLite's row count leaves out the rows that a parent's cascade took with it.
+    count = session.execute(sa.select(sa.func.count()).where(*doomed)).scalar_one()
+    session.execute(sa.delete(table).where(*doomed))
     stored.drop_unlinked(session, owner, linked)  # the files only those messages carried
     conversation.updated_at = utcnow()
     session.commit()
-    return rowcount(result)
+    return int(count)
 
 
 @guarded

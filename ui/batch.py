@@ -261,7 +261,6 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
     """Upload prompts, pick models, run; a live status line, a per-model summary, first rows, downloads."""
     batches = Batches(ctx.services)
     lo, hi = param_bounds("max_tokens")
-    default_model = getattr(ctx.model, "value", None)
     gr.Markdown(
         "### Batch runs\n<span class='parley-muted'>Every prompt of a file through up to "
         f"{MAX_MODELS} models ({MAX_CALLS:,} calls at most per run). Results are downloads (JSONL and CSV); "
@@ -279,7 +278,8 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
                             "`files` are names of files uploaded beside the prompts file (images, PDFs, text).")
         with gr.Column(scale=3):
             models = gr.Dropdown(
-                choices=ctx.model_choices, value=[default_model] if default_model else [], multiselect=True,
+                # Empty: a run calls exactly the models the user adds (the sidebar's model may be an expensive one).
+                choices=ctx.model_choices, value=[], multiselect=True,
                 allow_custom_value=True, max_choices=MAX_MODELS, label="Models",
                 info=f"1 to {MAX_MODELS}; type provider:model for one that is not listed", elem_id="batch-models",
             )

@@ -128,7 +128,11 @@ def build_ui(services: Services) -> gr.Blocks:
             gr.Markdown("## 🦜 Parley", elem_classes=["parley-brand"])
             greeting = gr.Markdown("", elem_classes=["parley-muted"])
             if services.config.space_id:
-                gr.LoginButton()
+                gr.LoginButton()  # signed in, it reads "Logout (name)" and signs out of Hugging Face
+            elif services.config.users:
+                # APP_USERS: Gradio's /logout ends this user's sign-in and shows the login page (a shared
+                # machine must not stay signed in). Relative, so it works under a proxy's root path too.
+                gr.Button("Log out", link="logout", size="sm", variant="secondary", elem_id="logout")
             model = gr.Dropdown(
                 choices=choices, value=default_model, label="Model", allow_custom_value=True,
                 info="Pick one, or type provider:model", elem_id="model-picker",

@@ -11,7 +11,7 @@ import gradio as gr
 
 from chat.errors import ChatError
 from chat.types import PARAM_NAMES, ModelInfo
-from core.config import new_browser_id
+from core.config import EPHEMERAL_NOTICE, new_browser_id
 from core.conversations import ConversationError, Conversations, Entry, Feedback, Opened
 from core.identity import display_name, owner_for, valid_browser_id
 from core.services import Services
@@ -57,6 +57,8 @@ class SidebarHandlers:
             greeting = "Chats are saved on the server for **this browser**."
         else:
             greeting = f"Signed in as **{html.escape(who)}**."
+        if self.s.config.ephemeral_storage:
+            greeting += f"\n\n⚠️ Chats are not kept for good: {EPHEMERAL_NOTICE}"
         conv_list, hits = await self.list_choices(owner, request)
         return owner, browser_id, greeting, conv_list, hits
 

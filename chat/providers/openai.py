@@ -56,6 +56,20 @@ _NOT_CHAT = ("embedding", "tts", "whisper", "dall-e", "moderation", "davinci", "
 _READS_FILES = re.compile(r"(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-4-turbo|gpt-5|o1(?!-mini|-preview)|o3(?!-mini)|o4)\b")
 
 
+# OpenAI's reasoning models (o-series, GPT-5 except its chat variant) refuse temperature and top_p and want
+# max_completion_tokens; o1-mini and o1-preview take no reasoning effort either. Known by family name, so that a
+# proxy in front of OpenAI (OPENAI_BASE_URL) gets the same controls as api.openai.com.
+_REASONING_FAMILY = re.compile(r"(o1|o3|o4)(-|$)|gpt-5(?!(\.\d+)?-chat)")
+_NO_EFFORT = re.compile(r"o1-(mini|preview)")
+
+
+def reasoning_params(model: str) -> frozenset[str] | None:
+    """The parameters an OpenAI reasoning model takes, from its family name; None for any other model."""
+    if _REASONING_FAMILY.match(model) is None:
+        return None
+    return frozenset({"max_tokens"}) if _NO_EFFORT.match(model) else _REASONING
+
+
 def reads_files(model: str) -> bool:
     """Whether an official OpenAI model takes images and PDFs, from its family name."""
     return _READS_FILES.match(model) is not None
@@ -99,6 +113,7 @@ class OpenAIProvider(Provider):
         include_usage: bool = True,
         official: bool | None = None,
         send_effort: bool | None = None,
+        openai_names: bool | None = None,
         base_url_env_var: str | None = "OPENAI_BASE_URL",
         connect_timeout: float = 5.0,
         read_timeout: float | None = 600.0,
@@ -107,6 +122,9 @@ class OpenAIProvider(Provider):
         pdf: bool = False,
     ):
         """`official` defaults to "base_url is api.openai.com"; it picks `max_completion_tokens` and the curated list.
+
+        `openai_names` (default: `official`): model names are OpenAI's, so a reasoning model is known by its
+        family name (effort, no temperature, `max_completion_tokens`) also behind OPENAI_BASE_URL.
 
         `vision` / `pdf`: whether a compatible endpoint's models not listed in `models` read images / PDFs
         (models.toml); official OpenAI models are known by their family names.
@@ -117,7 +135,8 @@ class OpenAIProvider(Provider):
         self.base_url = (base_url or OFFICIAL_BASE_URL).rstrip("/")
         self.official = official if official is not None else urlparse(self.base_url).hostname == "api.openai.com"
         self.send_effort = self.official if send_effort is None else send_effort
-        self.accepts = frozenset(_SAMPLING | ({"effort"} if self.send_effort else set()))
+        self.openai_names = self.official if openai_names is None else openai_names
+        self.accepts = frozenset(_SAMPLING | ({"effort"} if self.send_effort or self.openai_names else set()))
         self.include_usage = include_usage
         self.context_window = context_window
         self.base_url_env_var = base_url_env_var
@@ -139,9 +158,11 @@ class OpenAIProvider(Provider):
         if isinstance(m, ModelInfo):
             return m.model_copy(update={"provider": self.name})
         reads = reads_files(m) if self.official else None
+        params = (reasoning_params(m) if self.openai_names else None) or frozenset(
+            _SAMPLING | ({"effort"} if self.send_effort else set()))
         return ModelInfo(
             provider=self.name, id=m, label=m, context_window=self.context_window,
-            params=self.accepts, supports_tools=self.supports_tools,
+            params=params, supports_tools=self.supports_tools,
             vision=self.vision if reads is None else reads, pdf=self.pdf if reads is None else reads,
         )
 
@@ -256,7 +277,9 @@ class OpenAIProvider(Provider):
                 kwargs[key] = sent[key]
         if "max_tokens" in sent:
             # The official API deprecated max_tokens (reasoning models refuse it); compatible servers know only max_tokens.
-            kwargs["max_completion_tokens" if self.official else "max_tokens"] = sent["max_tokens"]
+            # A reasoning model behind a proxy refuses max_tokens just the same.
+            newer = self.official or (self.openai_names and reasoning_params(model) is not None)
+            kwargs["max_completion_tokens" if newer else "max_tokens"] = sent["max_tokens"]
         if "effort" in sent:
             kwargs["reasoning_effort"] = sent["effort"]
         if tools:
