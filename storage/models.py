@@ -177,8 +177,9 @@ class Message(MessageBase, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     conversation_id: uuid.UUID = Field(foreign_key="conversation.id", ondelete="CASCADE")
     # The message this one follows (NULL for a root); siblings are the versions Retry and Edit
-    # add. `position` is creation order, so it grows along every path (storage/tree.py).
-    parent_id: uuid.UUID | None = Field(default=None, foreign_key="message.id", ondelete="CASCADE", index=True)
+    # add. `position` is creation order, so it grows along every path (storage/tree.py). No ON
+    # DELETE CASCADE: see migration 0008 (a branch is deleted whole, in one statement).
+    parent_id: uuid.UUID | None = Field(default=None, foreign_key="message.id", index=True)
     # Copied from the conversation (owners never change): lets search filter by owner inside
     # the full-text index and lets SQLite's FTS triggers delete rows without a join.
     owner: str = Field(max_length=OWNER_MAX, index=True)

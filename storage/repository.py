@@ -61,7 +61,7 @@ from storage.sharing import (
     shared_view,
 )
 from storage.stats import MIN_RATE_TOKENS, usage_over_time, usage_stats
-from storage.tree import AT_LEAF, EMPTY_PATH, get_path, tree_of
+from storage.tree import AT_LEAF, EMPTY_PATH, delete_branch, fork_conversation, get_path, set_leaf, switch_branch, tree_of
 from storage.turns import begin_reply, begin_turn, finish_turn, mark_interrupted, save_partial, set_feedback, truncate_after
 
 __all__ = [
@@ -82,11 +82,13 @@ __all__ = [
     "conversation_attachments",
     "create_conversation",
     "create_share_link",
+    "delete_branch",
     "delete_conversation",
     "export_comparisons",
     "export_json",
     "export_markdown",
     "finish_turn",
+    "fork_conversation",
     "get_attachment",
     "get_comparison",
     "get_conversation",
@@ -102,9 +104,11 @@ __all__ = [
     "set_archived",
     "set_comparison_costs",
     "set_feedback",
+    "set_leaf",
     "set_pinned",
     "shared_attachment",
     "shared_view",
+    "switch_branch",
     "tree_of",
     "truncate_after",
     "usage_over_time",

@@ -24,8 +24,22 @@ from sqlmodel import Session
 from storage import attachments as stored
 from storage.errors import InvalidInput, NotFound
 from storage.guard import conversation_public, guarded, owned_conversation
-from storage.models import MESSAGE_PUBLIC_COLUMNS, Conversation, ConversationDetail, Message, MessagePublic, table_of
-from storage.validation import check_owner, parse_id
+from storage.models import (
+    INTERRUPTED,
+    KIND_CHAT,
+    MESSAGE_PUBLIC_COLUMNS,
+    PENDING,
+    TITLE_MAX,
+    Conversation,
+    ConversationDetail,
+    ConversationPublic,
+    Message,
+    MessageAttachment,
+    MessagePublic,
+    table_of,
+    utcnow,
+)
+from storage.validation import check_owner, clean_title, parse_id
 
 #: begin_turn/begin_reply's default parent: the current leaf (None when the path is empty).
 AT_LEAF: Final = "leaf"
@@ -111,9 +125,9 @@ def resolve_leaf(
     return newest
 
 
-def path_detail(session: Session, owner: str, conversation: Conversation) -> ConversationDetail:
+def path_detail(session: Session, owner: str, conversation: Conversation, tree: Tree | None = None) -> ConversationDetail:
     """The detail every reader shows: the current path with its versions (the conversation is owner-checked)."""
-    tree = load_tree(session, owner, conversation.id, conversation.current_leaf_id)
+    tree = tree or load_tree(session, owner, conversation.id, conversation.current_leaf_id)
     path = tree.path()
     if len(path) == len(tree.parent):  # no branches: read the conversation as a whole, no id list
         messages = messages_of(session, owner, [conversation.id])[conversation.id]
@@ -204,3 +218,132 @@ def message_in(tree: Tree, message_id: object, session: Session, owner: str) -> 
     if mine is None:
         raise NotFound(f"No message with id {str(mid)!r}.")
     raise InvalidInput(f"Message {str(mid)!r} is not in this conversation.")
+
+
+# --- moving and cutting branches ------------------------------------------------------------------
+
+
+@guarded
+def switch_branch(
+    *, session: Session, owner: str, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str
+) -> ConversationDetail:
+    """Show `message_id`'s branch: the current leaf becomes the newest message of its subtree."""
+    owner = check_owner(owner)
+    conversation = owned_conversation(session, owner, conversation_id)
+    tree = load_tree(session, owner, conversation.id, conversation.current_leaf_id)
+    tree.leaf = tree.newest_leaf([message_in(tree, message_id, session, owner)])
+    return _moved(session, owner, conversation, tree)
+
+
+@guarded
+def set_leaf(
+    *, session: Session, owner: str, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str | None
+) -> ConversationDetail:
+    """Undo: the path ends exactly at `message_id` (None or EMPTY_PATH: nothing shown). Nothing is deleted."""
+    owner = check_owner(owner)
+    conversation = owned_conversation(session, owner, conversation_id)
+    tree = load_tree(session, owner, conversation.id, conversation.current_leaf_id)
+    tree.leaf = None if message_id is None or message_id == EMPTY_PATH else message_in(tree, message_id, session, owner)
+    return _moved(session, owner, conversation, tree)
+
+
+def _moved(session: Session, owner: str, conversation: Conversation, tree: Tree) -> ConversationDetail:
+    conversation.current_leaf_id = conversation.id if tree.leaf is None else tree.leaf
+    session.flush()
+    detail = path_detail(session, owner, conversation, tree)
+    session.commit()
+    return detail
+
+
+@guarded
+def delete_branch(*, session: Session, owner: str, message_id: uuid.UUID | str) -> int:
+    """Delete a message, all its descendants and the files only they linked; returns how many messages went.
+
+    A current leaf inside the branch moves to the newest leaf of the remaining siblings' subtrees, else
+    to the parent (an empty path when the branch was the last root).
+    """
+    owner = check_owner(owner)
+    conversation = owned_conversation(session, owner, _owned_message_conversation(session, owner, message_id))
+    tree = load_tree(session, owner, conversation.id, conversation.current_leaf_id)
+    mid = message_in(tree, message_id, session, owner)
+    doomed = sorted(tree.subtree(mid), key=tree.position.__getitem__, reverse=True)
+    links = table_of(MessageAttachment)
+    linked: set[uuid.UUID] = set()
+    for start in range(0, len(doomed), CHUNK):
+        chunk = doomed[start : start + CHUNK]
+        linked.update(session.execute(sa.select(links.c.attachment_id).where(links.c.message_id.in_(chunk))).scalars())
+    if tree.leaf in set(doomed):
+        siblings = [n for n in tree.children[tree.parent[mid]] if n != mid]
+        tree.leaf = tree.newest_leaf(siblings) or tree.parent[mid]
+        conversation.current_leaf_id = conversation.id if tree.leaf is None else tree.leaf
+    conversation.updated_at = utcnow()
+    session.flush()
+    # Newest first, so a chunk never leaves a child whose parent is gone (see migration 0008): one
+    # statement for a branch of up to CHUNK messages.
+    for start in range(0, len(doomed), CHUNK):
+        session.execute(sa.delete(_messages).where(_messages.c.owner == owner, _messages.c.id.in_(doomed[start : start + CHUNK])))
+    stored.drop_unlinked(session, owner, linked)
+    session.commit()
+    return len(doomed)
+
+
+def _owned_message_conversation(session: Session, owner: str, message_id: object) -> uuid.UUID:
+    mid = parse_id(message_id, "message")
+    cid: uuid.UUID | None = session.execute(
+        sa.select(_messages.c.conversation_id).where(_messages.c.id == mid, _messages.c.owner == owner)
+    ).scalar_one_or_none()  # fmt: skip
+    if cid is None:
+        raise NotFound(f"No message with id {str(mid)!r}.")
+    return cid
+
+
+@guarded
+def fork_conversation(
+    *, session: Session, owner: str, message_id: uuid.UUID | str, title: str | None = None
+) -> ConversationPublic:
+    """A new chat holding a copy of the path root → `message_id`, with the source's model and settings.
+
+    Each copy keeps its content, reasoning, metrics, usage, feedback, tool calls and files (links to
+    the same stored files); a reply still streaming is copied as interrupted. The title is `title`,
+    else the source's with " (branch)". A pane of an unvoted blind comparison is NotFound.
+    """
+    owner = check_owner(owner)
+    title = clean_title(title) if title is not None else None
+    source = owned_conversation(session, owner, _owned_message_conversation(session, owner, message_id))
+    tree = load_tree(session, owner, source.id, source.current_leaf_id)
+    path = tree.path(message_in(tree, message_id, session, owner))
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    links = table_of(MessageAttachment)
+    link_rows: list[dict[str, Any]] = []
+    for start in range(0, len(path), CHUNK):
+        chunk = path[start : start + CHUNK]
+        rows.update((r["id"], dict(r)) for r in session.execute(sa.select(_messages).where(_messages.c.id.in_(chunk))).mappings())
+        link_rows.extend(dict(r) for r in session.execute(sa.select(links).where(links.c.message_id.in_(chunk))).mappings())
+    now, cid = utcnow(), uuid.uuid4()
+    copies: dict[uuid.UUID, uuid.UUID] = {}
+    messages = []
+    for position, old in enumerate(path):
+        row = rows[old]
+        copies[old] = uuid.uuid4()
+        row.update(id=copies[old], conversation_id=cid, position=position, parent_id=copies.get(row["parent_id"]),
+                   instance_id=None)  # fmt: skip
+        if row["finish_reason"] == PENDING:  # its stream goes on in the source only
+            row["finish_reason"] = INTERRUPTED
+        messages.append(row)
+    session.execute(sa.insert(_conversations).values(
+        id=cid, owner=owner, kind=KIND_CHAT, title=title or _branch_title(source.title), model=source.model,
+        system_prompt=source.system_prompt, params=source.params, pinned=False, archived=False,
+        created_at=now, updated_at=now, current_leaf_id=copies[path[-1]],
+    ))  # fmt: skip
+    session.execute(sa.insert(_messages), messages)
+    if link_rows:
+        session.execute(sa.insert(links), [{**r, "message_id": copies[r["message_id"]]} for r in link_rows])
+    session.commit()
+    return conversation_public(owned_conversation(session, owner, cid))
+
+
+def _branch_title(title: str) -> str:
+    suffix = " (branch)"
+    if len(title) + len(suffix) > TITLE_MAX:
+        title = title[: TITLE_MAX - len(suffix) - 1].rstrip() + "…"
+    return title + suffix

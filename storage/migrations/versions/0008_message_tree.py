@@ -36,6 +36,13 @@ UPDATE conversation SET current_leaf_id = (
 """
 
 
+# The parent's foreign key has no ON DELETE CASCADE, on purpose: a cascade along parent links recurses
+# once per generation, and SQLite stops at 1,000 levels ("too many levels of trigger recursion"), so a
+# chat of over 1,000 messages could not be deleted. Every delete takes a message with all its
+# descendants in one statement (a conversation, truncate_after's suffix, storage.tree.delete_branch),
+# which the default NO ACTION check, run at the end of the statement, accepts.
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     sqlite = bind.dialect.name == "sqlite"
@@ -46,12 +53,12 @@ def upgrade() -> None:
             # triggers of 0002, renumber the rowids the FTS table is keyed by, and (foreign keys
             # being on) cascade the drop of the old table into attachments links and compare panes.
             # SQLite accepts a REFERENCES clause here because the column's default is NULL.
-            op.execute("ALTER TABLE message ADD COLUMN parent_id CHAR(32) REFERENCES message (id) ON DELETE CASCADE")
+            op.execute("ALTER TABLE message ADD COLUMN parent_id CHAR(32) REFERENCES message (id)")
         else:
             op.add_column("message", sa.Column("parent_id", sa.Uuid(), nullable=True))
     op.execute(SET_PARENTS)
     if not sqlite:  # after the backfill: one check of the finished column, not one per updated row
-        op.create_foreign_key("fk_message_parent", "message", "message", ["parent_id"], ["id"], ondelete="CASCADE")
+        op.create_foreign_key("fk_message_parent", "message", "message", ["parent_id"], ["id"])
     # Children of a message (the versions map, deleting a branch, the cascade's own lookups).
     op.create_index("ix_message_parent_id", "message", ["parent_id"])
     # No foreign key: see storage.models.Conversation.current_leaf_id.
