@@ -5,6 +5,8 @@ page at `/share/<token>`):
 
 - only the owner of a chat or a comparison can link it (another owner's id is not found, as in
   storage); a compare pane's conversation is shared with its comparison, never alone;
+- a conversation's link shows its current path (as the owner sees it at the time of reading), or,
+  when made with `whole_tree`, every version of every message too (retries and edits);
 - a link is `/share/<token>`; the token is shown once, when it is made (storage keeps only its
   hash), so the list names each link by what it shows and when it was made;
 - a reader with the token sees what `storage.sharing.shared_view` returns and nothing else of the
@@ -58,11 +60,11 @@ class Sharing:
     def __init__(self, services: Services):
         self.s = services
 
-    async def share_conversation(self, owner: str, conversation_id: str | None) -> Created:
-        """A new read-only link to one of this owner's saved chats."""
+    async def share_conversation(self, owner: str, conversation_id: str | None, whole_tree: bool = False) -> Created:
+        """A new read-only link to one of this owner's saved chats: its current path, or every version."""
         if not conversation_id:
             raise SharingError(NO_CONVERSATION)
-        return await self._create(owner, conversation_id=conversation_id)
+        return await self._create(owner, conversation_id=conversation_id, whole_tree=whole_tree)
 
     async def share_comparison(self, owner: str, comparison_id: str | None) -> Created:
         """A new read-only link to one of this owner's compare runs (names hidden until a blind run's vote)."""
@@ -70,7 +72,7 @@ class Sharing:
             raise SharingError(NO_COMPARISON)
         return await self._create(owner, comparison_id=comparison_id)
 
-    async def _create(self, owner: str, **target: str) -> Created:
+    async def _create(self, owner: str, **target: str | bool) -> Created:
         try:
             new = await self.s.db(repo.create_share_link, owner=owner, **target)
         except StorageError as e:

@@ -1,4 +1,8 @@
-"""Export and import of chats (the file format itself is storage/transfer.py)."""
+"""Export and import of chats (the file format itself is storage/transfer.py).
+
+The JSON export carries each chat's whole message tree and its current leaf; the Markdown export
+its current path only, with a line counting the messages of other versions it leaves out.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,20 @@ from sqlmodel import Session, col, select
 from storage import attachments as stored
 from storage import markdown, transfer
 from storage.attachments import AttachmentIn, AttachmentLike, check_attachment
-from storage.conversations import messages_of
 from storage.errors import InvalidInput, StorageError
 from storage.guard import aware, conversation_public, guarded, owned_conversation
-from storage.models import INTERRUPTED, KIND_CHAT, PENDING, Conversation, ConversationDetail, Message, table_of, utcnow
+from storage.models import (
+    INTERRUPTED,
+    KIND_CHAT,
+    PENDING,
+    Conversation,
+    ConversationDetail,
+    Message,
+    MessagePublic,
+    table_of,
+    utcnow,
+)
+from storage.tree import resolve_leaf, tree_of
 from storage.validation import check_owner, clean_text, clean_title
 
 PANE_NOT_EXPORTED = "This conversation is a pane of a comparison, not a chat: export comparisons from the Compare tab."
@@ -28,6 +42,7 @@ AttachmentChecker = Callable[[str, bytes], AttachmentLike]
 
 
 def _details(session: Session, owner: str, conversation_id: object) -> list[ConversationDetail]:
+    """Each chat with its whole tree (by position) and its current leaf (None: nothing shown)."""
     # Chats only: comparisons have their own export (export_comparisons), and a pane in this file
     # would come back from import_json as an ordinary chat, its blind model named.
     if conversation_id is not None:
@@ -38,8 +53,26 @@ def _details(session: Session, owner: str, conversation_id: object) -> list[Conv
     else:
         query = select(Conversation).where(Conversation.owner == owner, Conversation.kind == KIND_CHAT)
         conversations = list(session.exec(query.order_by(col(Conversation.created_at), col(Conversation.id))).all())
-    messages = messages_of(session, owner, [c.id for c in conversations])
-    return [ConversationDetail(conversation=conversation_public(c), messages=messages[c.id]) for c in conversations]
+    trees = tree_of(session, owner, [c.id for c in conversations])  # one query for every chat
+    details = []
+    for c in conversations:
+        messages = trees[c.id]
+        ids = {m.id for m in messages}
+        leaf = resolve_leaf(c.id, c.current_leaf_id, messages[-1].id if messages else None, ids)
+        details.append(ConversationDetail(conversation=conversation_public(c), messages=messages, current_leaf_id=leaf))
+    return details
+
+
+def _path(detail: ConversationDetail) -> ConversationDetail:
+    """The detail with its current path only, counting the messages left out (as storage.tree reads it)."""
+    by_id = {m.id: m for m in detail.messages}
+    path: list[MessagePublic] = []
+    node = detail.current_leaf_id
+    while node is not None:
+        path.append(by_id[node])
+        node = by_id[node].parent_id
+    path.reverse()
+    return detail.model_copy(update={"messages": path, "other_messages": len(by_id) - len(path)})
 
 
 @guarded
@@ -71,7 +104,7 @@ def export_json(
 def export_markdown(*, session: Session, owner: str, conversation_id: uuid.UUID | str | None = None) -> str:
     """One chat (or all of this owner's chats) as Markdown in which any HTML stays plain text."""
     owner = check_owner(owner)
-    return markdown.to_markdown(_details(session, owner, conversation_id))
+    return markdown.to_markdown([_path(d) for d in _details(session, owner, conversation_id)])
 
 
 @guarded
@@ -80,7 +113,9 @@ def import_json(
 ) -> list[uuid.UUID]:
     """Add the conversations of a Parley JSON export to `owner`, with new ids; all or nothing.
 
-    The file is validated completely before anything is written; a bad file raises InvalidInput.
+    Each keeps its tree and its current leaf; a file without `parent` fields (made before trees)
+    comes in as one chain per conversation. The file is validated completely before anything is
+    written (parents must come before their children); a bad file raises InvalidInput.
     Replies that were still pending when exported come in as "interrupted". Files in it must match
     their sha256 and pass `check_attachment` (storage cannot tell a PNG from a script: core passes
     chat's ingest); a file with attachments and no checker is refused. Files from before
@@ -98,17 +133,22 @@ def import_json(
         cid = uuid.uuid4()
         created.append(cid)
         created_at = aware(item.created_at, "creation time") or now
+        new_ids = [uuid.uuid4() for _ in item.messages]
         conversation_rows.append(
             dict(id=cid, owner=owner, title=clean_title(item.title), model=item.model,
                  system_prompt=clean_text(item.system_prompt, "system prompt", optional=True),
                  params=item.params, pinned=item.pinned, archived=item.archived,
-                 created_at=created_at, updated_at=aware(item.updated_at, "update time") or created_at)
+                 created_at=created_at, updated_at=aware(item.updated_at, "update time") or created_at,
+                 current_leaf_id=_leaf(cid, new_ids, item.current))
         )  # fmt: skip
+        # Rows in file order, so every parent is written before its children (transfer checked it).
         for position, msg in enumerate(item.messages):
-            values = msg.model_dump(exclude={"id", "tool_calls", "created_at", "usage", "attachments"})
+            parent = msg.parent_index(position)
+            values = msg.model_dump(exclude={"id", "parent", "tool_calls", "created_at", "usage", "attachments"})
             values.update(**msg.usage_columns())
             values.update(
-                id=uuid.uuid4(), conversation_id=cid, owner=owner, position=position,
+                id=new_ids[position], conversation_id=cid, owner=owner, position=position,
+                parent_id=None if parent is None else new_ids[parent],
                 content=clean_text(msg.content, "message"),
                 reasoning=clean_text(msg.reasoning, "reasoning", optional=True),
                 error=clean_text(msg.error, "error", optional=True),
@@ -131,6 +171,13 @@ def import_json(
             stored.link(session, message_id, files, [next(ids) for _ in files])
     session.commit()
     return created
+
+
+def _leaf(conversation_id: uuid.UUID, ids: list[uuid.UUID], current: int | None) -> uuid.UUID | None:
+    """conversation.current_leaf_id for a file's `current`: the message, or nothing shown (-1)."""
+    if current is None:
+        return ids[-1] if ids else None  # the newest, as a file without `current` always showed
+    return conversation_id if current == -1 else ids[current]  # the conversation's own id: nothing shown
 
 
 def _check_files(document: transfer.ExportFile, checker: AttachmentChecker | None) -> dict[int, AttachmentIn]:

@@ -1,5 +1,8 @@
 """The Markdown rendering of conversations: readable anywhere, HTML in it kept as plain text.
 
+A conversation is shown as its current path (the versions shown in Parley); a line says how many
+messages of other versions (retries, edits) it leaves out, which Parley and the JSON export keep.
+
 The JSON export (storage/transfer.py) is the one that imports back and carries files' bytes; this
 one names each file and links it as `attachments/<sha256>-<name>`, where a bundle would put it.
 """
@@ -30,6 +33,10 @@ def _conversation_md(d: ConversationDetail) -> str:
     if c.model:
         facts.append(f"model {escape_md(c.model)}")
     lines += ["*" + " · ".join(facts) + "*", ""]
+    if d.other_messages:
+        count = f"{d.other_messages} message of other versions (retries and edits) is" if d.other_messages == 1 else \
+            f"{d.other_messages} messages of other versions (retries and edits) are"
+        lines += [f"*The versions shown in Parley; {count} left out here: Parley and its JSON export keep them.*", ""]
     if c.system_prompt:
         lines += ["**System prompt**", "", _quote(c.system_prompt), ""]
     for m in d.messages:

@@ -467,6 +467,8 @@ class ShareLinkPublic(SQLModel):
     #: The conversation's title, or the comparison's prompt (cut short).
     title: str
     created_at: datetime
+    #: A conversation's link that shows every version, not only the current path.
+    whole_tree: bool = False
 
 
 class NewShareLink(SQLModel):
@@ -486,6 +488,8 @@ class SharedMessage(SQLModel):
     error: str | None = None
     finish_reason: str | None = None
     attachments: list[AttachmentRef] = Field(default_factory=list)
+    #: In a whole-tree view: the index in `SharedView.messages` of the message this one follows.
+    parent: int | None = None
 
 
 class SharedPane(SQLModel):
@@ -502,8 +506,12 @@ class SharedView(SQLModel):
     kind: str
     title: str
     created_at: datetime
-    #: A conversation's user and assistant messages in order (empty for a comparison).
+    #: A conversation's user and assistant messages: its current path in order, or with `whole_tree`
+    #: every version of them by creation order, each with its `parent` (empty for a comparison).
     messages: list[SharedMessage] = Field(default_factory=list)
+    whole_tree: bool = False
+    #: With `whole_tree`: the indexes in `messages` of the current path, in order.
+    path: list[int] = Field(default_factory=list)
     #: A comparison's prompt with its files, and its panes in the order shown.
     prompt: SharedMessage | None = None
     panes: list[SharedPane] = Field(default_factory=list)

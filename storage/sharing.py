@@ -3,11 +3,12 @@
 A link is a random token (`secrets.token_urlsafe(32)`: 256 bits) that only its owner is shown, once;
 the table keeps its SHA-256, so a copy of the database holds no working link. (A fast hash is
 enough: the token has far too much entropy to guess from its hash, unlike a password.) Anyone who
-holds the token gets `shared_view`: the messages (or the comparison's prompt and replies) and the
-files they carry, read as the owner would read them through the same owner-filtered repository
-functions, so blind secrecy (storage/blind.py) holds here too: a blind comparison without its vote
-names no model. A revoked link's row is deleted, and deleting its conversation or comparison
-deletes it by cascade: either way its token is simply not found.
+holds the token gets `shared_view`: a conversation's current path (or, for a link made with
+`whole_tree`, every version of it), or a comparison's prompt and replies, and the files they carry,
+read as the owner would read them through the same owner-filtered repository functions, so
+blind secrecy (storage/blind.py) holds here too: a blind comparison without its vote names no model.
+A revoked link's row is deleted, and deleting its conversation or comparison deletes it by cascade:
+either way its token is simply not found.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from storage.models import (
     AttachmentData,
     Comparison,
     Conversation,
+    ConversationDetail,
     Message,
     MessageAttachment,
     MessagePublic,
@@ -45,6 +47,7 @@ from storage.models import (
     table_of,
     utcnow,
 )
+from storage.tree import load_tree, tree_of
 from storage.validation import auto_title, check_owner, parse_id
 
 #: Bytes of randomness in a token (token_urlsafe makes 43 characters of them).
@@ -75,15 +78,21 @@ def create_share_link(
     owner: str,
     conversation_id: uuid.UUID | str | None = None,
     comparison_id: uuid.UUID | str | None = None,
+    whole_tree: bool = False,
 ) -> NewShareLink:
     """A new link to one of this owner's chats or comparisons (exactly one of the two ids).
 
-    The token is in the result and nowhere else: it cannot be read back later. A compare pane's
+    A conversation's link shows its current path, or with `whole_tree` every version too. The
+    token is in the result and nowhere else: it cannot be read back later. A compare pane's
     conversation is shared with its comparison, not on its own.
     """
     owner = check_owner(owner)
     if (conversation_id is None) == (comparison_id is None):
         raise InvalidInput("Share either a conversation or a comparison.")
+    if not isinstance(whole_tree, bool):
+        raise InvalidInput("whole_tree must be true or false.")
+    if whole_tree and comparison_id is not None:
+        raise InvalidInput("A comparison has no other versions: only a conversation's link can show its whole tree.")
     count = session.execute(sa.select(sa.func.count()).select_from(_links).where(_links.c.owner == owner)).scalar_one()
     if count >= MAX_SHARE_LINKS:
         raise InvalidInput(f"You have {count} share links, the most allowed; revoke some first.")
@@ -103,9 +112,11 @@ def create_share_link(
     token = secrets.token_urlsafe(TOKEN_BYTES)
     row = ShareLink(owner=owner, token_hash=hash_token(token),
                     conversation_id=target if kind == SHARE_CONVERSATION else None,
-                    comparison_id=target if kind == SHARE_COMPARISON else None, created_at=utcnow())
+                    comparison_id=target if kind == SHARE_COMPARISON else None, whole_tree=whole_tree,
+                    created_at=utcnow())  # fmt: skip
     session.add(row)
-    public = ShareLinkPublic(id=row.id, kind=kind, target_id=target, title=title, created_at=row.created_at)
+    public = ShareLinkPublic(id=row.id, kind=kind, target_id=target, title=title, created_at=row.created_at,
+                             whole_tree=whole_tree)
     session.commit()
     return NewShareLink(link=public, token=token)
 
@@ -116,7 +127,7 @@ def list_share_links(*, session: Session, owner: str) -> list[ShareLinkPublic]:
     owner = check_owner(owner)
     query = (
         sa.select(_links.c.id, _links.c.conversation_id, _links.c.comparison_id, _links.c.created_at,
-                  _conversations.c.title, _comparisons.c.prompt)
+                  _conversations.c.title, _comparisons.c.prompt, _links.c.whole_tree)
         .select_from(_links)
         .outerjoin(_conversations, _conversations.c.id == _links.c.conversation_id)
         .outerjoin(_comparisons, _comparisons.c.id == _links.c.comparison_id)
@@ -125,10 +136,10 @@ def list_share_links(*, session: Session, owner: str) -> list[ShareLinkPublic]:
         .limit(MAX_SHARE_LINKS)
     )  # fmt: skip
     found = []
-    for link_id, conversation_id, comparison_id, created_at, title, prompt in session.execute(query).tuples():
+    for link_id, conversation_id, comparison_id, created_at, title, prompt, whole_tree in session.execute(query).tuples():
         if conversation_id is not None:
             found.append(ShareLinkPublic(id=link_id, kind=SHARE_CONVERSATION, target_id=conversation_id,
-                                         title=title, created_at=created_at))
+                                         title=title, created_at=created_at, whole_tree=whole_tree))
         else:
             found.append(ShareLinkPublic(id=link_id, kind=SHARE_COMPARISON, target_id=comparison_id,
                                          title=auto_title(prompt), created_at=created_at))
@@ -165,14 +176,17 @@ def _shared(message: MessagePublic, hidden: bool = False) -> SharedMessage:
 def shared_view(*, session: Session, token: str) -> SharedView:
     """What the link with this token shows; NotFound (NOT_SHARED) for a revoked, unknown or malformed one.
 
-    A conversation: its user and assistant messages in order, with their files (no system prompt,
-    settings, feedback or tool calls). A comparison: its prompt and files, and each pane's reply in
+    A conversation: the user and assistant messages of its current path, with their files (no system
+    prompt, settings, feedback or tool calls); a whole-tree link: every version of them, each with its
+    parent, and which of them make the current path. A comparison: its prompt and files, and each pane's reply in
     the order shown, with model names only once a blind run has its vote.
     """
     link = _link_of(session, token)
     try:
         if link.conversation_id is not None:
             detail = get_conversation(session=session, owner=link.owner, conversation_id=link.conversation_id)
+            if link.whole_tree:
+                return _tree_view(session, link.owner, detail)
             return SharedView(kind=SHARE_CONVERSATION, title=detail.conversation.title,
                               created_at=detail.conversation.created_at,
                               messages=[_shared(m) for m in detail.messages if m.role in _SHOWN_ROLES])
@@ -181,6 +195,23 @@ def shared_view(*, session: Session, token: str) -> SharedView:
         return _comparison_view(session, link.owner, link.comparison_id)
     except NotFound as e:  # what it showed is gone (or hidden): the same answer as a revoked link
         raise NotFound(NOT_SHARED) from e
+
+
+def _tree_view(session: Session, owner: str, detail: ConversationDetail) -> SharedView:
+    cid = detail.conversation.id
+    shown: list[SharedMessage] = []
+    # The shown message each message hangs from (itself when shown): a message of another role in
+    # between is skipped, its children hang from the shown message above it. Parents come first.
+    anchor: dict[uuid.UUID | None, int | None] = {None: None}
+    for m in tree_of(session, owner, [cid])[cid]:
+        parent = anchor.get(m.parent_id)
+        if m.role in _SHOWN_ROLES:
+            shown.append(_shared(m).model_copy(update={"parent": parent}))
+            parent = len(shown) - 1
+        anchor[m.id] = parent
+    path = [anchor[m.id] for m in detail.messages if m.role in _SHOWN_ROLES]
+    return SharedView(kind=SHARE_CONVERSATION, title=detail.conversation.title, created_at=detail.conversation.created_at,
+                      messages=shown, whole_tree=True, path=[i for i in path if i is not None])
 
 
 def _comparison_view(session: Session, owner: str, comparison_id: uuid.UUID) -> SharedView:
@@ -210,19 +241,32 @@ def _comparison_view(session: Session, owner: str, comparison_id: uuid.UUID) -> 
 def shared_attachment(*, session: Session, token: str, attachment_id: uuid.UUID | str) -> AttachmentData:
     """One file that the link with this token shows, with its bytes; NotFound for any other file.
 
-    A conversation's file is checked with one query (no need to read a long chat per image); a
-    comparison's through its view, as the page shows it.
+    A conversation's file is checked without reading a long chat per image: one query finds the
+    messages that carry it; a path link then checks that one of them is on the current path (one
+    light query of the tree's shape). A comparison's file is checked through its view, as the page
+    shows it.
     """
     link = _link_of(session, token)
     aid = parse_id(attachment_id, "attachment")
     if link.conversation_id is not None:
-        shown = session.execute(sa.select(sa.exists().where(
+        carriers = set(session.execute(sa.select(_messages.c.id).where(
             _file_links.c.attachment_id == aid, _file_links.c.message_id == _messages.c.id,
             _messages.c.conversation_id == link.conversation_id, _messages.c.owner == link.owner,
             _messages.c.role.in_(_SHOWN_ROLES),
-        ))).scalar_one()  # fmt: skip
+        )).scalars())  # fmt: skip
+        shown = bool(carriers) and (link.whole_tree or not carriers.isdisjoint(_path_ids(session, link)))
     else:
         shown = aid in shared_view(session=session, token=token).attachment_ids()
     if not shown:
         raise NotFound(f"No attachment with id {str(aid)!r}.")
     return stored.get_attachment(session=session, owner=link.owner, attachment_id=aid)
+
+
+def _path_ids(session: Session, link: ShareLink) -> list[uuid.UUID]:
+    """The ids of the current path of a link's conversation (none when it is gone)."""
+    assert link.conversation_id is not None
+    leaf = session.execute(sa.select(_conversations.c.current_leaf_id).where(
+        _conversations.c.id == link.conversation_id, _conversations.c.owner == link.owner)).first()  # fmt: skip
+    if leaf is None:
+        return []
+    return load_tree(session, link.owner, link.conversation_id, leaf[0]).path()

@@ -1,5 +1,11 @@
 """The export file format: JSON, validated on import, files as base64 (the Markdown export is storage/markdown.py).
 
+A conversation is a tree (storage/tree.py): its `messages` are every version of every message, in the
+order they were made, each with `parent`, the index in that list of the message it follows (null:
+a root), and the conversation's `current` is the index of the last message of the path shown. A
+file written before trees has no `parent` at all: an absent `parent` means the message before, so
+such a file is one chain, as it always was.
+
 Pure functions: the repository reads and writes the rows, this module only shapes them.
 """
 
@@ -122,6 +128,9 @@ class FileAttachment(_Strict):
 
 class FileMessage(_Strict):
     id: str | None = Field(default=None, max_length=64)  # informative only: imports get new ids
+    #: The index (from 0) of the message this one follows, always an earlier one; null: a root (the
+    #: first message, or an edited version of it); absent: the message just before (older files).
+    parent: int | None = None
     role: Literal["system", "user", "assistant", "tool"]
     content: str = Field(default="", max_length=MAX_CONTENT_CHARS)
     reasoning: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
@@ -169,6 +178,12 @@ class FileMessage(_Strict):
                     raise ValueError(f"{name} is {flat} but usage.{name} is {nested}")
         return self
 
+    def parent_index(self, index: int) -> int | None:
+        """The index of this message's parent when it is the `index`-th of its conversation."""
+        if "parent" in self.model_fields_set:
+            return self.parent
+        return index - 1 if index > 0 else None
+
     def usage_columns(self) -> dict[str, Any]:
         """The message columns `usage` fills in on import (the flat counts when it is absent)."""
         u = self.usage
@@ -194,9 +209,24 @@ class FileConversation(_Strict):
     archived: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: The index of the last message of the path shown; null or absent: the newest; -1: nothing shown.
+    current: int | None = None
     messages: list[FileMessage] = Field(default_factory=list, max_length=MAX_IMPORT_MESSAGES)
 
     _params = field_validator("params")(lambda v: _params_or_error(v))
+
+    @model_validator(mode="after")
+    def _a_tree(self) -> FileConversation:
+        # A parent before its child rules out loops and keeps positions growing along every path.
+        for index, message in enumerate(self.messages):
+            parent = message.parent_index(index)
+            if parent is not None and not 0 <= parent < index:
+                raise ValueError(f"message {index + 1}: its parent {parent} is not the index (counted from 0) "
+                                 "of a message before it")
+        if self.current is not None and not -1 <= self.current < len(self.messages):
+            raise ValueError(f"current {self.current} is not the index of one of its {len(self.messages)} messages "
+                             "(-1: none shown)")
+        return self
 
 
 class ExportFile(_Strict):
@@ -236,7 +266,7 @@ def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors(include_url=False, include_input=False)[:5]:
         where = ".".join(str(p) for p in item["loc"]) or "file"
-        problems.append(f"{where}: {item['msg']}")
+        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
     more = error.error_count() - len(problems)
     suffix = f" (and {more} more)" if more > 0 else ""
     return "This is not a valid Parley export: " + "; ".join(problems) + suffix
@@ -245,13 +275,16 @@ def _describe(error: ValidationError) -> str:
 def build_export(details: list[ConversationDetail], files: Mapping[uuid.UUID, bytes] | None = None) -> ExportFile:
     """The export document for these conversations (no owner, nothing secret: see models).
 
-    `files` holds the bytes of each attachment the messages link (by attachment id).
+    Each detail's `messages` are its whole tree by position (storage.tree.tree_of) and its
+    `current_leaf_id` the last message of the path shown (None: nothing shown). `files` holds the
+    bytes of each attachment the messages link (by attachment id).
     """
     files = files or {}
     return ExportFile(
         exported_at=utcnow(),
         conversations=[
             FileConversation(
+                current=_current(d),
                 id=str(d.conversation.id),
                 title=d.conversation.title,
                 model=d.conversation.model,
@@ -261,16 +294,31 @@ def build_export(details: list[ConversationDetail], files: Mapping[uuid.UUID, by
                 archived=d.conversation.archived,
                 created_at=d.conversation.created_at,
                 updated_at=d.conversation.updated_at,
-                messages=[_file_message(m, files) for m in d.messages],
+                messages=_file_messages(d.messages, files),
             )
             for d in details
         ],
     )
 
 
-def _file_message(m: MessagePublic, files: Mapping[uuid.UUID, bytes]) -> FileMessage:
-    data = m.model_dump(exclude={"conversation_id", "position", "attachments", *USAGE_ONLY_COLUMNS})
+def _current(d: ConversationDetail) -> int | None:
+    if not d.messages:
+        return None
+    if d.current_leaf_id is None:
+        return -1
+    return next((i for i, m in enumerate(d.messages) if m.id == d.current_leaf_id), None)
+
+
+def _file_messages(messages: list[MessagePublic], files: Mapping[uuid.UUID, bytes]) -> list[FileMessage]:
+    index = {m.id: i for i, m in enumerate(messages)}
+    # Written for every message, null included: a file with `parent` nowhere reads as a chain.
+    return [_file_message(m, files, None if m.parent_id is None else index[m.parent_id]) for m in messages]
+
+
+def _file_message(m: MessagePublic, files: Mapping[uuid.UUID, bytes], parent: int | None) -> FileMessage:
+    data = m.model_dump(exclude={"conversation_id", "position", "parent_id", "attachments", *USAGE_ONLY_COLUMNS})
     data["id"] = str(m.id)
+    data["parent"] = parent
     if m.attachments:
         data["attachments"] = [
             {**a.model_dump(exclude={"id"}), "data": base64.b64encode(files[a.id]).decode("ascii")}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import gradio as gr
@@ -22,11 +23,13 @@ from sqlmodel import Session
 from core.sharing import SHARE_PREFIX, Sharing, SharingError
 from storage import repository as repo
 from storage.attachments import AttachmentIn
+from storage.models import SHARE_CONVERSATION, SharedMessage, SharedView
 from tests.apphelpers import app_env, in_process_app
+from tests.storage.test_tree_exchange import ORDER, PARENTS, PATH, branched
 from tests.test_compare import collect, run_data
 from ui.compare.tab import build_compare_tab
 from ui.context import TabContext
-from ui.share_page import render_text
+from ui.share_page import render_page, render_text
 from ui.share_panel import ShareHandlers, absolute_url
 
 ALICE, BOB = "alice", "bob"
@@ -86,7 +89,7 @@ def test_a_link_opens_for_anyone_without_login_and_revoking_ends_it(app, loop):
 
     # The app itself asks for a login (APP_USERS); the shared page does not.
     assert fresh_get(f"{url}/config").status_code in (401, 403)
-    link_box, links = loop.run_until_complete(share.share_conversation(conversation_id, None, request(ALICE)))
+    link_box, links = loop.run_until_complete(share.share_conversation(conversation_id, "path", None, request(ALICE)))
     path = link_box["value"]
     assert link_box["visible"] and path.startswith(SHARE_PREFIX)
     token = path[len(SHARE_PREFIX):]
@@ -108,7 +111,7 @@ def test_a_link_opens_for_anyone_without_login_and_revoking_ends_it(app, loop):
 
     # Bob cannot share Alice's conversation by its id, and does not see her links.
     with pytest.warns(UserWarning, match="Not shared: No conversation"):
-        refused = loop.run_until_complete(share.share_conversation(conversation_id, None, request(BOB)))
+        refused = loop.run_until_complete(share.share_conversation(conversation_id, "path", None, request(BOB)))
     assert refused == (gr.skip(), gr.skip())
     assert loop.run_until_complete(Sharing(services).links(f"user:{BOB}")) == []
     [(_, link_id)] = links["choices"]
@@ -121,6 +124,71 @@ def test_a_link_opens_for_anyone_without_login_and_revoking_ends_it(app, loop):
     gone = fresh_get(url + path)
     assert gone.status_code == 404 and "This link is not valid" in gone.text and "Trip plan" not in gone.text
     assert fresh_get(url + src).status_code == 404
+
+
+def test_the_panel_shares_the_current_path_or_every_version(app, loop):
+    url, services = app
+    with Session(services.engine) as s:
+        ids = branched(s, f"user:{ALICE}")
+    share = ShareHandlers(services)
+    with pytest.warns(UserWarning, match="Choose what the link shows"):
+        assert loop.run_until_complete(share.share_conversation(str(ids["cid"]), "all", None, request(ALICE))) == (gr.skip(), gr.skip())
+    path_box, _ = loop.run_until_complete(share.share_conversation(str(ids["cid"]), "path", None, request(ALICE)))
+    tree_box, links = loop.run_until_complete(share.share_conversation(str(ids["cid"]), "tree", None, request(ALICE)))
+    assert [label for label, _ in links["choices"]][0].startswith("Chat: q1 first question · every version")
+
+    path_page = fresh_get(url + path_box["value"]).text
+    assert all(text in path_page for text in PATH)
+    for hidden in ("a1 first answer", "q2 edited", "q1 edited from the start", "Version", "<details"):
+        assert hidden not in path_page
+
+    tree = fresh_get(url + tree_box["value"])
+    assert tree.status_code == 200 and "script-src" not in tree.headers["content-security-policy"]
+    assert "every version" in tree.text and "<script" not in tree.text.lower()
+    page = tree.text.split("</header>", 1)[1]  # the messages (the title names the first question too)
+    for text in (*PATH, "a1 first answer", "q2 edited, another chart", "a2 edited answer", "q1 edited from the start", "r answer"):
+        assert page.count(text) == 1, text
+    # The path reads in order outside any <details>; the other versions are inside them.
+    outside = re.sub(r"<details.*?</details>", "", page, flags=re.S)
+    assert [outside.index(text) for text in PATH] == sorted(outside.index(text) for text in PATH)
+    assert "a1 first answer" not in outside and "q2 edited" not in outside
+    for src in re.findall(r'<img src="([^"]+)"', page):  # both versions' charts are readable
+        assert fresh_get(url + src).status_code == 200
+    assert len(re.findall(r'<img src="', page)) == 2
+
+
+def _view(whole_tree: bool) -> SharedView:
+    roles = ["user", "assistant", "assistant", "user", "assistant", "user", "assistant", "user", "assistant"]
+    messages = [SharedMessage(role=role, content=f"<{name}>", parent=parent)
+                for name, role, parent in zip(ORDER, roles, PARENTS, strict=True)]
+    return SharedView(kind=SHARE_CONVERSATION, title="Tree", created_at=datetime(2025, 1, 1, tzinfo=UTC),
+                      messages=messages, whole_tree=whole_tree, path=[0, 2, 3, 4])
+
+
+def test_the_whole_tree_page_nests_each_version_with_its_continuation():
+    page = render_page(_view(True), "/share/t")
+    assert all(page.count(f"&lt;{n}&gt;") == 1 for n in ORDER)
+    assert page.count("<details") == 3  # q1's other root, a1b's retry, q2's edit
+    assert "Version 2 of 2" in page and "Version 1 of 2" in page and "1 other version of this message" in page
+    # q2b's reply is inside the same <details> as q2b (it continues that version), after it.
+    block = re.search(r"<details[^>]*>(?:(?!</details>).)*&lt;q2b&gt;.*?</details>", page, re.S)
+    assert block and "&lt;a2b&gt;" in block.group(0) and "&lt;a2&gt;" not in block.group(0)
+    # Versions nested far deeper than Python's recursion limit still render: N(k) has the versions N(k+1)
+    # and M(k+1); the M replies are made last, newest first, so each N line goes in its parent's <details>.
+    depth = 1500
+    deep = [SharedMessage(role="user", content="N0")]
+    deep += [SharedMessage(role="user", content=f"N{k}", parent=k - 1) for k in range(1, depth + 1)]
+    deep += [SharedMessage(role="assistant", content=f"M{k}", parent=k - 1) for k in range(depth, 0, -1)]
+    view = SharedView(kind=SHARE_CONVERSATION, title="Deep", created_at=datetime(2025, 1, 1, tzinfo=UTC),
+                      messages=deep, whole_tree=True, path=[0])
+    page = render_page(view, "/share/t")
+    assert page.count("<section") == len(deep) and page.count("<details") == depth
+    assert page.endswith("</div></details>" * depth + "</main></body></html>")  # nested, not side by side
+
+
+def test_the_path_page_shows_no_versions():
+    page = render_page(_view(False), "/share/t")
+    assert "Version" not in page and "<details" not in page and "every version" not in page
 
 
 def test_unknown_and_malformed_links_answer_the_same_404(app):

@@ -4,7 +4,8 @@ An ASGI middleware (`SharePage`, added by app.launch_kwargs) answers these paths
 Gradio sees them: `launch()` builds Gradio's app anew, so a route added to it beforehand would be
 lost, while `app_kwargs["middleware"]` is kept. Because Gradio never sees the request, no login is
 asked even with APP_USERS: the token is the permission, and it opens only what core/sharing.py's
-rules let it open. The page is static HTML: every text is escaped (a message is shown as plain text
+rules let it open. A conversation's link shows its current path; one made for the whole tree also
+shows every other version (retries, edits) in closed <details> blocks. The page is static HTML: every text is escaped (a message is shown as plain text
 with code blocks, inline code and bold kept), it carries no script at all and says so in its
 Content-Security-Policy, it is never cached, never indexed, and never sends its address (the token)
 as a Referer. A dead link (revoked, unknown, malformed, or its conversation deleted) gets the same
@@ -69,10 +70,15 @@ pre code { background: none; padding: 0; }
 .files img { max-height: 240px; max-width: 100%; border-radius: 6px; border: 1px solid #e1e4ee; }
 .panes { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 12px; }
 .winner { border-color: #2f9e44; box-shadow: 0 0 0 2px #b2f2bb; }
+.version { font-weight: 400; color: #5b6173; }
+details.versions { margin: 0 0 10px 18px; padding-left: 12px; border-left: 3px solid #d6dafc; }
+details.versions > summary { cursor: pointer; color: #4a4f7a; font-size: .9rem; padding: 2px 0; }
+details.versions .alternative + .alternative { border-top: 1px dashed #d6dafc; margin-top: 8px; }
 @media (prefers-color-scheme: dark) {
   body { background: #15171e; color: #e4e6ee; } .msg { background: #1e2029; border-color: #2c2f3b; }
   .msg.user { background: #232747; border-color: #343a6a; } .who { color: #aab0e0; } .muted { color: #9ba1b3; }
-  header { border-color: #2c2f3b; } .note { color: #ffb86b; }
+  header { border-color: #2c2f3b; } .note { color: #ffb86b; } .version { color: #9ba1b3; }
+  details.versions { border-color: #343a6a; } details.versions > summary { color: #aab0e0; }
 }
 """
 
@@ -129,11 +135,12 @@ def _notes(message: SharedMessage) -> str:
     return "".join(f'<div class="note">{html.escape(n)}</div>' for n in notes)
 
 
-def _message(message: SharedMessage, base: str, who: str | None = None, extra_class: str = "") -> str:
+def _message(message: SharedMessage, base: str, who: str | None = None, extra_class: str = "", version: str = "") -> str:
     if who is None:
         who = "User" if message.role == "user" else (message.model or "Assistant")
     role = "user" if message.role == "user" else "assistant"
-    return (f'<section class="msg {role} {extra_class}"><div class="who">{html.escape(who)}</div>'
+    tag = f' <span class="version">· {html.escape(version)}</span>' if version else ""
+    return (f'<section class="msg {role} {extra_class}"><div class="who">{html.escape(who)}{tag}</div>'
             f'{_files(message.attachments, base)}<div class="text">{render_text(message.content)}</div>{_notes(message)}</section>')
 
 
@@ -168,6 +175,9 @@ def render_page(view: SharedView, base: str) -> str:
         if verdict:
             body += f'<p class="muted">{html.escape(verdict)}</p>'
         body += f'<div class="panes">{"".join(_pane(p, base, view.revealed) for p in view.panes)}</div>'
+    elif view.whole_tree:
+        what = "Conversation (every version)"
+        body = _tree(view, base) if view.messages else '<p class="muted">No messages yet.</p>'
     else:
         what = "Conversation"
         body = "".join(_message(m, base) for m in view.messages) or '<p class="muted">No messages yet.</p>'
@@ -176,6 +186,58 @@ def render_page(view: SharedView, base: str) -> str:
         f'<header><h1>{html.escape(view.title)}</h1><div class="muted">{what} shared from Parley · read-only · '
         f'started {_when(view.created_at)}</div></header>{body}',
     )
+
+
+def _tree(view: SharedView, base: str) -> str:
+    """Every version of a conversation, without script: the current path as the main line; after each
+    message that has versions, the others (each with its own continuation) in a closed <details>.
+
+    Built with an explicit stack, not recursion: a tree may nest branches hundreds deep.
+    """
+    messages = view.messages
+    children: dict[int | None, list[int]] = {}
+    for i, m in enumerate(messages):
+        children.setdefault(m.parent, []).append(i)
+    # The newest message of each subtree (children always come later): where a branch off the path
+    # continues, as Parley itself would show it when switched to.
+    newest = list(range(len(messages)))
+    for i in range(len(messages) - 1, -1, -1):
+        parent = messages[i].parent
+        if parent is not None:
+            newest[parent] = max(newest[parent], newest[i])
+    on_path = set(view.path)
+
+    def follow(options: list[int]) -> int:
+        shown = [i for i in options if i in on_path]
+        return shown[0] if shown else max(options, key=lambda i: newest[i])
+
+    out: list[str] = []
+    # Items: HTML to write, or (first message of a line, whether to list that message's other versions).
+    stack: list[str | tuple[int, bool]] = [(follow(children.get(None, [])), True)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        node: int | None
+        node, list_versions = item
+        pieces: list[str | tuple[int, bool]] = []
+        while node is not None:
+            siblings = children[messages[node].parent]
+            version = f"Version {siblings.index(node) + 1} of {len(siblings)}" if len(siblings) > 1 else ""
+            pieces.append(_message(messages[node], base, version=version))
+            if version and list_versions:
+                others = [s for s in siblings if s != node]
+                label = f"{len(others)} other version" + ("s" if len(others) > 1 else "") + " of this message"
+                pieces.append(f'<details class="versions"><summary>{label}</summary>')
+                for other in others:
+                    pieces += ['<div class="alternative">', (other, False), "</div>"]
+                pieces.append("</details>")
+            list_versions = True
+            kids = children.get(node)
+            node = follow(kids) if kids else None
+        stack.extend(reversed(pieces))
+    return "".join(out)
 
 
 def render_not_found() -> str:

@@ -18,6 +18,9 @@ from core.sharing import Created, Sharing, SharingError
 from storage.models import SHARE_COMPARISON, ShareLinkPublic
 
 SHOWN_ONCE = "Copy it now: Parley keeps only a fingerprint of it, so it cannot show it again."
+#: What a conversation's link shows: the choice in the panel.
+PATH, TREE = "path", "tree"
+SCOPES = [("The conversation as shown", PATH), ("Every version (retries and edits too)", TREE)]
 
 
 def absolute_url(request: gr.Request | None, path: str) -> str:
@@ -39,7 +42,8 @@ def absolute_url(request: gr.Request | None, path: str) -> str:
 
 def link_label(link: ShareLinkPublic) -> str:
     kind = "Comparison" if link.kind == SHARE_COMPARISON else "Chat"
-    return f"{kind}: {link.title} · {link.created_at:%Y-%m-%d %H:%M}"
+    scope = " · every version" if link.whole_tree else ""
+    return f"{kind}: {link.title}{scope} · {link.created_at:%Y-%m-%d %H:%M}"
 
 
 class ShareHandlers:
@@ -61,12 +65,15 @@ class ShareHandlers:
             return gr.skip()
         return gr.update(choices=[(link_label(link), str(link.id)) for link in links], value=None)
 
-    async def share_conversation(self, conversation_id: str | None, owner_state: str | None, request: gr.Request,
-                                 profile: gr.OAuthProfile | None = None) -> tuple[Any, Any]:
-        """A new link to the open conversation: (the link box, the list)."""
+    async def share_conversation(self, conversation_id: str | None, scope: str | None, owner_state: str | None,
+                                 request: gr.Request, profile: gr.OAuthProfile | None = None) -> tuple[Any, Any]:
+        """A new link to the open conversation, of its current path or its whole tree: (the link box, the list)."""
         owner = owner_for(request, profile, owner_state)
+        if scope not in (PATH, TREE):
+            gr.Warning("Choose what the link shows: the conversation as shown, or every version.")
+            return gr.skip(), gr.skip()
         try:
-            created = await self.sharing.share_conversation(owner, conversation_id)
+            created = await self.sharing.share_conversation(owner, conversation_id, whole_tree=scope == TREE)
         except SharingError as e:
             gr.Warning(e.message)
             return gr.skip(), gr.skip()
@@ -106,13 +113,15 @@ def build_share_panel(services: Services, conversation_id: gr.State, owner: gr.S
     with gr.Accordion("🔗 Share", open=False, elem_id="share-panel") as panel:
         gr.Markdown("Anyone with a link can read the conversation (no sign-in); nothing else of yours. "
                     "Revoke a link to end it.", elem_classes=["parley-muted"])
+        scope = gr.Radio(SCOPES, value=PATH, label="The link shows", elem_id="share-scope",
+                         info="Other versions are the replies and messages that Retry and Edit kept.")
         create = gr.Button("🔗 Create a read-only link", size="sm", elem_id="share-create")
         link = gr.Textbox(label="New link", info=SHOWN_ONCE, interactive=False, visible=False, buttons=["copy"],
                           elem_id="share-link")
         links = gr.Dropdown(label="Your links", choices=[], value=None, elem_id="share-links")
         revoke = gr.Button("Revoke the chosen link", size="sm", variant="stop", elem_id="share-revoke")
     panel.expand(handlers.link_choices, [owner], [links], **private)
-    create.click(handlers.share_conversation, [conversation_id, owner], [link, links], **private)
+    create.click(handlers.share_conversation, [conversation_id, scope, owner], [link, links], **private)
     revoke.click(handlers.revoke, [links, owner], [link, links], **private)
     return handlers
 

@@ -1,6 +1,6 @@
-"""Share by link in Chromium: Alice (logged in) chats, opens Manage conversation › Share, makes a link;
-a fresh browser context with no cookies and no login opens it and sees the conversation read-only;
-she revokes it in the same panel, and the link shows nothing."""
+"""Share by link in Chromium: Alice (logged in) chats, opens Manage conversation › Share, chooses that the
+link shows every version, makes a link; a fresh browser context with no cookies and no login opens it and
+sees the conversation read-only; she revokes it in the same panel, and the link shows nothing."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def test_share_open_without_login_revoke(share_server, browser, artifacts):
 
     page.locator("#manage").get_by_text("Manage conversation").click()
     page.locator("#share-panel").get_by_text("Share").first.click()
+    assert page.locator("#share-scope").get_by_label("The conversation as shown").is_checked()  # the default
+    page.locator("#share-scope").get_by_label("Every version (retries and edits too)").check()
     page.locator("#share-create").click()
     box = page.locator("#share-link textarea, #share-link input").first
     link = wait_until(lambda: box.input_value() if "/share/" in box.input_value() else None, what="the new link")
@@ -51,11 +53,12 @@ def test_share_open_without_login_revoke(share_server, browser, artifacts):
     assert "Tell me about <b>wombats</b>" in reader.inner_text("main")  # shown as text, not as markup
     assert reader.locator("main b").count() == 0 and reader.locator("#msg").count() == 0
     assert reader.locator("text=openai:share-reply").count() == 1
+    assert "Conversation (every version) shared from Parley" in reader.inner_text("header")
     reader.screenshot(path=str(artifacts / "share-02-reader.png"))
 
     links = page.locator("#share-links input").first
     links.click()
-    page.get_by_role("option").filter(has_text="Chat:").first.click()
+    page.get_by_role("option").filter(has_text="every version").first.click()
     page.locator("#share-revoke").click()
     wait_until(lambda: not page.locator("#share-link").is_visible(), what="the link box to close")
 

@@ -20,6 +20,7 @@ from storage.models import SHARE_COMPARISON, SHARE_CONVERSATION
 from tests.storage.helpers import add_turn, chat
 from tests.storage.test_attachments_storage import PNG, png
 from tests.storage.test_blind_secrecy import OWNER, SECRETS, assert_secret, blind_run
+from tests.storage.test_tree_exchange import ORDER, PARENTS, PATH, branched
 
 
 def test_a_link_shows_the_conversation_and_only_a_hash_is_stored(session, engine):
@@ -182,3 +183,63 @@ def test_follow_up_turns_show_in_a_shared_conversation(session):
     new = repo.create_share_link(session=session, owner=OWNER, conversation_id=cid)
     add_turn(session, OWNER, cid, "q2", "a2")
     assert [m.content for m in repo.shared_view(session=session, token=new.token).messages] == ["q1", "a1", "q2", "a2"]
+
+
+# -- conversations as trees: the current path, or every version ------------------------------------
+
+
+def test_a_link_shows_the_current_path_and_only_its_files(session):
+    ids = branched(session, OWNER)
+    new = repo.create_share_link(session=session, owner=OWNER, conversation_id=ids["cid"])
+    assert not new.link.whole_tree
+    view = repo.shared_view(session=session, token=new.token)
+    assert not view.whole_tree and [m.content for m in view.messages] == PATH
+    assert "edited" not in view.model_dump_json() and "a1 first answer" not in view.model_dump_json()
+    tree = repo.tree_of(session, OWNER, [ids["cid"]])[ids["cid"]]
+    chart, other = (tree[ORDER.index(name)].attachments[0].id for name in ("q2", "q2b"))
+    assert repo.shared_attachment(session=session, token=new.token, attachment_id=chart).data == PNG
+    with pytest.raises(NotFound):  # a file of another version: not on this page, not served
+        repo.shared_attachment(session=session, token=new.token, attachment_id=other)
+    # The link follows the owner's current path.
+    repo.switch_branch(session=session, owner=OWNER, conversation_id=ids["cid"], message_id=ids["q2b"])
+    assert repo.shared_view(session=session, token=new.token).messages[2].content == "q2 edited, another chart"
+    assert repo.shared_attachment(session=session, token=new.token, attachment_id=other).data == PNG + b"other"
+
+
+def test_a_whole_tree_link_shows_every_version_with_its_parent(session):
+    ids = branched(session, OWNER)
+    new = repo.create_share_link(session=session, owner=OWNER, conversation_id=ids["cid"], whole_tree=True)
+    assert new.link.whole_tree
+    assert [link.whole_tree for link in repo.list_share_links(session=session, owner=OWNER)] == [True]
+    view = repo.shared_view(session=session, token=new.token)
+    assert view.whole_tree and len(view.messages) == len(ORDER)
+    assert [m.parent for m in view.messages] == PARENTS
+    assert [view.messages[i].content for i in view.path] == PATH
+    tree = repo.tree_of(session, OWNER, [ids["cid"]])[ids["cid"]]
+    for name in ("q2", "q2b"):
+        aid = tree[ORDER.index(name)].attachments[0].id
+        assert repo.shared_attachment(session=session, token=new.token, attachment_id=aid).data.startswith(PNG)
+    # Another link to the same chat, made for its path, still shows the path only.
+    path_link = repo.create_share_link(session=session, owner=OWNER, conversation_id=ids["cid"])
+    assert [m.content for m in repo.shared_view(session=session, token=path_link.token).messages] == PATH
+
+
+def test_whole_tree_is_for_conversations_only_and_must_be_a_flag(session, engine):
+    cid, _ = chat(session, OWNER, [("q", "a")])
+    run = blind_run(session, blind=False)
+    with pytest.raises(InvalidInput, match="comparison"):
+        repo.create_share_link(session=session, owner=OWNER, comparison_id=run.comparison_id, whole_tree=True)
+    with pytest.raises(InvalidInput, match="whole_tree"):
+        repo.create_share_link(session=session, owner=OWNER, conversation_id=cid, whole_tree="yes")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM share_link")).scalar_one() == 0
+
+
+def test_a_blind_comparison_stays_secret_whatever_the_links(session):
+    run = blind_run(session)
+    with pytest.raises(NotFound):  # its panes are not conversations anyone can link, whole tree or not
+        repo.create_share_link(session=session, owner=OWNER, conversation_id=run.panes[0].conversation_id, whole_tree=True)
+    new = repo.create_share_link(session=session, owner=OWNER, comparison_id=run.comparison_id)
+    view = repo.shared_view(session=session, token=new.token)
+    assert not view.whole_tree and not view.revealed
+    assert_secret(view.model_dump_json(), "a shared blind comparison next to tree links")

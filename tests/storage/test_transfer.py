@@ -35,7 +35,9 @@ def _rich(session, owner="alice"):
 
 def _comparable(detail):
     c = detail.conversation.model_dump(exclude={"id"})
-    messages = [m.model_dump(exclude={"id", "conversation_id"}) for m in detail.messages]
+    index = {m.id: i for i, m in enumerate(detail.messages)}
+    messages = [{**m.model_dump(exclude={"id", "conversation_id", "parent_id"}), "parent": index.get(m.parent_id)}
+                for m in detail.messages]  # fmt: skip
     return c, messages
 
 
