@@ -243,3 +243,15 @@ def test_a_blind_comparison_stays_secret_whatever_the_links(session):
     view = repo.shared_view(session=session, token=new.token)
     assert not view.whole_tree and not view.revealed
     assert_secret(view.model_dump_json(), "a shared blind comparison next to tree links")
+
+
+def test_a_whole_tree_link_hangs_versions_below_a_hidden_message_from_the_shown_one_above(session):
+    # A tool message (imported) is not shown; the two replies that follow it hang from the question.
+    document = {"format": "parley.conversations", "version": 1, "conversations": [{"title": "tools", "current": 3, "messages": [
+        {"role": "user", "content": "q"}, {"role": "tool", "content": "result", "parent": 0},
+        {"role": "assistant", "content": "first", "parent": 1}, {"role": "assistant", "content": "second", "parent": 1}]}]}
+    (cid,) = repo.import_json(session=session, owner=OWNER, data=json.dumps(document))
+    new = repo.create_share_link(session=session, owner=OWNER, conversation_id=cid, whole_tree=True)
+    view = repo.shared_view(session=session, token=new.token)
+    assert [(m.content, m.parent) for m in view.messages] == [("q", None), ("first", 0), ("second", 0)]
+    assert view.path == [0, 2]
