@@ -102,13 +102,16 @@ def rows(scale: float, seed: int = 1):
             if o == 0 and not big:
                 count = max(0, MESSAGES_PER_CONVERSATION - (BIG_CONVERSATION // CONVERSATIONS_PER_OWNER))
             moment = created
+            parent = None  # each message follows the one before it: a one-branch tree
             for p in range(count):
                 moment += timedelta(seconds=5 + rnd.random() * 60)
                 assistant = p % 2 == 1
                 ttft = int(rnd.lognormvariate(6, 0.5)) if assistant else None
+                mid = uuid.UUID(int=rnd.getrandbits(128), version=4)
                 messages.append(
                     dict(
-                        id=uuid.UUID(int=rnd.getrandbits(128), version=4),
+                        id=mid,
+                        parent_id=parent,
                         conversation_id=cid,
                         owner=owner,
                         position=p,
@@ -124,18 +127,19 @@ def rows(scale: float, seed: int = 1):
                         created_at=moment,
                     )
                 )
+                parent = mid
             conversations.append(
                 dict(
                     id=cid, owner=owner, title=f"Conversation {o}-{c}", model="openai:model-a",
-                    pinned=c < 2, archived=c % 25 == 24, created_at=created, updated_at=moment,
+                    pinned=c < 2, archived=c % 25 == 24, created_at=created, updated_at=moment, current_leaf_id=parent,
                 )
             )  # fmt: skip
         yield conversations, messages
 
 
-CONV_COLUMNS = ["id", "owner", "title", "model", "pinned", "archived", "created_at", "updated_at"]
+CONV_COLUMNS = ["id", "owner", "title", "model", "pinned", "archived", "created_at", "updated_at", "current_leaf_id"]
 MSG_COLUMNS = [
-    "id", "conversation_id", "owner", "position", "role", "content", "provider", "model",
+    "id", "parent_id", "conversation_id", "owner", "position", "role", "content", "provider", "model",
     "input_tokens", "output_tokens", "ttft_ms", "duration_ms", "finish_reason", "created_at",
 ]  # fmt: skip
 
