@@ -99,7 +99,7 @@ class Opened:
     effort: str
     #: For each message shown that has other versions: the ids of its versions (itself included), oldest first.
     versions: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
-    #: The last message shown (None: none; the conversation's EMPTY_PATH when Undo emptied it).
+    #: The last message shown (None: the path is empty).
     current_leaf_id: uuid.UUID | None = None
     #: How many stored messages are on other versions (not shown).
     other_messages: int = 0

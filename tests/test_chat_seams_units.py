@@ -91,7 +91,7 @@ def test_undo_of_a_refused_message_leaves_the_stored_turns_alone(session):
     assert _users(session, conv) == ["one", "two"]
     # A stale chat removes nothing either.
     assert undo_turn(session=session, owner=OWNER, conversation_id=conv, kept_user_texts=["stale"], undone="two") == 0
-    # Undo of the stored "two" removes it and its reply.
+    # Undo of the stored "two" takes it and its reply off the path shown (they stay stored, as another version).
     assert undo_turn(session=session, owner=OWNER, conversation_id=conv, kept_user_texts=["one"], undone="two") == 2
     assert _users(session, conv) == ["one"]
 

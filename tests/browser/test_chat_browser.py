@@ -75,6 +75,23 @@ def db_rows(url: str):
         engine.dispose()
 
 
+def path_users(url: str, title: str) -> list[str]:
+    """The user messages of the conversation's current path (what a reopened chat shows)."""
+    from sqlmodel import Session, select
+
+    from storage import repository as repo
+    from storage.models import Conversation
+
+    engine = sa.create_engine(url)
+    try:
+        with Session(engine) as s:
+            conv = s.exec(select(Conversation).where(Conversation.title == title)).one()
+            detail = repo.get_conversation(session=s, owner=conv.owner, conversation_id=conv.id)
+            return [m.content for m in detail.messages if m.role == "user"]
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def server(request, apps, fake_server):
     fake_server.set_scenario("story", Scenario(text=" ".join(f"word{i}" for i in range(80)) + " ", tokens=80, rate=40))
@@ -251,15 +268,18 @@ def test_undo_and_retry_keep_the_store_in_step(server, page, fake_server):
         conv = next(c for c in convs if c["title"] == "first line for undo")
         return [m["content"] for m in msgs if m["conversation_id"] == conv["id"] and m["role"] == "user"]
 
-    wait_until(lambda: stored_users() == ["first line for undo"], what="undo in the store")
+    # Undo moves the conversation's current path back; the undone turn stays stored, as another version.
+    wait_until(lambda: path_users(db, "first line for undo") == ["first line for undo"], what="undo in the store")
+    assert stored_users() == ["first line for undo", "second line to undo"], "Undo deleted the turn"
     page.get_by_label("Retry").last.click()
     wait_until(lambda: len([r for r in fake_server.requests if r.model == "echo" and "first line for undo" in str(r.json)]) >= 2, what="retry request")
     wait_until(lambda: "You said: first line for undo" in bot_text(page), what="retried reply")
     time.sleep(0.5)
-    assert stored_users() == ["first line for undo"], "Retry replaced the turn instead of adding one"
+    assert stored_users() == ["first line for undo", "second line to undo"], "Retry stored a user message again"
+    assert path_users(db, "first line for undo") == ["first line for undo"]
     convs, msgs = db_rows(db)
     mine = [m for m in msgs if m["content"] == "You said: first line for undo"]
-    assert len(mine) == 1, (convs, msgs)
+    assert len(mine) == 2, ("the retried reply is a second version beside the first", convs, msgs)
 
 
 def test_a_stopped_reply_shows_as_saved_and_the_chat_goes_on(server, page, fake_server):
