@@ -26,9 +26,16 @@ class AuthError(ChatError):
 
     kind = "auth"
 
-    def __init__(self, message: str | None = None, *, provider: str | None = None, env_var: str | None = None):
+    def __init__(self, message: str | None = None, *, provider: str | None = None, env_var: str | None = None,
+                 pasted: bool = False):
         self.env_var = env_var
-        if message is None:
+        self.pasted = pasted
+        if message is None and pasted:
+            # The user's own key: the server's .env has nothing to do with it.
+            message = (f"The {provider or 'provider'} API key you pasted was refused: check that it is a "
+                       f"{provider or 'provider'} key, copy it again whole (no spaces), and paste it once more; "
+                       "or empty the key field to use the server's key, if it has one.")
+        elif message is None:
             where = f"check {env_var} in your .env or environment" if env_var else "check the provider's API key"
             message = f"The {provider or 'provider'} API key was refused: {where}."
         super().__init__(message, provider=provider)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from chat.context import trim_messages
-from chat.errors import ChatError, FirstTokenTimeout, IdleTimeout, StreamError
+from chat.errors import ChatError, FirstTokenTimeout, IdleTimeout, SafetyBlocked, StreamError
 from chat.providers.base import Provider
 from chat.types import (
     Finish,
@@ -259,7 +259,9 @@ class Turn:
 
     def _fail(self, error: ChatError) -> None:
         self.result.error = error
-        self.result.finish_reason = FinishReason.ERROR
+        # A prompt the provider blocked for its content is a refusal, not a failure of the model:
+        # it ends as content_filter (with its message), as a reply the provider filtered does.
+        self.result.finish_reason = FinishReason.CONTENT_FILTER if isinstance(error, SafetyBlocked) else FinishReason.ERROR
         self.result.finish_detail = error.kind
 
     async def _attempt(self, first_token_deadline: float) -> AsyncGenerator[StreamEvent, None]:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from chat.context import clean_text
-from chat.errors import ChatError
+from chat.errors import ChatError, NotConfigured
 from chat.providers.base import Provider
 from chat.types import Attachment, Message, ModelInfo, Params
 from compare.engine import ReplyResult, file_refusal
@@ -120,6 +120,16 @@ def battles_of(record: VoteRecord) -> list[Vote]:
     return out
 
 
+def unavailable_pane(ref: str, error: ChatError, system_prompt: str) -> Pane:
+    """A pane for a model that cannot be called (its provider is not set up): it calls nothing, and
+    its reply is `error`. Its stand-in provider only names the model in the results and the store."""
+    name, sep, model = ref.strip().partition(":")
+    stand_in = Provider()
+    stand_in.name = stand_in.label = name if sep else "unknown"
+    info = ModelInfo(provider=stand_in.name, id=model if sep else name)
+    return Pane(provider=stand_in, info=info, params=Params(), system_prompt=system_prompt, unavailable=error)
+
+
 def build_board(records: Iterable[VoteRecord], *, rounds: int = ROUNDS) -> Leaderboard:
     """Bradley–Terry ratings with bootstrap intervals from stored votes (seeded: the same votes, the same board)."""
     votes = [v for r in records for v in battles_of(r)]
@@ -180,8 +190,18 @@ class Comparisons:
         system = clean_text(system_prompt or "").strip()
         panes = []
         for i, ref in enumerate(models):
-            provider, info = self.resolve(str(ref), f"Model {i + 1} ({str(ref)[:80]})")
+            try:
+                provider, info = self.resolve(str(ref), f"Model {i + 1} ({str(ref)[:80]})")
+            except CompareProblem as e:
+                cause = e.__cause__
+                if not isinstance(cause, NotConfigured):
+                    raise  # an empty or malformed name: the call is refused, nothing runs
+                # A provider that is not set up (or unknown) fails its own pane; the others still answer.
+                panes.append(unavailable_pane(str(ref), cause, system))
+                continue
             panes.append(Pane(provider=provider, info=info, params=Params(), system_prompt=system))
+        if all(p.unavailable is not None for p in panes):
+            raise CompareProblem(f"Model 1 ({str(models[0])[:80]}): {panes[0].unavailable}")
         return panes
 
     def session_panes(self, session: dict[str, Any], inputs: Sequence[PaneInput], base: Params, system_prompt: str,
@@ -239,9 +259,11 @@ class Comparisons:
         return attachments
 
     def runnable(self, panes: Sequence[Pane], attachments: Sequence[Attachment] = ()) -> list[Pane]:
-        """The panes that will call their model: all of them, less those that cannot read the files."""
+        """The panes that will call their model: all of them, less those whose model is not set up or
+        cannot read the files."""
+        panes = [p for p in panes if p.unavailable is None]
         if not attachments:
-            return list(panes)
+            return panes
         return [p for p in panes if file_refusal(p.info, attachments, self.s.registry) is None]
 
     # -- running ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from chat.errors import ChatError
 from chat.providers.base import Provider
 from chat.toolloop import ToolLoop
 from chat.tools import ToolContext
@@ -56,6 +57,9 @@ class Pane:
     turn: Reply | None = None
     #: Why this pane's model was not called (it cannot read the prompt's files); its reply is this error.
     refusal: str | None = None
+    #: Why this pane's model cannot be called at all (its provider is not set up, say): its reply is this
+    #: error and the other panes run (the /compare API gives that pane an `error`).
+    unavailable: ChatError | None = None
 
     @property
     def ref(self) -> str:
@@ -289,6 +293,10 @@ class CompareRun:
         self.ids: ComparisonIds | StorageError | None = None
         self.saved: bool | None = None
         for pane in self.panes:
+            if pane.unavailable is not None:
+                pane.refusal = pane.unavailable.message
+                pane.turn = self._refused(pane, prompt, pane.unavailable)
+                continue
             pane.refusal = file_refusal(pane.info, self.attachments, self.s.registry) if self.attachments else None
             if pane.refusal is not None:
                 pane.turn = self._refused(pane, prompt, pane.refusal)
@@ -296,12 +304,12 @@ class CompareRun:
             messages = prompt_messages(prompt, system=pane.system_prompt, history=pane.history, attachments=self.attachments)
             pane.turn = self._reply(pane, messages)
 
-    def _refused(self, pane: Pane, prompt: str, why: str) -> Reply:
+    def _refused(self, pane: Pane, prompt: str, why: str | ChatError) -> Reply:
         """A reply that is never started: it ends at once with `why` as its error (no call, no charge)."""
         turn = Turn(pane.provider, pane.info, prompt_messages(prompt, system=pane.system_prompt), pane.params,
                     policy=self.s.policy)
         r = turn.result
-        r.error = UnsupportedFile(why, provider=pane.info.provider)
+        r.error = why if isinstance(why, ChatError) else UnsupportedFile(why, provider=pane.info.provider)
         r.finish_reason = FinishReason.ERROR
         r.finish_detail = r.error.kind
         r.duration_ms = 0.0

@@ -35,10 +35,13 @@ DEFAULT_PERIOD = "Last 7 days"
 
 #: Keys of DashboardData.rows; the table shows them with "provider:model" as one Model column.
 COLUMNS = ["Provider", "Model", "Replies", "Tokens in", "Tokens out", "Cost ($)",
-           "TTFT p50 (s)", "TTFT p95 (s)", "Tok/s", "Errors (%)"]
-#: Health first (errors, latency, speed), then volume and cost.
-TABLE_COLUMNS = ["Model", "Replies", "Errors (%)", "TTFT p50 (s)", "TTFT p95 (s)", "Tok/s", "Tokens in", "Tokens out",
-                 "Cost ($)"]
+           "TTFT p50 (s)", "TTFT p95 (s)", "Tok/s", "Errors (%)", "Refused (%)", "Truncated (%)"]
+#: Health first (errors, then refusals and cut-off replies, which are not model errors; latency, speed),
+#: then volume and cost.
+TABLE_COLUMNS = ["Model", "Replies", "Errors (%)", "Refused (%)", "Truncated (%)", "TTFT p50 (s)", "TTFT p95 (s)", "Tok/s",
+                 "Tokens in", "Tokens out", "Cost ($)"]
+#: How a reply ended, as the outcome chart names it, and the row key that holds its share.
+OUTCOMES = {"Error": "Errors (%)", "Refused": "Refused (%)", "Truncated": "Truncated (%)"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,23 @@ class DashboardData:
         """Replies that ended in an error."""
         return sum(round(r["Replies"] * r["Errors (%)"] / 100) for r in self.rows)
 
+    @property
+    def refused(self) -> int:
+        """Replies refused for their content (moderation, a provider's filter): not counted as failed."""
+        return sum(round(r["Replies"] * r["Refused (%)"] / 100) for r in self.rows)
+
+    @property
+    def truncated(self) -> int:
+        """Replies cut off (the token limit, or a stream that ended without finishing)."""
+        return sum(round(r["Replies"] * r["Truncated (%)"] / 100) for r in self.rows)
+
+    def outcomes(self) -> pd.DataFrame:
+        """The outcome chart: per model, the share of its replies that failed, were refused or were cut off
+        (long form, one row per model and outcome with a share above 0)."""
+        rows = [{"Label": f"{r['Provider']}:{r['Model']}", "Outcome": outcome, "% of replies": r[key]}
+                for r in self.rows for outcome, key in OUTCOMES.items() if r[key]]
+        return pd.DataFrame(rows, columns=["Label", "Outcome", "% of replies"])
+
     def frame(self) -> pd.DataFrame:
         """The table: one row per provider+model, the model written provider:model."""
         frame = pd.DataFrame(self.rows, columns=COLUMNS)
@@ -149,6 +169,8 @@ def stats_row(s: ModelStats, prices: PriceTable) -> dict[str, Any]:
         "TTFT p95 (s)": _seconds(s.ttft_p95_ms),
         "Tok/s": None if s.tokens_per_second is None else round(s.tokens_per_second, 1),
         "Errors (%)": round(s.error_rate * 100, 1),
+        "Refused (%)": round(s.refused_rate * 100, 1),
+        "Truncated (%)": round(s.truncated_rate * 100, 1),
     }
 
 

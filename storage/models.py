@@ -307,6 +307,10 @@ class ModelStats(SQLModel):
     ttft_p95_ms: float | None
     error_rate: float
     tokens_per_second: float | None
+    #: Replies refused for their content (moderation, a provider's safety filter): not model errors.
+    refused_rate: float = 0.0
+    #: Replies cut off: the token limit reached, or the stream ended without finishing.
+    truncated_rate: float = 0.0
 
 
 # --- compare mode ---------------------------------------------------------------------------

@@ -21,6 +21,10 @@ from storage.validation import check_owner
 MIN_RATE_TOKENS = 10
 #: The most buckets one usage_over_time call may ask for (the dashboard asks for at most 30).
 MAX_BUCKETS = 1000
+#: Finish reasons of a reply refused for its content, by Parley's moderation or the provider's filter.
+REFUSED_REASONS = ("content_filter", "refusal")
+#: Finish reasons of a reply that was cut off: the token limit, or a stream that ended without finishing.
+TRUNCATED_REASONS = ("length", "truncated")
 
 
 @guarded
@@ -33,7 +37,8 @@ def usage_stats(
 ) -> list[ModelStats]:
     """Per provider+model usage of finished replies in [since, until); `owner=None` means everyone.
 
-    Error rate is replies that ended in "error" over all finished replies. Tokens per second is
+    Error rate is replies that ended in "error" over all finished replies; refused (moderation, a
+    provider's safety filter) and truncated (token limit, a stream that ended early) are counted apart. Tokens per second is
     chat.types.tokens_per_second's definition, token-weighted over replies: output tokens (reasoning
     included) over generation time (duration minus time to first token), summed over the replies
     that have both and at least MIN_RATE_TOKENS output tokens. Percentiles interpolate linearly
@@ -100,6 +105,8 @@ def _grouped(
         sa.func.coalesce(sa.func.sum(r.input_tokens), 0).label("input_tokens"),
         sa.func.coalesce(sa.func.sum(r.output_tokens), 0).label("output_tokens"),
         sa.func.sum(sa.case((r.finish_reason == "error", 1), else_=0)).label("errors"),
+        sa.func.sum(sa.case((r.finish_reason.in_(REFUSED_REASONS), 1), else_=0)).label("refused"),
+        sa.func.sum(sa.case((r.finish_reason.in_(TRUNCATED_REASONS), 1), else_=0)).label("truncated"),
         sa.func.sum(sa.case((generating, r.output_tokens), else_=0)).label("gen_tokens"),
         sa.func.sum(sa.case((generating, r.duration_ms - r.ttft_ms), else_=0)).label("gen_ms"),
     ]
@@ -133,6 +140,8 @@ def _grouped(
                 ttft_p50_ms=None if p50 is None else float(p50),
                 ttft_p95_ms=None if p95 is None else float(p95),
                 error_rate=(row["errors"] or 0) / row["count"],
+                refused_rate=(row["refused"] or 0) / row["count"],
+                truncated_rate=(row["truncated"] or 0) / row["count"],
                 tokens_per_second=(row["gen_tokens"] * 1000 / row["gen_ms"]) if row["gen_ms"] else None,
             )
         )

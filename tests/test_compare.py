@@ -177,7 +177,8 @@ def test_api_failing_pane_does_not_block_or_break_the_other(app):
     [
         ({"message": "hi", "models": ["openai:fast"]}, "2 to 4 models"),
         ({"message": "hi", "models": ["openai:fast"] * 5}, "2 to 4 models"),
-        ({"message": "hi", "models": ["openai:fast", "nosuch:model"]}, "Unknown provider"),
+        # One model not set up fails its own pane (tests/core/test_rough_edges_core.py); all of them: nothing runs.
+        ({"message": "hi", "models": ["nosuch:model", "other:model"]}, "Unknown provider"),
         ({"message": "   ", "models": ["openai:fast", "gemini:fast"]}, "empty prompt"),
     ],
 )

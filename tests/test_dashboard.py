@@ -101,9 +101,10 @@ def test_refresh_fills_table_and_plots_or_shows_the_empty_message(chatted):
     assert table.set_index("Model").loc["openai:fail-500-always", "Errors (%)"] == 100
     assert "**4** replies" in out[view.summary] and "**1** failed" in out[view.summary]
     assert out[view.results]["visible"] is True
-    assert set(out[view.error_plot]["Label"]) == {"openai:fast", "openai:fail-500-always"}
+    # The outcome chart shows the models that had an error, a refusal or a cut-off reply.
+    assert set(out[view.error_plot]["value"]["Label"]) == {"openai:fail-500-always"}
     # No TTFT for a reply that never started: that bar is left out rather than drawn at zero.
-    assert list(out[view.ttft_plot]["Label"]) == ["openai:fast"]
+    assert list(out[view.ttft_plot]["value"]["Label"]) == ["openai:fast"]
     activity = out[view.activity_plot]["value"]
     assert len(set(activity["Time"])) == 24 and activity["Replies"].sum() == 4
 

@@ -239,7 +239,7 @@ def reply_bubbles(
         bubbles.append(gr.ChatMessage(role="assistant", content=text))
     reason = finish_reason.value if isinstance(finish_reason, FinishReason) else finish_reason
     if error:
-        bubbles.append(gr.ChatMessage(role="assistant", content=error, metadata={"title": NOTICE_PREFIX + _first_sentence(error), "status": "done"}))
+        bubbles.append(gr.ChatMessage(role="assistant", content=error, metadata={"title": NOTICE_PREFIX + notice_title(error), "status": "done"}))
     elif reason == FinishReason.CANCELLED.value:
         bubbles.append(_note("⏹ Stopped. The reply so far is kept."))
     elif reason == FinishReason.LENGTH.value:
@@ -287,10 +287,13 @@ def tool_bubble(record: Any) -> gr.ChatMessage:
     return gr.ChatMessage(role="assistant", content="\n\n".join(body), metadata=metadata)
 
 
-def refusal_notice(text: str, mark: str) -> gr.ChatMessage:
-    """The notice answering a refused message, marked so the message is never sent as context."""
+def refusal_notice(text: str, mark: str, *, title: str | None = None) -> gr.ChatMessage:
+    """The notice answering a refused message, marked so the message is never sent as context.
+
+    `title`: what the folded notice says (default: from `text`), e.g. the reason and its advice without
+    the longer how-to-undo line that `text` ends with."""
     # The title is what shows while the notice is folded: it says at once that nothing was sent.
-    title = NOTICE_PREFIX + ("Not sent: " if mark == REFUSED_MARK else "") + _first_sentence(text)
+    title = NOTICE_PREFIX + ("Not sent: " if mark == REFUSED_MARK else "") + notice_title(title or text)
     return gr.ChatMessage(role="assistant", content=text, metadata={"title": title, "status": "done", "id": refusal_id(mark)})
 
 
@@ -298,9 +301,60 @@ def _note(text: str) -> gr.ChatMessage:
     return gr.ChatMessage(role="assistant", content="", metadata={"title": text, "status": "done"})
 
 
-def _first_sentence(text: str, limit: int = 140) -> str:
-    sentence = text.split(". ")[0].rstrip(".")
-    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
+#: The longest a notice's folded title may be; the whole message is in the notice's body when it is cut.
+NOTICE_TITLE_CHARS = 240
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a message, split only outside brackets: "(HTTP 500: Sorry. Try later)" stays whole."""
+    out: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch in _CLOSERS:
+            depth += 1
+        elif ch in _CLOSERS.values():
+            depth = max(0, depth - 1)
+        elif ch in ".!?" and depth == 0 and (i + 1 == len(text) or text[i + 1] in " \n"):
+            out.append(text[start : i + 1].strip())
+            start = i + 1
+    if text[start:].strip():
+        out.append(text[start:].strip())
+    return [s for s in out if s]
+
+
+def _clip(sentence: str, limit: int) -> str:
+    """`sentence` cut to `limit` characters with an ellipsis, closing any bracket the cut left open."""
+    if len(sentence) <= limit:
+        return sentence
+    cut = sentence[: max(1, limit - 3)].rstrip()
+    opened = [ch for ch in cut if ch in _CLOSERS or ch in _CLOSERS.values()]
+    stack: list[str] = []
+    for ch in opened:
+        if ch in _CLOSERS:
+            stack.append(_CLOSERS[ch])
+        elif stack:
+            stack.pop()
+    return cut + "…" + "".join(reversed(stack))
+
+
+def notice_title(text: str, limit: int = NOTICE_TITLE_CHARS) -> str:
+    """What a folded notice shows: its first sentence whole (brackets closed) and, when there is one, its
+    last sentence, which is the advice ("Press Retry to try again."), so neither needs unfolding."""
+    whole = " ".join(text.split())
+    parts = sentences(whole)
+    if not parts:
+        return ""
+    if len(whole) <= limit:
+        return whole
+    if len(parts) == 1:
+        return _clip(parts[0], limit)
+    advice = parts[-1]
+    first = _clip(parts[0], max(40, limit - len(advice) - 2))
+    if first != parts[0] and parts[0][-1] in ".!?":
+        first += parts[0][-1]  # the cut took the sentence's end: it still reads as one
+    middle = " … " if len(parts) > 2 else " "
+    return first + middle + advice
 
 
 def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = ()) -> list[gr.ChatMessage]:

@@ -38,7 +38,16 @@ def summary_markdown(data: DashboardData) -> str:
     models = len(data.rows)
     return (f"**{data.replies:,}** replies from **{models}** model{'s' if models != 1 else ''} · "
             f"**{data.tokens:,}** tokens · cost **{cost}** · **{data.failed:,}** failed · "
+            f"**{data.refused:,}** refused · **{data.truncated:,}** cut off · "
             f"<span class='parley-muted'>{data.period.lower()}, your replies only</span>")
+
+
+def plot_update(frame: pd.DataFrame, **extra: Any) -> dict[str, Any]:
+    """A plot's update: its data, or hidden with no data when there is none. An empty frame is not sent:
+    Vega draws it as an axis of "infinite extent" and says so in the browser's console."""
+    if frame.empty:
+        return gr.update(value=None, visible=False, **extra)
+    return gr.update(value=frame, visible=True, **extra)
 
 
 @dataclass
@@ -90,26 +99,38 @@ class DashboardHandlers:
                     v.table: gr.skip(), v.ttft_plot: gr.skip(), v.speed_plot: gr.skip(),
                     v.error_plot: gr.skip(), v.activity_plot: gr.skip()}
         frame = data.frame()
+        activity = pd.DataFrame(data.activity, columns=["Time", "Model", "Replies"])
+        # One colour per model while the legend can list them (its one row is cut past a handful of
+        # names); with more, one per provider: the table has every model.
+        color = "Model" if len(data.rows) <= ACTIVITY_MODELS else "Provider"
         raw = pd.DataFrame(data.rows, columns=COLUMNS)
         by_model = raw.assign(Label=raw["Provider"] + ":" + raw["Model"])
         return {
             v.summary: summary_markdown(data),
             v.results: gr.update(visible=True),
             v.table: frame,
-            v.ttft_plot: by_model[by_model["TTFT p95 (s)"].notna()],
-            v.speed_plot: by_model[by_model["Tok/s"].notna()],
-            v.error_plot: by_model,
+            v.ttft_plot: plot_update(by_model[by_model["TTFT p95 (s)"].notna()]),
+            v.speed_plot: plot_update(by_model[by_model["Tok/s"].notna()]),
+            v.error_plot: plot_update(data.outcomes()),
             # An explicit order: the plot would otherwise sort the bucket labels alphabetically.
-            v.activity_plot: gr.update(value=pd.DataFrame(data.activity, columns=["Time", "Model", "Replies"]),
-                                       title=data.activity_title,
-                                       sort=list(dict.fromkeys(a["Time"] for a in data.activity))),
+            v.activity_plot: plot_update(activity.assign(Provider=activity["Model"].str.split(":").str[0]),
+                                         title=data.activity_title, color=color,
+                                         sort=list(dict.fromkeys(a["Time"] for a in data.activity))),
         }
 
 
-def _bar(y: str, title: str, y_title: str, elem_id: str) -> gr.BarPlot:
+#: The most models the activity chart colours one by one (beyond, it colours by provider).
+ACTIVITY_MODELS = 6
+#: How the outcome chart colours each way a reply went wrong (errors stand out; cut-off replies least).
+OUTCOME_COLORS = {"Error": "#c62828", "Refused": "#ef6c00", "Truncated": "#757575"}
+
+
+def _bar(y: str, title: str, y_title: str, elem_id: str, color: str = "Provider", **kwargs: Any) -> gr.BarPlot:
+    # Full width, labels at 45 degrees and room below them: 18 models' "provider:model" names stay
+    # readable, and the legend is not cut (three plots side by side left each a third of the width).
     return gr.BarPlot(
-        x="Label", y=y, color="Provider", title=title, x_title="Model", y_title=y_title, elem_id=elem_id,
-        x_label_angle=-30, tooltip=["Label", y], height=260, show_label=False, sort="-y",
+        x="Label", y=y, color=color, title=title, x_title="Model", y_title=y_title, elem_id=elem_id,
+        x_label_angle=-45, tooltip=["Label", color, y], height=340, show_label=False, sort="-y", **kwargs,
     )
 
 
@@ -128,12 +149,12 @@ def build_dashboard_tab(ctx: TabContext) -> DashboardView:
         table = gr.Dataframe(
             headers=TABLE_COLUMNS, datatype=_DATATYPES, interactive=False, show_label=False, elem_id="dash-table",
             max_height=360, buttons=["copy"], pinned_columns=1, wrap=True,
-            column_widths=["24%", "8%", "9%", "10%", "10%", "9%", "10%", "10%", "10%"],
+            column_widths=["20%", "8%", "8%", "8%", "9%", "7%", "7%", "7%", "8%", "9%", "9%"],
         )
-        with gr.Row():
-            ttft_plot = _bar("TTFT p95 (s)", "Time to first token, p95", "seconds", "dash-ttft")
-            speed_plot = _bar("Tok/s", "Generation speed", "tokens / s", "dash-speed")
-            error_plot = _bar("Errors (%)", "Error rate", "% of replies", "dash-errors")
+        error_plot = _bar("% of replies", "Errors, refusals and cut-off replies", "% of replies", "dash-errors",
+                          color="Outcome", color_map=OUTCOME_COLORS)
+        ttft_plot = _bar("TTFT p95 (s)", "Time to first token, p95", "seconds", "dash-ttft")
+        speed_plot = _bar("Tok/s", "Generation speed", "tokens / s", "dash-speed")
         activity_plot = gr.BarPlot(
             x="Time", y="Replies", color="Model", y_aggregate="sum", title="Replies", x_title="",
             y_title="replies", height=260, show_label=False, elem_id="dash-activity", x_label_angle=-30,

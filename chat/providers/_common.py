@@ -21,6 +21,7 @@ from chat.errors import (
     NotConfigured,
     Overloaded,
     RateLimited,
+    SafetyBlocked,
     StreamError,
 )
 from chat.types import Message
@@ -68,6 +69,7 @@ class Who:
     model: str
     base_url: str | None = None  # shown in network errors when it is not the vendor's default
     base_url_setting: str | None = None  # where the base URL is set, e.g. "OPENAI_BASE_URL"
+    pasted_key: bool = False  # the key is the user's own, pasted in the app (not the server's env_var)
 
 
 def classify(f: Failure, who: Who, *, started: bool) -> ChatError:
@@ -99,7 +101,10 @@ def classify(f: Failure, who: Who, *, started: bool) -> ChatError:
         )
     status = f.status or 0
     if status in (401, 403) or "api_key_invalid" in kind or "authentication" in kind or "permission" in kind:
-        return AuthError(provider=label, env_var=who.env_var)
+        return AuthError(provider=label, env_var=who.env_var, pasted=who.pasted_key)
+    if "content_filter" in kind or "content_policy" in kind:
+        # OpenAI's (and Azure's) prompt filter: a refusal of the message, which rephrasing fixes.
+        return SafetyBlocked(provider=label)
     if status == 402 or "billing" in kind or "insufficient_quota" in kind:
         return BadRequest(
             f"{label} refused the request for billing reasons ({msg}). Check your plan and credits.", provider=label

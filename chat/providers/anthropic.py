@@ -132,6 +132,7 @@ class AnthropicProvider(Provider):
         """The same provider with a user's own key and a client of its own."""
         clone = copy.copy(self)
         clone._api_key = api_key
+        clone.key_pasted = True
         clone._client = LoopClient(clone._build_client)
         return clone
 
@@ -142,7 +143,8 @@ class AnthropicProvider(Provider):
 
     def _who(self, model: str) -> Who:
         custom = self.base_url != DEFAULT_BASE_URL
-        return Who(self.label, self.key_env_var, model, self.base_url if custom else None, "ANTHROPIC_BASE_URL")
+        return Who(self.label, self.key_env_var, model, self.base_url if custom else None, "ANTHROPIC_BASE_URL",
+                   pasted_key=self.key_pasted)
 
     def _map_error(self, e: Exception, state: StreamState, model: str) -> ChatError | None:
         import anthropic

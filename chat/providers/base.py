@@ -32,6 +32,9 @@ class Provider:
     label: str = ""
     #: Environment variable holding the key (None when no key is needed).
     key_env_var: str | None = None
+    #: Whether this instance runs on a key the user pasted (bring your own key), not on the server's:
+    #: a refused key's advice then names that key, not the environment variable.
+    key_pasted: bool = False
     #: Parameter names (fields of Params) the provider sends.
     accepts: frozenset[str] = frozenset()
     #: Whether the provider can use tools.

@@ -141,6 +141,7 @@ class GeminiProvider(Provider):
         """The same provider with a user's own key and a client of its own."""
         clone = copy.copy(self)
         clone._api_key = api_key
+        clone.key_pasted = True
         clone._client = LoopClient(clone._build_client, closer=_close_client)
         return clone
 
@@ -151,7 +152,8 @@ class GeminiProvider(Provider):
 
     def _who(self, model: str) -> Who:
         custom = self.base_url != DEFAULT_BASE_URL
-        return Who(self.label, self.key_env_var, model, self.base_url if custom else None, "GOOGLE_GEMINI_BASE_URL")
+        return Who(self.label, self.key_env_var, model, self.base_url if custom else None, "GOOGLE_GEMINI_BASE_URL",
+                   pasted_key=self.key_pasted)
 
     def _map_error(self, e: Exception, state: StreamState, model: str) -> ChatError | None:
         from google.genai import errors

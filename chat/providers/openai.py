@@ -212,6 +212,7 @@ class OpenAIProvider(Provider):
         """The same provider with a user's own key and a client of its own."""
         clone = copy.copy(self)
         clone._api_key = api_key
+        clone.key_pasted = True
         clone._client = LoopClient(clone._build_client)
         return clone
 
@@ -222,7 +223,8 @@ class OpenAIProvider(Provider):
 
     def _who(self, model: str) -> Who:
         setting = self.base_url_env_var or f"the base_url of '{self.name}' in models.toml"
-        return Who(self.label, self.key_env_var, model, None if self.base_url == OFFICIAL_BASE_URL else self.base_url, setting)
+        return Who(self.label, self.key_env_var, model, None if self.base_url == OFFICIAL_BASE_URL else self.base_url, setting,
+                   pasted_key=self.key_pasted)
 
     def _map_error(self, e: Exception, state: StreamState, model: str) -> ChatError | None:
         import openai

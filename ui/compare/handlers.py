@@ -258,7 +258,11 @@ class CompareHandlers:
                 out[ui.metrics[i]] = metrics_markdown(metrics[i], live=False, show_cost=not hidden)
         frames = chart_frames(LETTERS[: len(metrics)], metrics, show_cost=not hidden)
         for key, plot in ui.plots.items():
-            out[plot] = gr.update(value=frames[key], visible=key != "cost" or not hidden)
+            # A chart with nothing to draw (no price for any pane, costs hidden until the vote, no token
+            # counts) is hidden with no value: Vega draws an empty frame as an axis of "infinite extent"
+            # and warns about it in the browser's console.
+            empty = frames[key].empty
+            out[plot] = gr.update(value=None if empty else frames[key], visible=not empty)
         out[ui.charts] = gr.update(visible=bool(metrics))
         can_vote = bool(session.get("comparison_id")) and not session.get("voted")
         out.update(self._vote_buttons(count, can_vote))

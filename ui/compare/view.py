@@ -16,7 +16,7 @@ import pandas as pd
 from chat.types import FinishReason
 from compare.engine import ReplyResult
 from core.compare_run import PaneMetrics, redact
-from ui.convert import NOTICE_PREFIX, REASONING_TITLE, tool_bubble
+from ui.convert import NOTICE_PREFIX, REASONING_TITLE, notice_title, tool_bubble
 
 FINISH_ICONS = {
     "stop": "✅", "length": "✂️", "error": "⚠️", "cancelled": "⏹", "truncated": "✂️",
@@ -70,7 +70,7 @@ def reply_bubbles(r: ReplyResult, *, hide: Sequence[str] = ()) -> list[dict[str,
         bubbles.append({"role": "assistant", "content": r.text})
     if r.error:
         message = redact(blind_error(r.error.kind), hide) if hide else r.error.message
-        title = NOTICE_PREFIX + message.split(". ")[0].rstrip(".")[:140]
+        title = NOTICE_PREFIX + notice_title(message)
         bubbles.append({"role": "assistant", "content": message, "metadata": {"title": title, "status": "done"}})
     elif r.finish_reason == FinishReason.CANCELLED:
         bubbles.append(_note("⏹ Stopped. The reply so far is kept."))
