@@ -16,8 +16,9 @@ from chat.turn import Turn, TurnPolicy, TurnResult
 from chat.types import FinishReason, Message, Params
 from ui.chat import notice, refused
 from ui.compare.view import reply_bubbles as pane_bubbles
-from ui.convert import notice_title, reply_bubbles, stored_to_chatbot
+from ui.convert import reply_bubbles, stored_to_chatbot
 from ui.dashboard import plot_update
+from ui.notices import notice_title
 
 MID_REPLY = ("OpenAI reported an error mid-reply (The server had an error while processing your request. Sorry about "
              "that!); the reply was cut off. Press Retry to try again.")

@@ -21,13 +21,13 @@ from ui.convert import (
     content_text,
     history_has_files,
     message_files,
-    notice_title,
     refusal_notice,
     result_bubbles,
     to_messages,
     user_texts,
 )
 from ui.files import in_upload_folder
+from ui.notices import notice_title
 
 # Compare imports these from here (they moved to core with the turn).
 __all__ = ["NOT_SENT", "ChatHandler", "notice", "refused"]

@@ -16,7 +16,8 @@ import pandas as pd
 from chat.types import FinishReason
 from compare.engine import ReplyResult
 from core.compare_run import PaneMetrics, redact
-from ui.convert import NOTICE_PREFIX, REASONING_TITLE, notice_title, tool_bubble
+from ui.convert import NOTICE_PREFIX, REASONING_TITLE, tool_bubble
+from ui.notices import notice_title
 
 FINISH_ICONS = {
     "stop": "✅", "length": "✂️", "error": "⚠️", "cancelled": "⏹", "truncated": "✂️",
