@@ -23,6 +23,7 @@ from ui.chatbox import CHIP_SIZES  # noqa: E402
 from ui.exports import export_guard  # noqa: E402
 from ui.files import middleware as file_guard  # noqa: E402
 from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
+from ui.keys import KEYS_HEAD  # noqa: E402
 from ui.layout import CSS, build_ui  # noqa: E402
 from ui.plain_user import PLAIN_USER_HEAD  # noqa: E402
 from ui.session_guard import middleware as session_guard  # noqa: E402
@@ -87,7 +88,8 @@ def launch_kwargs(services: Services) -> dict[str, Any]:
         auth=config.users or None,
         auth_message="Sign in to Parley" if config.users else None,
         css=CSS,
-        head=CHIP_SIZES + PLAIN_USER_HEAD,  # user messages shown as typed, not as markdown (ui/plain_user.py)
+        head=CHIP_SIZES + KEYS_HEAD  # keyboard shortcuts, focus, phone layout (ui/keys.py)
+        + PLAIN_USER_HEAD,  # user messages shown as typed, not as markdown (ui/plain_user.py)
         theme=gr.themes.Soft(primary_hue="indigo"),
         max_threads=MAX_THREADS,
         # The largest file anyone may upload: an attachment (MAX_FILE_MB), an import (MAX_IMPORT_MB) or a prompts file.
