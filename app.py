@@ -19,6 +19,7 @@ from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
 from core.config import EPHEMERAL_NOTICE, AppConfig  # noqa: E402
 from core.services import Services  # noqa: E402
 from storage.db import init_db, make_engine, timeouts_from_env  # noqa: E402
+from ui.a11y import A11Y_HEAD  # noqa: E402
 from ui.chatbox import CHIP_SIZES  # noqa: E402
 from ui.exports import export_guard  # noqa: E402
 from ui.files import middleware as file_guard  # noqa: E402
@@ -89,7 +90,8 @@ def launch_kwargs(services: Services) -> dict[str, Any]:
         auth_message="Sign in to Parley" if config.users else None,
         css=CSS,
         head=CHIP_SIZES + KEYS_HEAD  # keyboard shortcuts, focus, phone layout (ui/keys.py)
-        + PLAIN_USER_HEAD,  # user messages shown as typed, not as markdown (ui/plain_user.py)
+        + PLAIN_USER_HEAD  # user messages shown as typed, not as markdown (ui/plain_user.py)
+        + A11Y_HEAD,  # contrast, names, focus on text boxes, live region, headings (ui/a11y.py)
         theme=gr.themes.Soft(primary_hue="indigo"),
         max_threads=MAX_THREADS,
         # The largest file anyone may upload: an attachment (MAX_FILE_MB), an import (MAX_IMPORT_MB) or a prompts file.

@@ -125,7 +125,7 @@ def build_ui(services: Services) -> gr.Blocks:
         browser_id = gr.BrowserState("", storage_key="parley_owner", secret=services.config.browser_secret)
 
         with gr.Sidebar(width=320, open=True):
-            gr.Markdown("## 🦜 Parley", elem_classes=["parley-brand"])
+            gr.Markdown("# 🦜 Parley", elem_classes=["parley-brand"])
             greeting = gr.Markdown("", elem_classes=["parley-muted"])
             if services.config.space_id:
                 gr.LoginButton()  # signed in, it reads "Logout (name)" and signs out of Hugging Face
@@ -157,7 +157,7 @@ def build_ui(services: Services) -> gr.Blocks:
                     value="", type="password", show_label=False, placeholder="Key for the chosen model's provider",
                     info="Used for your replies in this session only: never stored, logged or shown.", elem_id="byok",
                 )
-            gr.Markdown("### Conversations")
+            gr.Markdown("## Conversations")
             with gr.Row():
                 new_chat = gr.Button("➕ New chat", size="sm", variant="primary", elem_id="new-chat")
                 refresh = gr.Button("↻", size="sm", min_width=40, elem_id="refresh-list")
