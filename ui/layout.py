@@ -12,6 +12,8 @@ from gradio.components import Component
 from chat.types import Params, param_bounds
 from core.services import Services
 from ui.batch import build_batch_tab
+from ui.branches import CSS as BRANCHES_CSS
+from ui.branches import build_branches
 from ui.chat import ChatHandler
 from ui.chatbox import ModelChoices, chat_box, validator
 from ui.compare.tab import build_compare_tab
@@ -33,7 +35,7 @@ footer { display: none !important; }
 #dash-table table, #dash-table th, #dash-table td { font-family: var(--font) !important; }
 #chatbot .file-type[data-size]:not([data-size=""])::after { content: " · " attr(data-size); }
 #chatbot .message-row img { max-height: 240px; object-fit: contain; }
-"""
+""" + BRANCHES_CSS
 
 #: Puts the open conversation's id in the address bar (`?c=<id>`), or takes it out, without a new history
 #: entry: a reload then reopens it (SidebarHandlers.reopen), and the address can be bookmarked.
@@ -190,6 +192,7 @@ def build_ui(services: Services) -> gr.Blocks:
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab("💬 Chat", id="chat", elem_id="tab-chat"):
                 chat, chatbot = _build_chat(services, chat_handler, models, model, system_prompt, param_inputs, api_key, use_tools, conversation_id, owner)
+                branches = build_branches(demo, services, side, chat, chatbot, conversation_id, owner)
             with gr.Tab("⚖️ Compare", id="compare", elem_id="tab-compare"):
                 build_compare_tab(tabs_ctx)
             with gr.Tab("📊 Dashboard", id="dashboard", elem_id="tab-dashboard"):
@@ -199,7 +202,7 @@ def build_ui(services: Services) -> gr.Blocks:
 
         # identity first, then the list; models are listed live in a separate event so a slow
         # provider never delays the page.
-        opened = [chat.chatbot_value, conversation_id, model, system_prompt, *param_inputs, title]
+        opened = [chat.chatbot_value, conversation_id, model, system_prompt, *param_inputs, title, branches.map]
         # Then the conversation in the address is reopened (a reload), and the address says what is open (a
         # link to a conversation that cannot be opened is dropped from it). Its own event, after on_load: it
         # needs the owner, and only a page with a link writes to the parameter widgets.

@@ -15,6 +15,7 @@ from core.config import EPHEMERAL_NOTICE, new_browser_id
 from core.conversations import ConversationError, Conversations, Entry, Feedback, Opened
 from core.identity import display_name, owner_for, valid_browser_id
 from core.services import Services
+from ui.branches import map_for
 from ui.convert import content_text, stored_to_chatbot, user_texts, user_turns
 from ui.exports import exports_for
 from ui.files import shown_files
@@ -24,7 +25,7 @@ log = logging.getLogger("parley.sidebar")
 #: Seconds between a stopped reply being saved and the chat redrawn from the store (see show_stopped).
 STOPPED_REDRAW_DELAY = 0.3
 #: How many outputs opening a conversation sets (SidebarHandlers.opened_values).
-OPENED_VALUES = 10
+OPENED_VALUES = 11
 
 def files_read(info: ModelInfo) -> str:
     """What a model does with attachments, said before anything is sent (core refuses what it cannot read)."""
@@ -155,11 +156,16 @@ class SidebarHandlers:
             return (gr.skip(),) * OPENED_VALUES
         return await self.opened_values(owner, c)
 
+    async def chat_value(self, owner: str, c: Opened) -> list[dict[str, Any]]:
+        """The chat's value showing `c`'s current path."""
+        return stored_to_chatbot(c.messages, self._label_for, await shown_files(self.s, owner, c.messages))
+
     async def opened_values(self, owner: str, c: Opened) -> tuple[Any, ...]:
         """What opening `c` sets: the chat, the conversation id, the model, system prompt, the five
-        parameters and the Title field (OPENED_VALUES values)."""
+        parameters, the Title field and the versions map (ui/branches.py) (OPENED_VALUES values)."""
+        value = await self.chat_value(owner, c)
         return (
-            stored_to_chatbot(c.messages, self._label_for, await shown_files(self.s, owner, c.messages)),
+            value,
             c.id,
             c.model or gr.skip(),
             c.system_prompt,
@@ -169,6 +175,7 @@ class SidebarHandlers:
             c.seed,
             c.effort,
             gr.update(value=c.title),
+            map_for(value, c),
         )
 
     async def focus_list(self, owner: str, conversation_id: str | None) -> tuple[Any, Any, Entry | None]:
