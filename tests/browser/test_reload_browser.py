@@ -44,14 +44,22 @@ def test_reload_reopens_the_highlighted_conversation_and_delete_names_it(reload_
     wait_until(lambda: highlighted(page) == "Trip plan to Lisbon", what="the new chat highlighted")
     first = wait_until(lambda: open_in_address(page), what="the conversation in the address")
 
-    # Edit of the first message starts another conversation: it is the highlighted one now.
+    # Edit of the first message adds a version of it in the same conversation: it stays the open,
+    # highlighted one (before versions, the edit started a new chat and the list kept the old one).
     page.locator("[data-testid='user']").first.hover()  # the message's buttons show on hover
     page.locator("#chatbot button[aria-label='Edit']").first.click()
     editor = page.locator("#chatbot textarea").first
-    editor.fill("Packing list for Oslo")
+    editor.fill("Trip plan to Porto")
     page.locator("#chatbot button[aria-label='Submit']").first.click()
+    page.locator("[data-testid='bot']", has_text="You said: Trip plan to Porto").first.wait_for()
+    assert open_in_address(page) == first
+    assert highlighted(page) == "Trip plan to Lisbon"
+
+    # A second chat is highlighted and in the address once its first reply is saved.
+    page.locator("#new-chat").click()
+    send(page, "Packing list for Oslo")
     page.locator("[data-testid='bot']", has_text="You said: Packing list for Oslo").first.wait_for()
-    wait_until(lambda: highlighted(page) == "Packing list for Oslo", what="the edited chat highlighted")
+    wait_until(lambda: highlighted(page) == "Packing list for Oslo", what="the new chat highlighted")
     second = wait_until(lambda: (lambda c: c if c and c != first else None)(open_in_address(page)), what="its id in the address")
 
     # Reload: the same conversation, model and system prompt, highlighted.
