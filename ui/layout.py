@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 from gradio.components import Component
+from gradio.events import api
 
 from chat.types import Params, param_bounds
 from core.services import Services
@@ -106,6 +107,8 @@ def _build_chat(services: Services, chat_handler: ChatHandler, models: ModelChoi
         # Runs before the textbox is cleared: a message refused here stays in the box (text and files) to edit.
         validator=validator(services, models),
     )
+    # `/send`: a turn placed in a conversation's tree by id (continue, retry, branch); see ChatHandler.api_send.
+    api(chat_handler.api_send, api_name="send", concurrency_limit=None)
     return chat, chatbot
 
 
