@@ -32,7 +32,7 @@ A11Y_CSS = """
 /* Contrast (WCAG AA, 4.5:1) in the light theme: Soft's hint text is neutral-400 (2.5:1 on white), its labels
    and accent primary-500 (3.6:1 on their tint, 4.3:1 on grey) and white on a primary-500 button 4.46:1.
    :root:root outranks the theme's :root, which Gradio loads after the head; the dark theme (.dark, nearer
-   to the elements) keeps its own colours, which pass. */
+   to the elements) keeps its own colours, which pass but for the accent (4.3:1 on its near-black). */
 :root:root {
   --body-text-color-subdued: var(--neutral-600);
   --block-label-text-color: var(--primary-700);
@@ -42,6 +42,7 @@ A11Y_CSS = """
   --button-primary-background-fill-hover: var(--primary-700);
   --checkbox-label-background-fill-selected: var(--primary-600);
 }
+.dark.dark.dark { --color-accent: var(--primary-400); }
 /* Muted text was grey by opacity (3.6:1): a colour that passes instead, in both themes. !important: Gradio
    scopes the app's css (launch(css=...), where the opacity is set) under four classes. */
 .gradio-container .parley-muted, .gradio-container .cmp-metric small, .gradio-container .cmp-empty,
@@ -56,6 +57,8 @@ A11Y_CSS = """
 /* The decorative arrow inside a folded note's title (the title itself is the button). */
 .gradio-container .thought-group .title .arrow button { pointer-events: none; }
 .parley-brand h1 { margin: 0 0 .2rem 0; font-size: var(--text-xxl); }
+/* "Conversations" became an h2 for the outline (it was an h3): it keeps the h3's size. */
+.gradio-container .sidebar .prose h2 { font-size: var(--text-lg); }
 .parley-sr-only { position: absolute !important; width: 1px; height: 1px; padding: 0; margin: -1px; overflow: hidden;
                   clip: rect(0, 0, 0, 0); white-space: nowrap; border: 0; }
 """

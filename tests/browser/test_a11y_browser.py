@@ -4,6 +4,10 @@ once; the headings outline the page (ui/a11y.py)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
 from tests.browser.axe import Violation, axe_source, describe, run_axe
@@ -147,3 +151,27 @@ def test_every_tab_on_desktop_and_phone_names_focus_announcement_headings(server
         found[f"phone {label}"] = run_axe(page)
         page.screenshot(path=str(artifacts / f"a11y-phone-{label.lower()}.png"))
     assert not any(found.values()), report(found)
+    if os.environ.get("PARLEY_UPDATE_SCREENSHOT") == "1":  # the README's phone picture, on request only
+        phone_picture_for_readme(page, server.url, artifacts)
+
+
+def phone_picture_for_readme(page, url: str, artifacts: Path) -> None:
+    """The demo model's reply on a phone, as docs/screenshot-phone.png (README, Development)."""
+    page.goto(url)
+    page.locator("#msg textarea").wait_for()
+    if not page.locator(".sidebar.open").count():
+        page.get_by_role("button", name="Toggle Sidebar").first.click()
+    box = page.locator("#model-picker input")
+    box.click()
+    box.fill("demo:parley-demo")
+    box.press("Enter")
+    wait_until(lambda: "demo" in box.input_value().lower(), what="the demo model")
+    page.get_by_role("button", name="Toggle Sidebar").first.click()
+    page.locator(".sidebar.open").wait_for(state="detached")
+    page.locator("#msg textarea").fill("What can you do?")
+    page.locator("#msg textarea").press("Enter")
+    wait_until(lambda: "first token" in " ".join(page.locator("[data-testid='bot']").all_inner_texts()), timeout=30, what="demo reply")
+    settled(page)
+    shot = artifacts / "readme-phone.png"
+    page.screenshot(path=str(shot))
+    shutil.copy(shot, Path(__file__).resolve().parents[2] / "docs" / "screenshot-phone.png")
