@@ -141,7 +141,9 @@ def test_bad_inputs_are_refused_before_any_call(make_comparisons: Callable[..., 
         ({"message": "   ", "models": ["demo:parley-demo"] * 2}, "empty prompt"),
         ({"message": "hi", "models": ["demo:parley-demo"]}, "2 to 4 models"),
         ({"message": "hi", "models": ["demo:parley-demo"] * 5}, "2 to 4 models"),
-        ({"message": "hi", "models": ["demo:parley-demo", "nowhere:model"]}, "Model 2"),
+        # One model not set up fails its own pane (tests/core/test_rough_edges_core.py); none usable: nothing runs.
+        ({"message": "hi", "models": ["nowhere:model", "elsewhere:model"]}, "Model 1"),
+        ({"message": "hi", "models": ["demo:parley-demo", ""]}, "Model 2"),
         ({"message": "x" * (comparisons.s.config.max_message_chars + 1), "models": ["demo:parley-demo"] * 2}, "limit"),
         # What the API's JSON can carry besides text gets a message, not a crash in clean_text.
         ({"message": 42, "models": ["demo:parley-demo"] * 2}, "prompt must be text"),
