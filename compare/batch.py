@@ -37,6 +37,7 @@ from chat.types import Attachment, FinishReason, ModelInfo, Params
 from compare.batch_summary import BatchSummary, ModelSummary, latest_rows, summarize
 from compare.engine import ReplyResult, UnsupportedFile, attempts_of, file_refusal, prompt_messages, speed_of, start_reply
 from compare.pricing import PriceTable
+from compare.scoring import Check, CheckError, parse_checks, score_text
 
 if TYPE_CHECKING:
 
@@ -71,6 +72,8 @@ RESULT_FIELDS: tuple[str, ...] = (
     "started_at",      # UTC ISO 8601, when the pair got its concurrency slot
     "tool_calls",      # with --tools: the calls made, [{name, arguments, result, error}], else []
     "files",           # the names of the prompt's files ("files" in the prompts file), else []
+    "score",           # share of the prompt's checks passed (compare/scoring.py); None: no checks, or an error row
+    "checks",          # [{type, passed}] per check (the reference first), else []
 )
 
 _SNIFF_JSONL = (".jsonl", ".ndjson", ".json")
@@ -86,12 +89,16 @@ class PromptFileError(BatchError):
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """One prompt of a batch; `system` overrides the batch's system prompt; `files` as the prompts file names them."""
+    """One prompt of a batch; `system` overrides the batch's system prompt; `files` as the prompts file names them.
+
+    `checks` score its replies (its `reference` first, then its `checks`: compare/scoring.py).
+    """
 
     id: str
     prompt: str
     system: str | None = None
     files: tuple[str, ...] = ()
+    checks: tuple[Check, ...] = ()
 
 
 # -- prompt files ---------------------------------------------------------------------------------
@@ -182,7 +189,13 @@ def _jsonl_prompt(line: str, n: int, label: str) -> Prompt:
     if not isinstance(files, list) or not all(isinstance(f, str) and f.strip() for f in files):
         raise PromptFileError(f'{where}: "files" must be a list of file names, relative to the prompts file '
                               '(e.g. ["chart.png"]).')
-    return Prompt(str(pid).strip(), prompt, system if system and system.strip() else None, tuple(f.strip() for f in files))
+    try:
+        checks = parse_checks(row.get("reference"), row.get("checks"))
+    except CheckError as e:
+        # Refused with the file, before any provider call: a typo in a check would otherwise score every reply 0.
+        raise PromptFileError(f"{where} (prompt '{str(pid).strip()}'): {e}") from e
+    return Prompt(str(pid).strip(), prompt, system if system and system.strip() else None, tuple(f.strip() for f in files),
+                  checks)
 
 
 # -- result rows ----------------------------------------------------------------------------------
@@ -220,6 +233,8 @@ def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: 
         "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result, "error": t.error}
                        for t in getattr(result, "tools", ())],
         "files": [PurePosixPath(f.replace("\\", "/")).name for f in prompt.files],
+        "score": None,
+        "checks": [],
     }
 
 
@@ -410,6 +425,8 @@ async def run_batch(
                     started_at = _utc_now()
                     result = await start_reply(provider, info, messages, params, policy=policy, toolbox=tools).run()
             row = result_row(prompt, result, started_at=started_at, prices=prices)
+            if prompt.checks and row["error"] is None:  # an error row is not scored (it runs again on resume)
+                row["score"], row["checks"] = await score_text(prompt.checks, row["text"] or "")
             # Written from the event loop thread only, one whole line at a time: rows never interleave.
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()

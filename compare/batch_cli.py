@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="sampling temperature (models that refuse it ignore it)")
     p.add_argument("--prices", help="prices file (TOML/JSON) for the cost column; default PARLEY_PRICES_FILE or ./prices.toml")
     p.add_argument("--csv", help="also write the final rows of this job as CSV to this path")
+    p.add_argument("--summary", help="also write the summary as JSON to this path: per model n, score_mean, score_ci "
+                                     "and the run's numbers; paired comparisons of every two models (compare/README.md)")
     p.add_argument("--tools", action="store_true", help="let models that support tools call them (calculator, time; PARLEY_TOOLS_MODULE)")
     return p
 
@@ -178,4 +181,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {summary.ignored_lines} unreadable line(s) in {args.out} were ignored.", file=sys.stderr)
     if args.csv:
         Path(args.csv).write_text(rows_to_csv(summary.rows), encoding="utf-8")
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 1 if summary.errors else 0

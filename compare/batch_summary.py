@@ -1,4 +1,5 @@
-"""A batch run's summary per model: done, errors, p50/p95 time to first token, tokens per second, tokens, cost."""
+"""A batch run's summary per model: done, errors, p50/p95 time to first token, tokens per second, tokens, cost;
+for scored prompts, each model's mean score with its 95% interval and paired comparisons (compare/paired.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from compare.paired import Paired, compare_all, score_stats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,6 +30,9 @@ class ModelSummary:
     output_tokens: int
     cost: float | None  # sum of the known costs; None when none is known
     cost_unknown: int  # rows whose cost is unknown (unpriced model or missing usage)
+    scored: int = 0  # successful replies to prompts with checks
+    score_mean: float | None = None  # mean share of checks passed over them
+    score_ci: tuple[float, float] | None = None  # its 95% interval (compare/paired.py's score_stats)
 
     @property
     def total_tokens(self) -> int:
@@ -47,6 +53,7 @@ class BatchSummary:
     elapsed_s: float | None = None
     out_path: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # latest row per pair
+    paired: list[Paired] = field(default_factory=list)  # every two scored models on their common prompts
 
     @property
     def errors(self) -> int:
@@ -57,6 +64,15 @@ class BatchSummary:
         d.pop("rows")
         for m, src in zip(d["models"], self.models):
             m["total_tokens"] = src.total_tokens
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--summary FILE.json` document: `as_dict` with models keyed by name, each with n/score_mean/score_ci."""
+        d = self.as_dict()
+        d["models"] = {m["model"]: {"n": m["scored"], **m} for m in d["models"]}
+        for m in d["models"].values():
+            m["score_ci"] = list(m["score_ci"]) if m["score_ci"] is not None else None
+        d["paired"] = [{**p, "diff_ci": list(p["diff_ci"])} for p in d["paired"]]
         return d
 
     def to_frame(self) -> pd.DataFrame:
@@ -73,11 +89,30 @@ class BatchSummary:
                 f"| {m.model} | {m.done} | {m.errors} | {_fmt(m.ttft_p50_ms, 0)} | {_fmt(m.ttft_p95_ms, 0)} | "
                 f"{_fmt(m.tokens_per_second_median, 1)} | {m.input_tokens:,} / {m.output_tokens:,} | {_fmt_cost(m)} |"
             )
+        scored = [m for m in self.models if m.scored]
+        if scored:
+            lines += ["", "| model | scored | mean score | 95% interval |", "|---|---:|---:|---|"]
+            lines += [f"| {m.model} | {m.scored} | {_fmt(m.score_mean, 3)} | {_fmt_ci(m.score_ci)} |" for m in scored]
+        if self.paired:
+            lines += ["", "| a − b | prompts | mean difference | 95% interval | a better / b better | p (sign test) | p (Holm) |",
+                      "|---|---:|---:|---|---:|---:|---:|"]
+            lines += [f"| {p.a} − {p.b} | {p.n} | {p.diff:+.3f} | {_fmt_ci(p.diff_ci, signed=True)} | "
+                      f"{p.a_better} / {p.b_better} | {_fmt_p(p.p_value)} | {_fmt_p(p.p_holm)} |" for p in self.paired]
         return "\n".join(lines)
 
 
 def _fmt(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _fmt_ci(ci: tuple[float, float] | None, *, signed: bool = False) -> str:
+    if ci is None:
+        return "–"
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if signed else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _fmt_p(p: float | None) -> str:
+    return "–" if p is None else "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 def _fmt_cost(m: ModelSummary) -> str:
@@ -102,6 +137,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, models: Sequence[str] | None
     latest = latest_rows(rows)
     names = list(dict.fromkeys([*(models or ()), *(str(r.get("model")) for r in latest)]))
     out = []
+    scores: dict[str, dict[str, float]] = {}
     for name in names:
         mine = [r for r in latest if str(r.get("model")) == name]
         ok = [r for r in mine if r.get("error") is None]
@@ -109,6 +145,10 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, models: Sequence[str] | None
         tps = _numbers(ok, "tokens_per_second")
         costs = [r.get("cost") for r in mine]
         known = [float(c) for c in costs if isinstance(c, (int, float))]
+        mine_scores = {str(r.get("prompt_id")): float(r["score"]) for r in ok if _is_score(r.get("score"))}
+        if mine_scores:
+            scores[name] = mine_scores
+        stats = score_stats(list(mine_scores.values()))
         out.append(ModelSummary(
             model=name,
             done=len(ok),
@@ -120,8 +160,15 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, models: Sequence[str] | None
             output_tokens=int(_numbers(mine, "output_tokens").sum()),
             cost=sum(known) if known else None,
             cost_unknown=len(costs) - len(known),
+            scored=stats.n,
+            score_mean=stats.mean,
+            score_ci=stats.ci,
         ))
-    return BatchSummary(models=out, pairs=len(latest), rows=latest)
+    return BatchSummary(models=out, pairs=len(latest), rows=latest, paired=compare_all(scores))
+
+
+def _is_score(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
 
 
 # -- running --------------------------------------------------------------------------------------
