@@ -100,6 +100,10 @@ class BatchRun:
     def csv_path(self) -> Path:
         return self.directory / "batch-results.csv"
 
+    @property
+    def summary_path(self) -> Path:
+        return self.directory / "batch-summary.json"
+
 
 class ResultsTail:
     """Reads the rows a running batch appends to its JSONL file, whole lines only."""
@@ -292,6 +296,14 @@ class Batches:
     # -- files ---------------------------------------------------------------------------------
 
     def write_csv(self, run: BatchRun, summary: BatchSummary) -> list[Path]:
-        """Write the CSV of the run's final rows; the run's files to offer (none when nothing was written)."""
+        """Write the CSV of the run's final rows and its summary (the CLI's --summary JSON); the files to offer."""
         run.csv_path.write_text(rows_to_csv(summary.rows), encoding="utf-8")
-        return [run.out_path, run.csv_path] if run.out_path.exists() else []
+        run.summary_path.write_text(json.dumps(summary_json(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return [run.out_path, run.csv_path, run.summary_path] if run.out_path.exists() else []
+
+
+def summary_json(summary: BatchSummary) -> dict[str, Any]:
+    """The summary download: `--summary`'s document without the server's file path."""
+    doc = summary.to_json()
+    doc.pop("out_path", None)  # a temporary directory on the server: nothing the user needs, nor should see
+    return doc

@@ -239,3 +239,39 @@ def test_cli_summary_file_has_the_documented_shape(tmp_path, monkeypatch, capsys
 
 def test_check_error_is_a_value_error():
     assert issubclass(CheckError, ValueError)
+
+
+# -- the Batch tab ----------------------------------------------------------------------------------
+
+
+def test_the_batch_tab_shows_scores_a_plot_and_paired_comparisons(fake_server, tmp_path):
+    from tests.test_batch_ui import make_view, prompts_file, run_all
+
+    view = make_view(fake_server, tmp_path)
+    file = prompts_file(tmp_path, [
+        json.dumps({"id": "q1", "prompt": "2+2", "reference": "You said: 2+2"}),
+        json.dumps({"id": "q2", "prompt": "<b>x</b>", "checks": [{"type": "contains", "value": "said"}]}),
+    ])
+    final = run_all(view, file, ["openai:echo", "openai:fast"])[-1]
+    assert final[view.scores_group]["visible"] is True
+    scores = final[view.scores].set_index("Model")
+    assert scores.loc["openai:echo", "Scored"] == 2 and scores.loc["openai:echo", "Mean score"] == 1.0
+    assert scores.loc["openai:fast", "Mean score"] == 0.0 and scores.loc["openai:echo", "95% interval"] == "0.342 to 1.000"
+    (pair,) = final[view.paired].to_dict("records")
+    assert (pair["A"], pair["B"], pair["Prompts"], pair["A better / B better"]) == ("openai:echo", "openai:fast", 2, "2 / 0")
+    assert pair["Verdict"] == "no significant difference"  # 2 prompts cannot show one (p = 0.5)
+    plot = final[view.scores_plot]
+    assert plot.startswith("<svg") and plot.count("<circle") == 2 and "openai:echo · 1.000" in plot
+
+    # A run without checks keeps the scores hidden.
+    plain = run_all(view, prompts_file(tmp_path, ["hello"], name="plain.txt"), ["openai:fast"])[-1]
+    assert plain[view.scores_group]["visible"] is False and plain[view.scores_plot] == ""
+
+
+def test_the_plot_escapes_model_names():
+    from compare.batch_summary import BatchSummary, ModelSummary
+    from ui.batch_scores import scores_plot
+
+    m = ModelSummary('x:<img src=1 onerror="alert(1)">', 1, 0, None, None, None, 0, 0, None, 0, 1, 1.0, (0.2, 1.0))
+    plot = scores_plot(BatchSummary(models=[m]))
+    assert "<img" not in plot and "&lt;img" in plot

@@ -33,6 +33,7 @@ from core.batch import (
 )
 from core.identity import owner_for
 from core.services import Services
+from ui.batch_scores import PAIRED_COLUMNS, SCORE_COLUMNS, has_scores, paired_frame, scores_frame, scores_plot
 from ui.context import TabContext
 from ui.exports import exports_for
 from ui.files import in_upload_folder
@@ -123,6 +124,11 @@ class BatchView:
     results: gr.Dataframe
     downloads: gr.File
     output_group: gr.Column
+    #: Shown when the prompts had a reference or checks: mean scores (plot and table) and paired comparisons.
+    scores_group: gr.Column
+    scores_plot: gr.HTML
+    scores: gr.Dataframe
+    paired: gr.Dataframe
     run_state: gr.State
     owner: gr.State
 
@@ -131,7 +137,7 @@ class BatchView:
 
     def outputs(self) -> list[Any]:
         return [self.status, self.summary, self.results, self.downloads, self.output_group,
-                self.run_button, self.stop_button, self.run_state]
+                self.run_button, self.stop_button, self.run_state, self.scores_group, self.scores_plot, self.scores, self.paired]
 
 
 class BatchHandlers:
@@ -161,7 +167,8 @@ class BatchHandlers:
         v = self.view
         return {v.status: message, v.summary: gr.skip(), v.results: gr.skip(), v.downloads: gr.skip(),
                 v.output_group: gr.skip(), v.run_button: gr.update(interactive=True),
-                v.stop_button: gr.update(visible=False), v.run_state: run}
+                v.stop_button: gr.update(visible=False), v.run_state: run, v.scores_group: gr.skip(),
+                v.scores_plot: gr.skip(), v.scores: gr.skip(), v.paired: gr.skip()}
 
     def _render(self, run: BatchRun, rows: list[dict[str, Any]], *, state: str,
                 summary: BatchSummary | None = None) -> Update:
@@ -190,6 +197,10 @@ class BatchHandlers:
             v.run_button: gr.update(interactive=not running),
             v.stop_button: gr.update(visible=running),
             v.run_state: run,
+            v.scores_group: gr.update(visible=has_scores(summary)),
+            v.scores_plot: scores_plot(summary),
+            v.scores: scores_frame(summary),
+            v.paired: paired_frame(summary),
         }
 
     async def run(self, file: str | None, models: list[str] | None, concurrency: Any, system: str | None,
@@ -254,7 +265,9 @@ class BatchTab(BatchView):
 
 EXAMPLE_FILE = """{"id": "q1", "prompt": "Name three prime numbers."}
 {"id": "q2", "prompt": "Translate 'good morning' into French.", "system": "Answer in one line."}
-{"id": "q3", "prompt": "What does this chart show?", "files": ["chart.png"]}"""
+{"id": "q3", "prompt": "What does this chart show?", "files": ["chart.png"]}
+{"id": "q4", "prompt": "What is 6 × 7? Answer with the number.", "reference": "42"}
+{"id": "q5", "prompt": "Give a JSON object with a name.", "checks": [{"type": "json_schema", "schema": {"type": "object", "required": ["name"]}}]}"""
 
 
 def build_batch_tab(ctx: TabContext) -> BatchTab:
@@ -275,7 +288,10 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
             with gr.Accordion("File format", open=False):
                 gr.Markdown("JSONL, one object per line (`id`, `system` and `files` optional):\n"
                             f"```json\n{EXAMPLE_FILE}\n```\nor a `.txt` file with one prompt per line. A prompt's "
-                            "`files` are names of files uploaded beside the prompts file (images, PDFs, text).")
+                            "`files` are names of files uploaded beside the prompts file (images, PDFs, text). "
+                            "A `reference` (exact match, ignoring case and surrounding spaces) and `checks` (`exact`, "
+                            "`contains`, `regex`, `number`, `json_valid`, `json_schema`) score each reply: its score is "
+                            "the share of checks passed, and models run on the same prompts are compared pair by pair.")
         with gr.Column(scale=3):
             models = gr.Dropdown(
                 # Empty: a run calls exactly the models the user adds (the sidebar's model may be an expensive one).
@@ -303,6 +319,15 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
                                column_widths=["22%", "7%", "7%", "10%", "10%", "12%", "10%", "11%", "11%"])
         downloads = gr.File(label="Download results", file_count="multiple", interactive=False,
                             elem_id="batch-downloads")
+        with gr.Column(visible=False, elem_id="batch-scores") as scores_group:
+            gr.Markdown("#### Scores\n<span class='parley-muted'>Mean share of checks passed, with its 95% interval; "
+                        "each pair compared on the prompts both answered (a sign test; Holm's p allows for the number "
+                        "of pairs).</span>")
+            scores_plot_html = gr.HTML(elem_id="batch-scores-plot")
+            scores = gr.Dataframe(headers=SCORE_COLUMNS, interactive=False, label="Score per model", elem_id="batch-score-table",
+                                  wrap=True)
+            paired = gr.Dataframe(headers=PAIRED_COLUMNS, interactive=False, label="Paired comparisons",
+                                  elem_id="batch-paired", wrap=True)
         results = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, wrap=True, max_height=480,
                                label=f"Results (first {PREVIEW_ROWS} rows)", elem_id="batch-results",
                                column_widths=["7%", "13%", "16%", "30%", "13%", "7%", "7%", "7%"])
@@ -313,7 +338,7 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
     view = BatchView(file=file, attachments=attachments, models=models, concurrency=concurrency, system=system, max_tokens=max_tokens,
                      run_button=run_button, stop_button=stop_button, status=status, summary=summary,
                      results=results, downloads=downloads, output_group=output_group, run_state=run_state,
-                     owner=ctx.owner)
+                     owner=ctx.owner, scores_group=scores_group, scores_plot=scores_plot_html, scores=scores, paired=paired)
     handlers = BatchHandlers(batches, view)
     running = run_button.click(handlers.run, view.inputs(), view.outputs(), api_visibility="private",
                                concurrency_limit=4, concurrency_id="batch", show_progress="hidden")
