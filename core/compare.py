@@ -2,9 +2,9 @@
 
 `Comparisons` holds the rules the Compare tab and the `/compare` API share: the inputs (2-4 models,
 the prompt, parameters, system prompts), the rate limit (one call per pane, all charged before any
-starts, or none runs), blind secrecy (a blind run's panes are shuffled; the order lives in the
-session state, never sent to the browser), saving (core/compare_run.py's `CompareRun` saves in its
-`finally`), the vote, the leaderboard's ratings and the exports' text.
+starts, or none runs), positions (every run's models take random panes, blind or not), blind secrecy
+(the order lives in the session state, never sent to the browser), saving (core/compare_run.py's
+`CompareRun` saves in its `finally`), the vote, the leaderboard's ratings and the exports' text.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import asyncio
 import json
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -26,19 +27,20 @@ from chat.providers.base import Provider
 from chat.types import Attachment, Message, ModelInfo, Params
 from compare.engine import ReplyResult, file_refusal
 from compare.pricing import PriceError, PriceTable
-from compare.ratings import Leaderboard, Outcome, Vote, leaderboard
+from compare.ratings import Leaderboard
 from core.attachments import FileProblem, limits_of, read_uploads
+from core.compare_board import ROUNDS, Board, build_board
 from core.compare_export import to_csv, to_jsonl
 from core.compare_run import CompareRun, Pane, metrics_of
 from core.params import params_error
 from core.services import Services
 from storage import repository as repo
 from storage.errors import StorageError
-from storage.models import MAX_PANES, MIN_PANES, VoteRecord
+from storage.models import MAX_PANES, MIN_PANES
 
-#: Bootstrap resamples behind the leaderboard's 95% intervals.
-ROUNDS = 200
 Verdict = Literal["slot", "tie", "both_bad"]
+#: Puts a new comparison's models in random panes (in place). Tests that check a fixed display order pin it.
+shuffle = random.SystemRandom().shuffle
 ExportFormat = Literal["jsonl", "csv"]
 
 
@@ -61,11 +63,15 @@ class PaneInput:
 
 @dataclass(frozen=True)
 class Standings:
-    """The leaderboard's data: how many votes it counts, whose, and the ratings."""
+    """The leaderboard's data: how many votes it counts, whose, and the ratings (core/compare_board.py)."""
 
     votes: int
     shared: bool
-    board: Leaderboard
+    result: Board
+
+    @property
+    def board(self) -> Leaderboard:
+        return self.result.board
 
 
 def pane_params(base: Params, temperature: float | None) -> Params:
@@ -91,35 +97,6 @@ def tool_calls_of(result: ReplyResult) -> list[dict[str, Any]]:
     return calls
 
 
-def battles_of(record: VoteRecord) -> list[Vote]:
-    """Pairwise battles from one vote of a 2-4 pane run.
-
-    "slot": the winner beat each other pane; "tie" / "both_bad": every pair tied. Panes of the same
-    model (a parameter sweep) are not a battle, and each pair of models counts once per vote.
-    """
-    models = record.models
-    seen: set[frozenset[str]] = set()
-    out: list[Vote] = []
-    if record.verdict == "slot":
-        if record.winner_slot is None or not 0 <= record.winner_slot < len(models):
-            return []
-        winner = models[record.winner_slot]
-        for other in models:
-            pair = frozenset((winner, other))
-            if other != winner and pair not in seen:
-                seen.add(pair)
-                out.append(Vote(winner, other, "a"))
-        return out
-    outcome: Outcome = "tie" if record.verdict == "tie" else "both_bad"
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            pair = frozenset((a, b))
-            if a != b and pair not in seen:
-                seen.add(pair)
-                out.append(Vote(a, b, outcome))
-    return out
-
-
 def unavailable_pane(ref: str, error: ChatError, system_prompt: str) -> Pane:
     """A pane for a model that cannot be called (its provider is not set up): it calls nothing, and
     its reply is `error`. Its stand-in provider only names the model in the results and the store."""
@@ -128,12 +105,6 @@ def unavailable_pane(ref: str, error: ChatError, system_prompt: str) -> Pane:
     stand_in.name = stand_in.label = name if sep else "unknown"
     info = ModelInfo(provider=stand_in.name, id=model if sep else name)
     return Pane(provider=stand_in, info=info, params=Params(), system_prompt=system_prompt, unavailable=error)
-
-
-def build_board(records: Iterable[VoteRecord], *, rounds: int = ROUNDS) -> Leaderboard:
-    """Bradley–Terry ratings with bootstrap intervals from stored votes (seeded: the same votes, the same board)."""
-    votes = [v for r in records for v in battles_of(r)]
-    return leaderboard(votes, rounds=rounds, seed=0)
 
 
 def export_name(fmt: ExportFormat) -> str:
@@ -206,7 +177,7 @@ class Comparisons:
 
     def session_panes(self, session: dict[str, Any], inputs: Sequence[PaneInput], base: Params, system_prompt: str,
                       blind: bool) -> list[Pane]:
-        """Panes in display order: a follow-up continues the session's panes, else a new (shuffled when blind) set.
+        """Panes in display order: a follow-up continues the session's panes, else a new, shuffled set.
 
         `session` (the tab's server-side state) is updated in place when a new comparison starts.
         """
@@ -222,9 +193,10 @@ class Comparisons:
                 raise CompareProblem(f"Pane {i + 1}: " + params_error(e)) from e
             resolved.append((provider, info, params, p.system_prompt or system_prompt))
         if session.get("key") != key:
+            # Every comparison, blind or not, puts its models in random panes: pane A (the first) tends to
+            # win more often, and a random order keeps that from favouring any model (the slot is stored).
             order = list(range(len(inputs)))
-            if blind:
-                random.SystemRandom().shuffle(order)
+            shuffle(order)
             session.clear()
             session.update(key=key, blind=blind, revealed=not blind, order=order,
                            panes=[{"conversation_id": None, "history": [], "display": [], "display_full": []} for _ in order])  # fmt: skip
@@ -288,14 +260,20 @@ class Comparisons:
                       tools: bool = False, files: Sequence[str | os.PathLike[str]] = ()) -> list[dict[str, Any]]:
         """The `/compare` API: one prompt (with files) to 2-4 models at once, saved; per model its text, metrics and tool calls."""
         text = self.check_message(message)
-        panes = self.api_panes(models, system_prompt)
+        asked = self.api_panes(models, system_prompt)
+        # The models take random panes, as in the tab (pane A's advantage must not favour a model).
+        order = list(range(len(asked)))
+        shuffle(order)
+        panes = [asked[i] for i in order]
         attachments = await self.read_files(files, panes)
         await self.charge(request, owner, panes, attachments)
         run = self.start(owner, text, panes, tools=tools, attachments=attachments)
         await run.run()
-        # `position`: the pane's slot (0 = A). The API keeps the models' order; the slot is stored with the run.
-        return [{**metrics_of(r, self.default_prices).as_dict(), "position": slot, "tools": tool_calls_of(r)}
-                for slot, r in enumerate(run.results)]
+        # The answer keeps the models' order; `position` is the pane (slot, 0 = A) each model was given.
+        items = [{**metrics_of(r, self.default_prices).as_dict(), "position": slot, "tools": tool_calls_of(r)}
+                 for slot, r in enumerate(run.results)]
+        by_model = dict(zip(order, items, strict=True))
+        return [by_model[i] for i in range(len(asked))]
 
     # -- votes, leaderboard, exports ---------------------------------------------------------------
 
@@ -317,13 +295,17 @@ class Comparisons:
             raise CompareProblem(f"The vote could not be saved: {e.message}") from e
         return verdict, slot
 
-    async def standings(self, *, owner: str, blind_only: bool) -> Standings:
-        """The leaderboard over the owner's votes (everyone's with SHARED_LEADERBOARD); StorageError passes through."""
+    async def standings(self, *, owner: str, blind_only: bool, style: bool = False,
+                        pair: tuple[str, str] | None = None) -> Standings:
+        """The leaderboard over the owner's votes (everyone's with SHARED_LEADERBOARD); StorageError passes through.
+
+        `style`: also the style-controlled ratings; `pair`: two models to report the votes needed to separate.
+        """
         shared = self.s.config.shared_leaderboard
         records = await self.s.db(repo.comparison_votes, owner=None if shared else owner, blind_only=bool(blind_only))
         loop = asyncio.get_running_loop()
-        board = await loop.run_in_executor(self.s.executor, build_board, records)
-        return Standings(votes=len(records), shared=shared, board=board)
+        board = await loop.run_in_executor(self.s.executor, partial(build_board, records, rounds=ROUNDS, style=style, pair=pair))
+        return Standings(votes=len(records), shared=shared, result=board)
 
     async def export(self, *, owner: str, fmt: ExportFormat) -> tuple[str, str]:
         """The owner's runs and votes as (file name, text): JSONL or CSV (core/compare_export.py); StorageError passes through."""

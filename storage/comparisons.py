@@ -250,7 +250,7 @@ def comparison_votes(*, session: Session, owner: str | None, blind_only: bool = 
         owner = check_owner(owner)
     v, c, p, m = table_of(ComparisonVote).c, table_of(Comparison).c, table_of(ComparisonPane).c, table_of(Message).c
     query = (
-        sa.select(v.comparison_id, v.verdict, v.winner_slot, c.blind, p.slot, m.provider, m.model)
+        sa.select(v.comparison_id, v.verdict, v.winner_slot, c.blind, p.slot, m.provider, m.model, m.content)
         .join(table_of(Comparison), c.id == v.comparison_id)
         .join(table_of(ComparisonPane), p.comparison_id == v.comparison_id)
         .join(table_of(Message), m.id == p.message_id)
@@ -269,4 +269,5 @@ def comparison_votes(*, session: Session, owner: str | None, blind_only: bool = 
                 winner_slot=row["winner_slot"], blind=bool(row["blind"]),
             )  # fmt: skip
         record.models.append(f"{row['provider']}:{row['model']}")
+        record.texts.append(row["content"] or "")
     return list(records.values())

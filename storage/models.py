@@ -416,6 +416,8 @@ class VoteRecord(SQLModel):
     verdict: str
     winner_slot: int | None
     blind: bool
+    #: The replies by slot, as `models` (the leaderboard's style control counts their markdown).
+    texts: list[str] = Field(default_factory=list)
 
 
 # --- replicas -------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def test_a_two_pane_run_is_saved_with_its_usage_and_cost(make_comparisons: Calla
 
     (detail,) = exported(comparisons)
     assert detail.prompt == "Name a prime." and not detail.blind and detail.vote is None
-    for pane, item in zip(detail.panes, items):
+    for item in items:  # the models took random panes: `position` is the slot each was given
+        pane = detail.panes[item["position"]]
         assert f"{pane.message.provider}:{pane.message.model}" == item["model"]
         assert pane.message.content == item["text"] and pane.system_prompt == "Be brief."
         assert pane.message.input_tokens == item["input_tokens"] and pane.message.output_tokens == item["output_tokens"]

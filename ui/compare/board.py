@@ -1,6 +1,7 @@
-"""The compare leaderboard as shown: the Bradley–Terry table, the rating plot and the win matrix.
+"""The compare leaderboard as shown: the Bradley–Terry table, the rating plot, the win matrix, the
+position bias and separation notes, and the style-controlled ranking beside the plain one.
 
-The ratings themselves (votes → pairwise battles → ratings) are core/compare.py's `build_board`.
+The ratings themselves (votes → pairwise battles → ratings) are core/compare_board.py's `build_board`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import math
 import pandas as pd
 
 from compare.ratings import Leaderboard
+from core.compare_board import Board
 
 TABLE_COLUMNS = ["rank", "model", "rating", "95% CI", "votes", "win rate"]
 
 
-def table_frame(board: Leaderboard) -> pd.DataFrame:
-    """The leaderboard as shown: rank, model, rating, CI, votes, win rate."""
+def table_frame(board: Leaderboard, ranks: dict[str, str] | None = None) -> pd.DataFrame:
+    """The leaderboard as shown: rank (a range such as "1–3" where intervals overlap), model, rating, CI, votes, win rate."""
+    ranks = ranks or {}
     rows = [
-        {"rank": r.rank, "model": r.model, "rating": round(r.rating),
+        {"rank": ranks.get(r.model, str(r.rank)), "model": r.model, "rating": round(r.rating),
          "95% CI": f"{round(r.ci_low)} – {round(r.ci_high)}", "votes": r.votes,
          "win rate": "–" if r.win_rate is None else f"{r.win_rate:.0%}"}
         for r in board.ratings
@@ -99,3 +102,58 @@ def win_matrix_html(board: Leaderboard) -> str:
 
 def _short(ref: str) -> str:
     return ref if len(ref) <= 28 else ref[:27] + "…"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
+
+
+def notes_md(result: Board) -> str:
+    """Position bias, how many votes would separate the top pair (and the picked pair), and the flips to change #1."""
+    lines = []
+    p = result.position
+    if p.share is not None:
+        coef = result.position_coef
+        odds = "" if coef is None else f"; modelled as {coef[0]:+.2f} log-odds (95% CI {coef[1]:+.2f} to {coef[2]:+.2f})"
+        flag = " ⚠️ pane A is favoured" if p.ci_low is not None and p.ci_low > 0.5 else \
+            " ⚠️ pane B is favoured" if p.ci_high is not None and p.ci_high < 0.5 else ""
+        lines.append(f"**Position bias**: pane A won **{_pct(p.share)}** of {p.n} decisive battles "
+                     f"(95% CI {_pct(p.ci_low)}–{_pct(p.ci_high)}){odds}.{flag} The ratings include this term, "
+                     "so it favours no model.")
+    for label, s in (("Top pair", result.top_pair), ("Picked pair", result.pair)):
+        if s is None:
+            continue
+        if s.needed is None:
+            lines.append(f"**{label}** {s.a} vs {s.b}: equal ratings; no number of votes is expected to separate them.")
+        else:
+            lines.append(f"**{label}** {s.a} vs {s.b}: expected win rate {s.win_rate:.0%}; separating them (5% two-sided, "
+                         f"80% power, ties excluded) takes about **{s.needed}** decisive votes between them; "
+                         f"{s.have} so far, **{s.more}** more.")
+    f = result.fragility
+    if f is not None and f.flips is not None:
+        lines.append(f"**Fragility**: flipping **{f.flips}** of {f.leader}'s wins over {f.challenger} would change who is first.")
+    elif f is not None:
+        lines.append(f"**Fragility**: {f.leader} has no head-to-head wins whose flip would change who is first.")
+    return "\n\n".join(lines)
+
+
+def style_html(result: Board) -> str:
+    """The style-controlled ranking beside the plain one, with each model's rank change."""
+    style = result.style
+    if style is None or not result.board.ratings:
+        return ""
+    order = sorted(style.models, key=lambda m: (-style.rating[m], m))
+    plain_pos = {r.model: k for k, r in enumerate(result.board.ratings)}
+    rows = []
+    for k, m in enumerate(order):
+        moved = plain_pos[m] - k  # up is positive
+        arrow = "=" if moved == 0 else f"▲{moved}" if moved > 0 else f"▼{-moved}"
+        plain = result.board.rating_of(m)
+        rows.append(f"<tr><td>{html.escape(result.style_ranks[m])}</td><td title='{html.escape(m)}'>{html.escape(_short(m))}</td>"
+                    f"<td>{style.rating[m]:.0f}</td><td>{style.ci_low[m]:.0f} – {style.ci_high[m]:.0f}</td>"
+                    f"<td>{html.escape(result.ranks[m])}</td><td>{plain.rating:.0f}</td><td>{arrow}</td></tr>")
+    coefs = ", ".join(f"{k} {v:+.2f}" for k, v in style.coefficients.items() if k != "position")
+    return ("<div class='cmp-plot' id='cmp-style'><div class='cmp-plot-title'>Style-controlled ranking <span class='parley-muted'>"
+            f"(reply length, markdown headers, list items and bold held equal; log-odds per sd: {html.escape(coefs)})</span></div>"
+            "<table class='cmp-style'><tr><th>rank</th><th>model</th><th>style-controlled</th><th>95% CI</th>"
+            f"<th>plain rank</th><th>plain</th><th>change</th></tr>{''.join(rows)}</table></div>")

@@ -29,7 +29,7 @@ from core.params import ParamsProblem, params_error, params_from_inputs
 from core.services import Services
 from storage.errors import StorageError
 from storage.models import MAX_PANES, MIN_PANES, ComparisonIds
-from ui.compare.board import rating_plot_html, table_frame, win_matrix_html
+from ui.compare.board import notes_md, rating_plot_html, style_html, table_frame, win_matrix_html
 from ui.compare.components import CompareUI
 from ui.compare.view import chart_frames, header_markdown, metrics_markdown, reply_bubbles
 from ui.convert import content_text, message_files
@@ -372,21 +372,49 @@ class CompareHandlers:
 
     # -- leaderboard and exports ----------------------------------------------------------------
 
-    async def board(self, blind_only: bool, owner_state: str | None, request: gr.Request,
+    async def board(self, blind_only: bool, style: bool, owner_state: str | None, request: gr.Request,
                     profile: gr.OAuthProfile | None = None) -> Update:
         owner = owner_for(request, profile, owner_state)
         ui = self.ui
         try:
-            standings = await self.comparisons.standings(owner=owner, blind_only=bool(blind_only))
+            standings = await self.comparisons.standings(owner=owner, blind_only=bool(blind_only), style=bool(style))
         except StorageError as e:
             return {ui.board_note: f"⚠️ {e.message}"}
         board, votes = standings.board, standings.votes
         scope = "everyone's votes" if standings.shared else "your votes"
         note = (f"**{votes}** vote{'s' if votes != 1 else ''} ({scope}{', blind only' if blind_only else ''}) → "
                 f"**{board.total_votes}** pairwise battle{'s' if board.total_votes != 1 else ''} between **{len(board.ratings)}** models. "
-                "Bradley–Terry ratings, 95% intervals from 200 bootstrap resamples; ties and all-bad count half a win each.")
-        return {ui.board_note: note, ui.board_plot: rating_plot_html(board), ui.board_table: table_frame(board),
-                ui.board_matrix: win_matrix_html(board)}
+                "Bradley–Terry ratings with a pane-position term, 95% intervals from 200 bootstrap resamples; ties and "
+                "all-bad count half a win each; ranks overlap (\"1–3\") where the intervals do.")
+        extra = notes_md(standings.result)
+        return {ui.board_note: note + ("\n\n" + extra if extra else ""),
+                ui.board_plot: rating_plot_html(board) + style_html(standings.result),
+                ui.board_table: table_frame(board, standings.result.ranks), ui.board_matrix: win_matrix_html(board)}
+
+    async def api_leaderboard(self, blind_only: bool = False, style: bool = True, pair: list[str] | None = None,
+                              request: gr.Request = None,  # type: ignore[assignment]  # Gradio fills it in
+                              profile: gr.OAuthProfile | None = None) -> dict[str, Any]:
+        """The leaderboard over your votes (everyone's with SHARED_LEADERBOARD).
+
+        Returns battles; ratings (rank as a range such as "1–3" where intervals overlap, model, rating with
+        a pane-position term, ci, votes, win_rate, and with `style` the style-controlled style_rating,
+        style_ci, style_rank); position_bias (pane_a_share with its 95% ci over decisive_battles, and the
+        fitted log-odds coefficient); style_coefficients; top_pair and `pair` (two models you name): the
+        expected win rate, votes_needed to separate them (5% two-sided, 80% power), decisive_votes so far
+        and more_votes; flips_to_change_first.
+        """
+        owner = owner_for(request, profile, None)
+        chosen: tuple[str, str] | None = None
+        if pair:
+            if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(m, str) and m for m in pair):
+                raise gr.Error("`pair` must be two model names (provider:model).")
+            chosen = (pair[0], pair[1])
+        try:
+            standings = await self.comparisons.standings(owner=owner, blind_only=bool(blind_only), style=bool(style),
+                                                         pair=chosen)
+        except StorageError as e:
+            raise gr.Error(e.message) from e
+        return {"votes": standings.votes, "shared": standings.shared, **standings.result.as_dict()}
 
     async def export(self, fmt: ExportFormat, owner_state: str | None, request: gr.Request,
                      profile: gr.OAuthProfile | None = None) -> Update:

@@ -53,6 +53,9 @@ table.cmp-matrix tr:first-child th { text-align: center; }
 table.cmp-matrix td { min-width: 72px; height: 38px; text-align: center; border-radius: 6px; font-weight: 600; }
 table.cmp-matrix td small { display: block; font-size: 10px; font-weight: 400; opacity: .7; }
 table.cmp-matrix td.na { opacity: .35; background: var(--background-fill-secondary); }
+table.cmp-style { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+table.cmp-style th, table.cmp-style td { padding: 4px 10px; text-align: right; white-space: nowrap; }
+table.cmp-style td:nth-child(2), table.cmp-style th:nth-child(2) { text-align: left; }
 """
 @dataclass
 class CompareTab(CompareUI):
@@ -148,6 +151,8 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
         with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="compare-board") as board_tab:
             with gr.Row(equal_height=True):
                 blind_only = gr.Checkbox(label="Blind votes only", value=False, scale=3)
+                style_control = gr.Checkbox(label="Style control (length, headers, lists, bold held equal)", value=False,
+                                            scale=3, elem_id="cmp-board-style")
                 refresh = gr.Button("↻ Refresh", size="sm", scale=1, elem_id="cmp-board-refresh")
             board_note = gr.Markdown("", elem_id="cmp-board-note")
             board_plot = gr.HTML("", css_template=BOARD_CSS, js_on_load=None, elem_id="cmp-board-plot")
@@ -174,7 +179,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
     )  # fmt: skip
     handlers = CompareHandlers(Comparisons(ctx.services, prices), ui)
     _wire(handlers, ui, _Controls(send, stop, new, apply_prices, reset_prices, board_tab, blind_only, refresh, export_jsonl,
-                                  export_csv))
+                                  export_csv, style_control))
     return CompareTab(**vars(ui), handlers=handlers)
 
 
@@ -192,6 +197,7 @@ class _Controls:
     refresh: gr.Button
     export_jsonl: gr.Button
     export_csv: gr.Button
+    style_control: gr.Checkbox
 
 
 def _vote_fn(tab: CompareHandlers, choice: str) -> Callable[..., Awaitable[dict[Any, Any]]]:
@@ -213,6 +219,7 @@ def _wire(tab: CompareHandlers, ui: CompareUI, c: _Controls) -> None:
     ctx = ui.ctx
     send, stop, new, apply_prices, reset_prices = c.send, c.stop, c.new, c.apply_prices, c.reset_prices
     board_tab, blind_only, refresh, export_jsonl, export_csv = c.board_tab, c.blind_only, c.refresh, c.export_jsonl, c.export_csv
+    style_control = c.style_control
     private: dict[str, Any] = {"api_visibility": "private"}
     run_inputs = {ui.message, ui.pane_count, ui.blind, ui.tools, *ui.models, *ui.system_prompts, *ui.temperatures,
                   ctx.system_prompt, *ctx.params, ui.session, ui.prices_state, ctx.owner}  # fmt: skip
@@ -236,15 +243,17 @@ def _wire(tab: CompareHandlers, ui: CompareUI, c: _Controls) -> None:
     ui.pane_count.change(tab.show_panes, [ui.pane_count, ui.blind], [*ui.config_columns, *ui.pane_columns], **private)
     for i, button in enumerate(ui.vote_slot_buttons):
         button.click(_vote_fn(tab, str(i)), [ui.session, ctx.owner], run_outputs, **private).then(
-            tab.board, [blind_only, ctx.owner], board_outputs, **private)
+            tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
     for button, choice in ((ui.vote_tie, "tie"), (ui.vote_bad, "both_bad")):
         button.click(_vote_fn(tab, choice), [ui.session, ctx.owner], run_outputs, **private).then(
-            tab.board, [blind_only, ctx.owner], board_outputs, **private)
+            tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
     apply_prices.click(tab.apply_prices, [ui.price_table, ctx.owner], [ui.prices_state, ui.price_table, ui.price_status], **private)
     reset_prices.click(tab.reset_prices, [ctx.owner], [ui.prices_state, ui.price_table, ui.price_status], **private)
-    board_tab.select(tab.board, [blind_only, ctx.owner], board_outputs, **private)
-    refresh.click(tab.board, [blind_only, ctx.owner], board_outputs, **private)
-    blind_only.change(tab.board, [blind_only, ctx.owner], board_outputs, **private)
+    board_tab.select(tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
+    refresh.click(tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
+    blind_only.change(tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
+    style_control.change(tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
     export_jsonl.click(_export_fn(tab, "jsonl"), [ctx.owner], [ui.download], **private)
     export_csv.click(_export_fn(tab, "csv"), [ctx.owner], [ui.download], **private)
     api(tab.api_compare, api_name="compare", concurrency_limit=None)
+    api(tab.api_leaderboard, api_name="leaderboard")
