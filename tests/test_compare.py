@@ -170,12 +170,13 @@ def test_api_panes_stream_in_parallel(app, fake_server):
     assert open_at_once(fake_server, since, {"rate-20-tokens-20"}) == 3
 
 
-def test_api_failing_pane_does_not_block_or_break_the_other(app):
+def test_api_failing_pane_does_not_block_or_break_the_other(app, fake_server):
     url, _ = app
     client = Client(url, verbose=False)
-    started = time.perf_counter()
+    since = time.monotonic()
     bad, good = client.predict(message="go", models=["openai:drop-after-5", "gemini:rate-20-tokens-20"], api_name="/compare")
-    assert time.perf_counter() - started < 2.0
+    # Not blocked: both streams were open at once (from the fake's log, not a wall-time limit on a shared machine).
+    assert open_at_once(fake_server, since, {"drop-after-5", "rate-20-tokens-20"}) == 2
     assert bad["finish_reason"] == "error" and bad["error"] and len(bad["text"].split()) == 5
     assert good["finish_reason"] == "stop" and good["error"] is None and len(good["text"].split()) == 20
 
