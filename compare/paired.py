@@ -44,7 +44,7 @@ class Paired:
 
 def score_stats(scores: Sequence[float], *, rounds: int = ROUNDS, seed: int = 0) -> ScoreStats:
     """Mean and 95% interval: Wilson's score interval when every score is 0 or 1, else a percentile bootstrap."""
-    x = np.asarray(scores, dtype=float)
+    x = np.sort(np.asarray(scores, dtype=float))  # sorted: the interval must not depend on the order rows finished in
     n = int(x.size)
     if n == 0:
         return ScoreStats(0, None, None, "")
@@ -115,7 +115,7 @@ def compare_all(scores: dict[str, dict[str, float]], *, rounds: int = ROUNDS, se
     found: list[Paired] = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            common = [p for p in scores[a] if p in scores[b]]
+            common = sorted(p for p in scores[a] if p in scores[b])  # by prompt id: independent of finishing order
             if common:
                 found.append(paired(a, b, [scores[a][p] for p in common], [scores[b][p] for p in common],
                                     rounds=rounds, seed=seed))

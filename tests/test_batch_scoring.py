@@ -133,8 +133,9 @@ def test_a_paired_difference_is_the_mean_of_the_per_prompt_differences():
     p = paired("a", "b", [1, 1, 0.5, 0], [0, 1, 0, 0], rounds=500)
     assert (p.n, p.diff, p.a_better, p.b_better) == (4, pytest.approx(0.375), 2, 0)
     assert p.diff_ci[0] <= p.diff <= p.diff_ci[1] and p.p_value == pytest.approx(0.5)
-    s = score_stats([0.5, 1.0, 0.25])
+    s = score_stats([0.5, 1.0, 0.25, 0.0, 1.0])
     assert s.method == "bootstrap" and s.ci[0] <= s.mean <= s.ci[1]
+    assert score_stats([1.0, 0.0, 0.25, 1.0, 0.5]).ci == s.ci  # the order rows finished in does not matter
 
 
 def exact_match_rows(rng, model: str, accuracy: float, n: int) -> list[dict]:
@@ -258,10 +259,10 @@ def test_the_batch_tab_shows_scores_a_plot_and_paired_comparisons(fake_server, t
     assert scores.loc["openai:echo", "Scored"] == 2 and scores.loc["openai:echo", "Mean score"] == 1.0
     assert scores.loc["openai:fast", "Mean score"] == 0.0 and scores.loc["openai:echo", "95% interval"] == "0.342 to 1.000"
     (pair,) = final[view.paired].to_dict("records")
-    assert (pair["A"], pair["B"], pair["Prompts"], pair["A better / B better"]) == ("openai:echo", "openai:fast", 2, "2 / 0")
+    assert (pair["A"], pair["B"], pair["n"], pair["A / B better"]) == ("openai:echo", "openai:fast", 2, "2 / 0")
     assert pair["Verdict"] == "no significant difference"  # 2 prompts cannot show one (p = 0.5)
     plot = final[view.scores_plot]
-    assert plot.startswith("<svg") and plot.count("<circle") == 2 and "openai:echo · 1.000" in plot
+    assert plot.startswith('<div role="img"') and plot.count("parley-score-row") == 2 and "openai:echo · <b>1.000</b>" in plot
 
     # A run without checks keeps the scores hidden.
     plain = run_all(view, prompts_file(tmp_path, ["hello"], name="plain.txt"), ["openai:fast"])[-1]
@@ -274,4 +275,4 @@ def test_the_plot_escapes_model_names():
 
     m = ModelSummary('x:<img src=1 onerror="alert(1)">', 1, 0, None, None, None, 0, 0, None, 0, 1, 1.0, (0.2, 1.0))
     plot = scores_plot(BatchSummary(models=[m]))
-    assert "<img" not in plot and "&lt;img" in plot
+    assert "<img" not in plot and "&lt;img" in plot and 'onerror=&quot;' in plot

@@ -322,12 +322,13 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
         with gr.Column(visible=False, elem_id="batch-scores") as scores_group:
             gr.Markdown("#### Scores\n<span class='parley-muted'>Mean share of checks passed, with its 95% interval; "
                         "each pair compared on the prompts both answered (a sign test; Holm's p allows for the number "
-                        "of pairs).</span>")
+                        "of pairs, and the verdict uses it).</span>")
             scores_plot_html = gr.HTML(elem_id="batch-scores-plot")
             scores = gr.Dataframe(headers=SCORE_COLUMNS, interactive=False, label="Score per model", elem_id="batch-score-table",
                                   wrap=True)
-            paired = gr.Dataframe(headers=PAIRED_COLUMNS, interactive=False, label="Paired comparisons",
-                                  elem_id="batch-paired", wrap=True)
+            # Not wrapped: nine columns squeezed onto a phone become one letter per line; this one scrolls sideways.
+            paired = gr.Dataframe(headers=PAIRED_COLUMNS, interactive=False, elem_id="batch-paired",
+                                  label="Paired comparisons (p: exact sign test on the prompts where A and B differ)")
         results = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, wrap=True, max_height=480,
                                label=f"Results (first {PREVIEW_ROWS} rows)", elem_id="batch-results",
                                column_widths=["7%", "13%", "16%", "30%", "13%", "7%", "7%", "7%"])

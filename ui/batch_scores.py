@@ -12,8 +12,7 @@ import pandas as pd
 from compare.batch import BatchSummary
 
 SCORE_COLUMNS = ["Model", "Scored", "Mean score", "95% interval"]
-PAIRED_COLUMNS = ["A", "B", "Prompts", "Mean A − B", "95% interval", "A better / B better", "p (sign test)",
-                  "p (Holm)", "Verdict"]
+PAIRED_COLUMNS = ["A", "B", "Verdict", "n", "A − B", "95% interval", "A / B better", "p", "p (Holm)"]
 ALPHA = 0.05
 
 
@@ -48,49 +47,45 @@ def verdict(a: str, b: str, p_holm: float | None, p_value: float, diff: float) -
 
 
 def paired_frame(summary: BatchSummary) -> pd.DataFrame:
-    rows = [{"A": p.a, "B": p.b, "Prompts": p.n, "Mean A − B": round(p.diff, 3), "95% interval": _ci(p.diff_ci, True),
-             "A better / B better": f"{p.a_better} / {p.b_better}", "p (sign test)": _p(p.p_value),
+    rows = [{"A": p.a, "B": p.b, "n": p.n, "A − B": round(p.diff, 3), "95% interval": _ci(p.diff_ci, True),
+             "A / B better": f"{p.a_better} / {p.b_better}", "p": _p(p.p_value),
              "p (Holm)": _p(p.p_holm), "Verdict": verdict(p.a, p.b, p.p_holm, p.p_value, p.diff)}
             for p in summary.paired]
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
 def scores_plot(summary: BatchSummary) -> str:
-    """An SVG: per scored model, its name, a line across its 95% interval and a dot at its mean, on a 0–1 axis.
+    """A dot-and-whisker plot in HTML: per scored model its name, its 95% interval as a bar, its mean as a dot (0–1).
 
-    Labels sit above each line, not beside it, so the plot keeps its width on a phone; colours follow the
-    theme (currentColor and the accent), so it reads in light and dark mode.
+    HTML with inline styles, not an SVG: its text keeps the page's size on a phone (a scaled SVG's would
+    shrink to a few pixels), and colours follow the theme (currentColor and the accent) in light and dark mode.
     """
     scored = [m for m in summary.models if m.scored and m.score_mean is not None]
     if not scored:
         return ""
-    left, width, row = 12, 576, 44
-    height = row * len(scored) + 34
 
-    def x(v: float) -> float:
-        return left + width * min(max(v, 0.0), 1.0)
+    def pct(v: float) -> str:
+        return f"{100 * min(max(v, 0.0), 1.0):.1f}%"
 
-    parts = []
-    described = []
-    for k, m in enumerate(scored):
+    rows, described = [], []
+    for m in scored:
         assert m.score_mean is not None
         lo, hi = m.score_ci or (m.score_mean, m.score_mean)
-        y = row * k + 30
-        name = html.escape(m.model)
         described.append(f"{m.model}: {m.score_mean:.3f} ({_ci(m.score_ci)}), {m.scored} scored")
-        parts.append(
-            f'<text x="{left}" y="{y - 10}" font-size="13" fill="currentColor">{name} · {m.score_mean:.3f}'
-            f' <tspan opacity="0.7">[{lo:.2f}, {hi:.2f}] n={m.scored}</tspan></text>'
-            f'<line x1="{x(lo):.1f}" x2="{x(hi):.1f}" y1="{y}" y2="{y}" stroke="currentColor" stroke-width="2"/>'
-            f'<line x1="{x(lo):.1f}" x2="{x(lo):.1f}" y1="{y - 5}" y2="{y + 5}" stroke="currentColor" stroke-width="2"/>'
-            f'<line x1="{x(hi):.1f}" x2="{x(hi):.1f}" y1="{y - 5}" y2="{y + 5}" stroke="currentColor" stroke-width="2"/>'
-            f'<circle cx="{x(m.score_mean):.1f}" cy="{y}" r="5" style="fill: var(--color-accent, #f97316)"/>'
-        )
-    axis_y = row * len(scored) + 12
-    ticks = "".join(
-        f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="8" y2="{axis_y}" stroke="currentColor" stroke-opacity="0.15"/>'
-        f'<text x="{x(t):.1f}" y="{axis_y + 16}" font-size="12" text-anchor="middle" fill="currentColor">{t:g}</text>'
-        for t in (0, 0.25, 0.5, 0.75, 1))
+        rows.append(
+            '<div class="parley-score-row" style="margin: 0 0 10px">'
+            f'<div style="font-size: 0.9em; overflow-wrap: anywhere">{html.escape(m.model)} · <b>{m.score_mean:.3f}</b> '
+            f'<span style="opacity: 0.75">[{lo:.2f}, {hi:.2f}] n={m.scored}</span></div>'
+            '<div style="position: relative; height: 14px; margin: 2px 7px 0">'
+            '<div style="position: absolute; inset: 6px 0 auto; height: 1px; background: currentColor; opacity: 0.15"></div>'
+            f'<div style="position: absolute; top: 2px; height: 10px; left: {pct(lo)}; width: calc({pct(hi)} - {pct(lo)});'
+            ' border: 2px solid currentColor; border-width: 0 2px; box-sizing: border-box">'
+            '<div style="position: absolute; top: 4px; left: 0; right: 0; height: 2px; background: currentColor"></div></div>'
+            f'<div style="position: absolute; top: 0; left: {pct(m.score_mean)}; width: 12px; height: 12px; margin-left: -6px;'
+            ' border-radius: 50%; background: var(--color-accent, #f97316)"></div></div></div>')
+    axis = "".join(f'<span style="position: absolute; left: {pct(t)}; transform: translateX(-50%)">{t:g}</span>'
+                   for t in (0, 0.25, 0.5, 0.75, 1))
     label = html.escape("Mean score with 95% interval. " + "; ".join(described), quote=True)
-    return (f'<svg viewBox="0 0 600 {height}" width="100%" role="img" aria-label="{label}" '
-            f'style="max-width: 720px; display: block">{ticks}{"".join(parts)}</svg>')
+    return (f'<div role="img" aria-label="{label}" style="max-width: 720px">{"".join(rows)}'
+            f'<div aria-hidden="true" style="position: relative; height: 1.4em; margin: 0 7px; font-size: 0.8em; '
+            f'opacity: 0.8">{axis}</div></div>')
