@@ -37,7 +37,7 @@ from chat.types import Attachment, FinishReason, ModelInfo, Params
 from compare.batch_summary import BatchSummary, ModelSummary, latest_rows, summarize
 from compare.engine import ReplyResult, UnsupportedFile, attempts_of, file_refusal, prompt_messages, speed_of, start_reply
 from compare.pricing import PriceTable
-from compare.scoring import Check, CheckError, parse_checks, score_text
+from compare.scoring import Check, CheckError, Scorer, parse_checks
 
 if TYPE_CHECKING:
 
@@ -397,6 +397,7 @@ async def run_batch(
     pairs = len(prompts) * len(resolved)
     total = len(jobs)
     new_rows: list[dict[str, Any]] = []
+    scorer = Scorer()
     semaphore = asyncio.Semaphore(concurrency)
     if jobs:
         # The first-token timeout is the whole wait for a reply's first token: importing an SDK and
@@ -426,7 +427,7 @@ async def run_batch(
                     result = await start_reply(provider, info, messages, params, policy=policy, toolbox=tools).run()
             row = result_row(prompt, result, started_at=started_at, prices=prices)
             if prompt.checks and row["error"] is None:  # an error row is not scored (it runs again on resume)
-                row["score"], row["checks"] = await score_text(prompt.checks, row["text"] or "")
+                row["score"], row["checks"] = await scorer.score(prompt.checks, row["text"] or "")
             # Written from the event loop thread only, one whole line at a time: rows never interleave.
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()

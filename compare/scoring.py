@@ -183,7 +183,8 @@ def score_reply(checks: Sequence[Check], text: str, *, skip_regex: bool = False)
     results: list[dict[str, Any]] = []
     for c in checks:
         if skip_regex and c.type == "regex":
-            results.append({"type": c.type, "passed": False, "error": "the pattern took too long on this reply"})
+            results.append({"type": c.type, "passed": False, "error": f"not run: a pattern of this batch took more than "
+                                                                      f"{REGEX_TIMEOUT_S:g} s"})
             continue
         results.append({"type": c.type, "passed": passes(c, text)})
     return sum(r["passed"] for r in results) / len(results), results
@@ -298,15 +299,29 @@ def _within(n: float, lo: Any, hi: Any) -> bool:
 REGEX_TIMEOUT_S = 5.0
 
 
-async def score_text(checks: Sequence[Check], text: str) -> tuple[float | None, list[dict[str, Any]]]:
-    """`score_reply`, with any regex run in a worker process under REGEX_TIMEOUT_S (timed out: that check fails)."""
-    if not has_regex(checks):
-        return score_reply(checks, text)
-    import asyncio
+class Scorer:
+    """Scores one run's replies; regex checks run in a worker process (chat/offload.py) under REGEX_TIMEOUT_S.
 
-    from chat import offload
+    After one pattern runs out of time, the run's remaining regex checks fail without running: the file
+    workers are shared with every user's uploads, so one prompts file may hold them for one timeout, not
+    one per reply. (With PARLEY_FILE_WORKERS=0 the operator has chosen to run such work in-process.)
+    """
 
-    try:
-        return await asyncio.to_thread(offload.run, score_reply, tuple(checks), text, timeout=REGEX_TIMEOUT_S)
-    except offload.OffloadError:
-        return score_reply(checks, text, skip_regex=True)
+    def __init__(self) -> None:
+        self.regex_timed_out = False
+
+    async def score(self, checks: Sequence[Check], text: str) -> tuple[float | None, list[dict[str, Any]]]:
+        """`score_reply`, with the regex checks run as above."""
+        if not has_regex(checks):
+            return score_reply(checks, text)
+        if self.regex_timed_out:
+            return score_reply(checks, text, skip_regex=True)
+        import asyncio
+
+        from chat import offload
+
+        try:
+            return await asyncio.to_thread(offload.run, score_reply, tuple(checks), text, timeout=REGEX_TIMEOUT_S)
+        except offload.OffloadError:
+            self.regex_timed_out = True
+            return score_reply(checks, text, skip_regex=True)
