@@ -271,6 +271,8 @@ def test_the_batch_tab_shows_scores_a_plot_and_paired_comparisons(fake_server, t
     (pair,) = final[view.paired].to_dict("records")
     assert (pair["A"], pair["B"], pair["n"], pair["A / B better"]) == ("openai:echo", "openai:fast", 2, "2 / 0")
     assert pair["Verdict"] == "no significant difference"  # 2 prompts cannot show one (p = 0.5)
+    shown = {(r["Prompt id"], r["Model"]): r["Score"] for r in final[view.results].to_dict("records")}
+    assert shown[("q1", "openai:echo")] == "1/1" and shown[("q2", "openai:fast")] == "0/1"
     plot = final[view.scores_plot]
     assert plot.startswith('<div role="img"') and plot.count("parley-score-row") == 2 and "openai:echo · <b>1.000</b>" in plot
 

@@ -45,7 +45,7 @@ POLL_SECONDS = 0.4
 
 SUMMARY_COLUMNS = ["Model", "Done", "Errors", "TTFT p50 (s)", "TTFT p95 (s)", "Tok/s (median)",
                    "Tokens in", "Tokens out", "Cost ($)"]
-RESULT_COLUMNS = ["Prompt id", "Model", "Prompt", "Reply", "Error", "TTFT (s)", "Tok/s", "Tokens out"]
+RESULT_COLUMNS = ["Prompt id", "Model", "Prompt", "Reply", "Error", "Score", "TTFT (s)", "Tok/s", "Tokens out"]
 
 Update = dict[Any, Any]
 
@@ -60,6 +60,12 @@ def _s(ms: Any) -> float | None:
 def _cut(value: Any, n: int = 240) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _checks_passed(checks: Any) -> str:
+    if not isinstance(checks, list) or not checks:
+        return ""
+    return f"{sum(1 for c in checks if isinstance(c, dict) and c.get('passed'))}/{len(checks)}"
 
 
 def summary_frame(summary: BatchSummary) -> pd.DataFrame:
@@ -84,6 +90,8 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         "Prompt": _cut(r.get("prompt"), 160),
         "Reply": _cut(r.get("text")),
         "Error": r.get("error") or "",
+        # Share of the prompt's checks passed, as "2/3" (empty: no checks, or an error row).
+        "Score": _checks_passed(r.get("checks")),
         "TTFT (s)": _s(r.get("ttft_ms")),
         "Tok/s": round(r["tokens_per_second"], 1) if isinstance(r.get("tokens_per_second"), (int, float)) else None,
         "Tokens out": r.get("output_tokens"),
@@ -331,7 +339,7 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
                                   label="Paired comparisons (p: exact sign test on the prompts where A and B differ)")
         results = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, wrap=True, max_height=480,
                                label=f"Results (first {PREVIEW_ROWS} rows)", elem_id="batch-results",
-                               column_widths=["7%", "13%", "16%", "30%", "13%", "7%", "7%", "7%"])
+                               column_widths=["7%", "13%", "15%", "28%", "12%", "6%", "7%", "6%", "6%"])
     # The session's last run; its directory goes when the next run starts or the session ends.
     # A lambda, not the bound method: Gradio deep-copies the page config on every load, and a bound
     # method would drag the handler's services (SDK clients, locks) into that copy.

@@ -59,7 +59,7 @@ def test_dashboard_after_chatting_and_a_batch_run(server, page, artifacts, tmp_p
     # Batch: upload, two models (one failing), run, see the summary and downloads.
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "q1", "prompt": "Name three primes."}\n{"id": "q2", "prompt": "Say hi in French."}\n'
-                       '{"id": "q3", "prompt": "What is 2+2?"}\n', encoding="utf-8")
+                       '{"id": "q3", "prompt": "What is 2+2?", "reference": "4"}\n', encoding="utf-8")
     page.locator("button[role='tab']:has-text('Batch')").first.click()
     page.locator("#batch-file input[type=file]").set_input_files(str(prompts))
     models = page.locator("#batch-models input")
@@ -80,6 +80,9 @@ def test_dashboard_after_chatting_and_a_batch_run(server, page, artifacts, tmp_p
     assert "openai:fast" in summary_table and "openai:fail-401-always" in summary_table
     downloads = "".join(page.locator("#batch-downloads").inner_text().split())
     assert "batch-results.jsonl" in downloads and "batch-results.csv" in downloads
+    # q3 has a reference: the scores (plot and table) show, for the model whose reply was scored.
+    assert "openai:fast" in page.locator("#batch-scores-plot").inner_text()
+    assert "openai:fast" in page.locator("#batch-score-table").inner_text()
     page.wait_for_timeout(300)
     page.screenshot(path=str(artifacts / "batch.png"), full_page=True)
 
