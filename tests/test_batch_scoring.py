@@ -143,9 +143,10 @@ def test_a_paired_difference_is_the_mean_of_the_per_prompt_differences():
     p = paired("a", "b", [1, 1, 0.5, 0], [0, 1, 0, 0], rounds=500)
     assert (p.n, p.diff, p.a_better, p.b_better) == (4, pytest.approx(0.375), 2, 0)
     assert p.diff_ci[0] <= p.diff <= p.diff_ci[1] and p.p_value == pytest.approx(0.5)
-    s = score_stats([0.5, 1.0, 0.25, 0.0, 1.0])
+    scores = [0.5, 1.0, 0.25, 0.0, 1.0, 0.75, 0.5, 0.0]
+    s = score_stats(scores)
     assert s.method == "bootstrap" and s.ci[0] <= s.mean <= s.ci[1]
-    assert score_stats([1.0, 0.0, 0.25, 1.0, 0.5]).ci == s.ci  # the order rows finished in does not matter
+    assert score_stats(scores[::-1]).ci == s.ci  # the order rows finished in does not matter
 
 
 def exact_match_rows(rng, model: str, accuracy: float, n: int) -> list[dict]:
