@@ -178,7 +178,13 @@ def test_screenshot_for_readme(server, page, artifacts):
     pick_model(page, "demo:parley-demo")
     send(page, "What can you do?")
     wait_until(lambda: "first token" in bot_text(page), timeout=30, what="demo reply")
+    # The turn's event has ended (saved, the chat idle) once the reply's Branch button is drawn.
+    page.get_by_role("button", name="Branch into a new conversation from here").first.wait_for()
     time.sleep(0.5)
+    # The picture starts at the question: the log scrolls to its end as a reply streams, which hid it.
+    page.evaluate("""() => { for (const el of document.querySelectorAll('#chatbot *'))
+        if (el.scrollHeight > el.clientHeight + 4 && getComputedStyle(el).overflowY !== 'visible') el.scrollTop = 0; }""")
+    time.sleep(0.3)
     shot = artifacts / "readme.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000, "the screenshot shows the app"
