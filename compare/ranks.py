@@ -13,19 +13,32 @@ and Proportions, §2). At α = 5%, 80% power: p = 55% → 783, 60% → 194, 65% 
 p is the Bradley–Terry prediction σ((rᵢ − rⱼ)/SCALE), so a pair that never met still gets a figure.
 
 Flips (fragility; cf. arXiv 2508.11847, where removing 2 of 57,477 votes changes #1). For each
-challenger, the fewest of the leader's head-to-head wins over it that, turned into losses, put the
-challenger above the leader on a refit (binary search: each flip only helps the challenger). The
+challenger, the fewest of the leader's head-to-head wins over it that, turned into losses, put
+another model first on a refit (binary search: each flip only helps the challenger). The
 answer is the smallest over the challengers (None when no challenger met the leader).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from statistics import NormalDist
+from typing import Protocol, TypeVar
 
-from compare.ratings import SCALE, Vote, fit_ratings
+from compare.ratings import SCALE, fit_ratings
+
+
+class _Battle(Protocol):
+    @property
+    def model_a(self) -> str: ...
+    @property
+    def model_b(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+
+
+V = TypeVar("V", bound=_Battle)
 
 
 def rank_ranges(low: Sequence[float], high: Sequence[float]) -> list[tuple[int, int]]:
@@ -94,8 +107,14 @@ class Fragility:
     flips: int | None
 
 
-def flips_to_change_first(votes: Sequence[Vote], leader: str, *, models: Sequence[str] | None = None) -> Fragility:
-    """The fewest flipped votes (leader's head-to-head wins → losses) that change who is first."""
+def flips_to_change_first(votes: Sequence[V], leader: str, *,
+                          fit: Callable[[list[V]], dict[str, float]] | None = None) -> Fragility:
+    """The fewest flipped votes (the leader's head-to-head wins turned into losses) that change who is first.
+
+    `votes` are `Vote`s or anything with model_a, model_b and outcome (a dataclass: a flip replaces its
+    outcome and keeps the rest, such as the pane position); `fit` gives the ratings (default: plain BT).
+    """
+    refit: Callable[[list[V]], dict[str, float]] = fit or (lambda vs: fit_ratings(vs))  # type: ignore[arg-type]
     best: tuple[int, str] | None = None
     others = sorted({m for v in votes for m in (v.model_a, v.model_b)} - {leader})
     for challenger in others:
@@ -104,10 +123,11 @@ def flips_to_change_first(votes: Sequence[Vote], leader: str, *, models: Sequenc
         if not wins or (best is not None and best[0] == 1):
             continue
 
-        def overtakes(k: int, wins: list[int] = wins, challenger: str = challenger) -> bool:
+        def overtakes(k: int, wins: list[int] = wins) -> bool:
             flipped = set(wins[:k])
-            changed = [Vote(challenger, leader, "a") if i in flipped else v for i, v in enumerate(votes)]
-            r = fit_ratings(changed, models=models)
+            changed = [replace(v, outcome="b" if v.outcome == "a" else "a") if i in flipped else v  # type: ignore[type-var]
+                       for i, v in enumerate(votes)]
+            r = refit(changed)
             return max(r, key=lambda m: (r[m], m == leader)) != leader  # a tie at the top keeps the leader
 
         if not overtakes(len(wins)):

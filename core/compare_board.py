@@ -141,6 +141,7 @@ def build_board(records: Iterable[VoteRecord], *, rounds: int = ROUNDS, style: b
     chosen = None
     if pair is not None and pair[0] in fit.rating and pair[1] in fit.rating and pair[0] != pair[1]:
         chosen = separation(pair[0], pair[1], fit.rating, _decisive(battles, *pair))
-    # Fragility is measured on the plain fit (votes only): flipping votes is about the votes themselves.
-    fragility = flips_to_change_first(votes, plain.ratings[0].model) if len(order) >= 2 and votes else None
+    # Fragility on the same fit as the ratings shown (a flip keeps the battle's pane position).
+    fragility = (flips_to_change_first(battles, order[0], fit=lambda bs: fit_with_covariates(bs, models=names, rounds=0).rating)
+                 if len(order) >= 2 and battles else None)
     return Board(board, ranks, bias, coef, styled, _labels(names, styled) if styled else {}, top, chosen, fragility)

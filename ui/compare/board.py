@@ -29,8 +29,10 @@ def table_frame(board: Leaderboard, ranks: dict[str, str] | None = None) -> pd.D
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def rating_plot_html(board: Leaderboard) -> str:
-    """A forest plot: each model's rating as a dot with its 95% interval as a bar (inline SVG)."""
+def rating_plot_html(board: Leaderboard, ranks: dict[str, str] | None = None) -> str:
+    """A forest plot: each model's rating as a dot with its 95% interval as a bar (inline SVG); `ranks`: the
+    rank labels (ranges such as "1–3"), else the strict order."""
+    ranks = ranks or {}
     if not board.ratings:
         return "<div class='cmp-empty'>No votes yet. Run a comparison and vote: the ratings appear here.</div>"
     rows = board.ratings
@@ -59,7 +61,7 @@ def rating_plot_html(board: Leaderboard) -> str:
         name = html.escape(r.model if len(r.model) <= 34 else r.model[:33] + "…")
         parts.append(
             f"<g><title>{html.escape(r.model)}: {r.rating:.0f} (95% CI {r.ci_low:.0f}–{r.ci_high:.0f}), {r.votes} votes</title>"
-            f"<text x='{label_w - 10}' y='{cy + 4:.1f}' class='name'>#{r.rank} {name}</text>"
+            f"<text x='{label_w - 10}' y='{cy + 4:.1f}' class='name'>#{html.escape(ranks.get(r.model, str(r.rank)))} {name}</text>"
             f"<line x1='{x(r.ci_low):.1f}' y1='{cy:.1f}' x2='{x(r.ci_high):.1f}' y2='{cy:.1f}' class='ci'/>"
             f"<line x1='{x(r.ci_low):.1f}' y1='{cy - 6:.1f}' x2='{x(r.ci_low):.1f}' y2='{cy + 6:.1f}' class='ci'/>"
             f"<line x1='{x(r.ci_high):.1f}' y1='{cy - 6:.1f}' x2='{x(r.ci_high):.1f}' y2='{cy + 6:.1f}' class='ci'/>"
@@ -155,5 +157,5 @@ def style_html(result: Board) -> str:
     coefs = ", ".join(f"{k} {v:+.2f}" for k, v in style.coefficients.items() if k != "position")
     return ("<div class='cmp-plot' id='cmp-style'><div class='cmp-plot-title'>Style-controlled ranking <span class='parley-muted'>"
             f"(reply length, markdown headers, list items and bold held equal; log-odds per sd: {html.escape(coefs)})</span></div>"
-            "<table class='cmp-style'><tr><th>rank</th><th>model</th><th>style-controlled</th><th>95% CI</th>"
-            f"<th>plain rank</th><th>plain</th><th>change</th></tr>{''.join(rows)}</table></div>")
+            "<div class='cmp-scroll'><table class='cmp-style'><tr><th>rank</th><th>model</th><th>style-controlled</th><th>95% CI</th>"
+            f"<th>rank without</th><th>without</th><th>change</th></tr>{''.join(rows)}</table></div></div>")

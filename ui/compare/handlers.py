@@ -388,7 +388,7 @@ class CompareHandlers:
                 "all-bad count half a win each; ranks overlap (\"1–3\") where the intervals do.")
         extra = notes_md(standings.result)
         return {ui.board_note: note + ("\n\n" + extra if extra else ""),
-                ui.board_plot: rating_plot_html(board) + style_html(standings.result),
+                ui.board_plot: rating_plot_html(board, standings.result.ranks) + style_html(standings.result),
                 ui.board_table: table_frame(board, standings.result.ranks), ui.board_matrix: win_matrix_html(board)}
 
     async def api_leaderboard(self, blind_only: bool = False, style: bool = True, pair: list[str] | None = None,

@@ -53,6 +53,7 @@ table.cmp-matrix tr:first-child th { text-align: center; }
 table.cmp-matrix td { min-width: 72px; height: 38px; text-align: center; border-radius: 6px; font-weight: 600; }
 table.cmp-matrix td small { display: block; font-size: 10px; font-weight: 400; opacity: .7; }
 table.cmp-matrix td.na { opacity: .35; background: var(--background-fill-secondary); }
+.cmp-scroll { overflow-x: auto; max-width: 100%; }
 table.cmp-style { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 table.cmp-style th, table.cmp-style td { padding: 4px 10px; text-align: right; white-space: nowrap; }
 table.cmp-style td:nth-child(2), table.cmp-style th:nth-child(2) { text-align: left; }
