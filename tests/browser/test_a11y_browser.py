@@ -171,7 +171,12 @@ def phone_picture_for_readme(page, url: str, artifacts: Path) -> None:
     page.locator("#msg textarea").fill("What can you do?")
     page.locator("#msg textarea").press("Enter")
     wait_until(lambda: "first token" in " ".join(page.locator("[data-testid='bot']").all_inner_texts()), timeout=30, what="demo reply")
+    page.get_by_role("button", name="Branch into a new conversation from here").first.wait_for()  # the turn has ended
     settled(page)
+    # Start at the question (the log scrolls to its end while a reply streams).
+    page.evaluate("""() => { for (const el of document.querySelectorAll('#chatbot *'))
+        if (el.scrollHeight > el.clientHeight + 4 && getComputedStyle(el).overflowY !== 'visible') el.scrollTop = 0; }""")
+    page.wait_for_timeout(300)
     shot = artifacts / "readme-phone.png"
     page.screenshot(path=str(shot))
     shutil.copy(shot, Path(__file__).resolve().parents[2] / "docs" / "screenshot-phone.png")
