@@ -175,20 +175,27 @@ def test_three_panes_stream_live_one_fails_and_stop_keeps_every_pane(server, pag
     page.locator("#cmp-msg textarea").fill("Tell me everything about lighthouses.")
     page.locator("#cmp-send").click()
 
+    # Every comparison puts its models in random panes: find each model's pane by its header.
+    slot = {}
+    for model in ("rate-25-tokens-200", "drop-after-5", "gemini-2.5-flash-lite"):
+        wait_until(lambda m=model: any(m in page.locator(f"#cmp-header-{i}").inner_text() for i in range(3)),
+                   what=f"{model}'s pane header")
+        slot[model] = next(i for i in range(3) if model in page.locator(f"#cmp-header-{i}").inner_text())
+    good, bad, cool = slot["rate-25-tokens-200"], slot["drop-after-5"], slot["gemini-2.5-flash-lite"]
     # Live: the good panes stream while the failing one already shows its error.
-    wait_until(lambda: "consectetur5" in page.locator("#cmp-chat-0").inner_text(), what="pane A streaming")
-    wait_until(lambda: "cut off" in page.locator("#cmp-chat-1").inner_text().lower(), what="pane B's error")
-    assert "streaming" in page.locator("#cmp-metrics-0").inner_text().lower()
+    wait_until(lambda: "consectetur5" in page.locator(f"#cmp-chat-{good}").inner_text(), what="the good pane streaming")
+    wait_until(lambda: "cut off" in page.locator(f"#cmp-chat-{bad}").inner_text().lower(), what="the failing pane's error")
+    assert "streaming" in page.locator(f"#cmp-metrics-{good}").inner_text().lower()
     page.screenshot(path=str(artifacts / "compare-three-panes-live.png"), full_page=True)
 
     page.locator("#cmp-stop").click()
     page.wait_for_function("document.querySelector('#cmp-status').innerText.includes('Stopped')")
-    wait_until(lambda: "Stopped" in page.locator("#cmp-chat-0").inner_text(), what="pane A marked stopped")
-    for i in (0, 2):
+    wait_until(lambda: "Stopped" in page.locator(f"#cmp-chat-{good}").inner_text(), what="the good pane marked stopped")
+    for i in (good, cool):
         text = page.locator(f"#cmp-chat-{i}").inner_text()
         assert "lorem0" in text and "Stopped" in text and "ipsum199" not in text
-    assert "cancelled" in page.locator("#cmp-metrics-0").inner_text()
-    assert "temperature 0.3" in page.locator("#cmp-header-2").inner_text()
+    assert "cancelled" in page.locator(f"#cmp-metrics-{good}").inner_text()
+    assert "temperature 0.3" in page.locator(f"#cmp-header-{cool}").inner_text()
     page.locator("#cmp-vote-0").wait_for(state="visible")
     records = fake_server.stream_log
     wait_until(lambda: any(r.model == "rate-25-tokens-200" and r.client_closed for r in records), what="stream closed")
@@ -210,14 +217,19 @@ def test_tools_switch_lets_a_pane_call_a_tool_and_shows_the_block(server, page, 
     page.locator("#cmp-msg textarea").fill("What is 6 times 7, plus a half?")
     page.locator("#cmp-send").click()
 
-    pane = page.locator("#cmp-chat-0")
-    wait_until(lambda: "About forty-two and a half." in pane.inner_text(), what="the answer after the tool")
-    wait_until(lambda: "offline demo model" in page.locator("#cmp-chat-1").inner_text(), what="the demo pane's answer")
+    # Every comparison puts its models in random panes: find the tool model's pane.
+    answer = "About forty-two and a half."
+    wait_until(lambda: any(answer in page.locator(f"#cmp-chat-{i}").inner_text() for i in (0, 1)),
+               what="the answer after the tool")
+    tool_i = 0 if answer in page.locator("#cmp-chat-0").inner_text() else 1
+    demo_i = 1 - tool_i
+    pane = page.locator(f"#cmp-chat-{tool_i}")
+    wait_until(lambda: "offline demo model" in page.locator(f"#cmp-chat-{demo_i}").inner_text(), what="the demo pane's answer")
     assert "🛠 calculator" in pane.inner_text()
-    assert "calculator" not in page.locator("#cmp-chat-1").inner_text(), "the demo model cannot call tools"
+    assert "calculator" not in page.locator(f"#cmp-chat-{demo_i}").inner_text(), "the demo model cannot call tools"
     page.locator("#cmp-vote-0").wait_for(state="visible")
-    assert page.locator("#cmp-header-0").inner_text().endswith("tools")
-    assert "no tools (not supported)" in page.locator("#cmp-header-1").inner_text()
+    assert page.locator(f"#cmp-header-{tool_i}").inner_text().endswith("tools")
+    assert "no tools (not supported)" in page.locator(f"#cmp-header-{demo_i}").inner_text()
     # The block is folded; it opens to show what the tool was asked and what it returned.
     assert "42.5" not in pane.inner_text()
     pane.get_by_text("🛠 calculator").first.click()
