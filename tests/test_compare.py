@@ -173,10 +173,13 @@ def test_api_panes_stream_in_parallel(app, fake_server):
 def test_api_failing_pane_does_not_block_or_break_the_other(app, fake_server):
     url, _ = app
     client = Client(url, verbose=False)
+    # The failing stream drops after 5 words at 20 a second, while the other takes a second for its 20: run
+    # side by side their streams overlap, one after the other they cannot (from the fake's log, not a wall-time
+    # limit on a shared machine: a drop within milliseconds ended before the other pane's stream began).
+    fake_server.set_scenario("slow-drop-after-5", Scenario(rate=20, tokens=20, drop_after=5))
     since = time.monotonic()
-    bad, good = client.predict(message="go", models=["openai:drop-after-5", "gemini:rate-20-tokens-20"], api_name="/compare")
-    # Not blocked: both streams were open at once (from the fake's log, not a wall-time limit on a shared machine).
-    assert open_at_once(fake_server, since, {"drop-after-5", "rate-20-tokens-20"}) == 2
+    bad, good = client.predict(message="go", models=["openai:slow-drop-after-5", "gemini:rate-20-tokens-20"], api_name="/compare")
+    assert open_at_once(fake_server, since, {"slow-drop-after-5", "rate-20-tokens-20"}) == 2
     assert bad["finish_reason"] == "error" and bad["error"] and len(bad["text"].split()) == 5
     assert good["finish_reason"] == "stop" and good["error"] is None and len(good["text"].split()) == 20
 
