@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import httpx
 
@@ -60,6 +61,16 @@ def wait_ready(url: str, timeout: float = 60.0, auth: tuple[str, str] | None = N
     raise TimeoutError(f"app at {url} not ready: {last}")
 
 
+def _patient_url_ok(url: str) -> bool:
+    """Gradio's launch() checks that its page answers, giving up at the first request over 3 s; on a busy
+    machine (parallel test workers on two cores) a fresh app's first answer can take longer."""
+    try:
+        wait_ready(url.rstrip("/"))
+        return True
+    except TimeoutError:
+        return False
+
+
 @contextlib.contextmanager
 def in_process_app(env: dict[str, str]) -> Iterator[tuple[str, object]]:
     """Launch create_app(env) in this process; yields (url, services)."""
@@ -68,7 +79,8 @@ def in_process_app(env: dict[str, str]) -> Iterator[tuple[str, object]]:
     demo, services = app_module.create_app(env)
     kwargs = app_module.launch_kwargs(services)
     port = free_port()
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
+    with mock.patch("gradio.networking.url_ok", _patient_url_ok):
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
     try:
         yield url.rstrip("/"), services
     finally:

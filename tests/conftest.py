@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest  # noqa: E402
 
+from tests import parallel  # noqa: E402
 from tests.fakes import FakeServer  # noqa: E402
+
+
+def _redis_db_per_worker() -> None:
+    """Each xdist worker uses a Redis database of its own (gw0 the one in TEST_REDIS_URL, gw1 the one below,
+    ...), so a test that resets its rate-limit keys cannot clear another worker's. PostgreSQL needs nothing:
+    every fixture works in a schema or database named afresh (tests/storage/conftest.py)."""
+    worker, url = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("TEST_REDIS_URL", "").strip()
+    if not worker.startswith("gw") or not url:
+        return
+    parts = urlsplit(url)
+    first = int(parts.path.strip("/") or 0)
+    os.environ["TEST_REDIS_URL"] = urlunsplit(parts._replace(path=f"/{(first - int(worker[2:])) % 16}"))
+
+
+_redis_db_per_worker()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    return parallel.workers(config.args, config.rootpath)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return parallel.make_scheduler(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of tests/parallel.py's SERIAL modules `serial` (the scheduler knows them by path, so
+    a `serial` mark anywhere else would be ignored: refuse it)."""
+    for item in items:
+        if parallel.is_serial(item.nodeid):
+            item.add_marker(pytest.mark.serial)
+        elif item.get_closest_marker("serial"):
+            raise pytest.UsageError(f"{item.nodeid} is marked serial: list its module in tests/parallel.py SERIAL instead")
 
 
 @pytest.fixture(scope="session")

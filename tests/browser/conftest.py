@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pytest
 
+from tests import parallel
 from tests.apphelpers import AppProcess, app_env
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -49,10 +50,11 @@ class Apps:
     core, while the module before it mostly waits on Chromium and the streams of the fake provider.
     """
 
-    def __init__(self, fake_server, tmp_path_factory, modules: list[ModuleType]):
+    def __init__(self, fake_server, tmp_path_factory, modules: list[ModuleType], parts: dict[str, int] | None = None):
         self.fake = fake_server
         self.tmp = tmp_path_factory
         self.modules = modules  # the browser modules in run order
+        self.parts = parts or {}  # module name -> its part, on a pytest-xdist worker (tests/parallel.py)
         self.spawned: dict[tuple[str, str], tuple[AppProcess, str]] = {}
         self.taken: set[tuple[str, str]] = set()
 
@@ -66,10 +68,12 @@ class Apps:
             self.spawned[key] = (AppProcess(app_env(self.fake, db, **settings)).spawn(), db)
 
     def spawn_after(self, module: ModuleType) -> None:
-        """Start the apps of the module that runs after `module`."""
-        names = [m.__name__ for m in self.modules]
+        """Start the apps of the module that runs after `module` (on an xdist worker: the next of its part)."""
+        part = self.parts.get(module.__name__)
+        modules = [m for m in self.modules if self.parts.get(m.__name__) == part]
+        names = [m.__name__ for m in modules]
         if module.__name__ in names and names.index(module.__name__) + 1 < len(names):
-            self.spawn(self.modules[names.index(module.__name__) + 1])
+            self.spawn(modules[names.index(module.__name__) + 1])
 
     @contextlib.contextmanager
     def app(self, module: ModuleType, name: str) -> Iterator[tuple[AppProcess, str]]:
@@ -99,12 +103,19 @@ def apps(request, fake_server, tmp_path_factory) -> Iterator[Apps]:
     """Autouse, so that it comes before `browser`: the first module's apps start before Chromium does."""
     here = Path(__file__).resolve().parent
     modules: list[ModuleType] = []
+    paths: dict[str, str] = {}
     for item in request.session.items:
         module = getattr(item, "module", None)
         if module is not None and Path(item.path).resolve().parent == here and module not in modules:
             modules.append(module)
-    launcher = Apps(fake_server, tmp_path_factory, modules)
-    if modules and chromium_path():  # without Chromium every browser test skips: start nothing
+            paths[module.__name__] = item.nodeid.split("::", 1)[0]
+    # On a pytest-xdist worker the browser modules come in parts (tests/parallel.py), and this worker
+    # runs whichever parts it is given: each module's apps start when it begins (_apps_start_ahead), the
+    # next module's while it runs, but only the next of its own part.
+    xdist = os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw")
+    parts = parallel.browser_parts(paths.values(), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))) if xdist else {}
+    launcher = Apps(fake_server, tmp_path_factory, modules, {name: parts[path] for name, path in paths.items() if path in parts})
+    if modules and chromium_path() and not xdist:  # without Chromium every browser test skips: start nothing
         launcher.spawn(modules[0])
     yield launcher
     launcher.close()
@@ -113,7 +124,9 @@ def apps(request, fake_server, tmp_path_factory) -> Iterator[Apps]:
 @pytest.fixture(scope="module", autouse=True)
 def _apps_start_ahead(request, apps: Apps) -> None:
     """A module without apps of its own starts the next module's at once (a module with apps starts
-    them once its own are up: Apps.app)."""
+    them once its own are up: Apps.app). Its own start here unless started ahead (an xdist worker's first)."""
+    if chromium_path():
+        apps.spawn(request.module)
     if chromium_path() and not hasattr(request.module, "APPS"):
         apps.spawn_after(request.module)
 
