@@ -88,7 +88,8 @@ def test_a_run_writes_its_files_and_one_owner_runs_one_batch(make_batches: Any, 
         summary = await task
         assert summary.ran == 6 and summary.errors == 0
         files = batches.write_csv(run, summary)
-        assert files == [run.out_path, run.csv_path]
+        assert files == [run.out_path, run.csv_path, run.summary_path]
+        assert json.loads(run.summary_path.read_text(encoding="utf-8"))["models"], "the summary names the run's model"
         assert len(list(csv.DictReader(io.StringIO(run.csv_path.read_text(encoding="utf-8"))))) == 6
         await batches.end(run.id)
         assert not batches.active
