@@ -308,7 +308,8 @@ def test_cli_runs_writes_summary_and_csv(tmp_path, monkeypatch, capsys):
     (tmp_path / "p.txt").write_text("one\ntwo\n")
     started = time.perf_counter()
     code = main(["p.txt", "--models", "demo:parley-demo", "--out", "r.jsonl", "--max-tokens", "3", "--csv", "r.csv"])
-    assert code == 0 and time.perf_counter() - started < 5
+    # A bound only a hang breaks (a stuck provider call waits minutes), not a speed: the tests run three at once.
+    assert code == 0 and time.perf_counter() - started < 30
     out = capsys.readouterr().out
     assert "| demo:parley-demo | 2 | 0 |" in out and "2 run, 0 already done" in out
     assert len(read_results(tmp_path / "r.jsonl")) == 2

@@ -15,7 +15,7 @@ from chat.providers.base import Provider
 from chat.providers.demo import DemoProvider
 from chat.providers.gemini import GeminiProvider
 from chat.providers.openai import OpenAIProvider
-from chat.registry import DEMO_REF, Registry, Settings, load_dotenv_file
+from chat.registry import DEMO_REF, LIST_TIMEOUT, Registry, Settings, load_dotenv_file
 from chat.settings import read_endpoints
 from chat.types import Finish, FinishReason, Message, ModelInfo, Params, StreamEvent, TextDelta, ToolSpec
 
@@ -301,7 +301,8 @@ models = ["dead-model"]
         base_local, base_gemini = listing_requests(srv, "openai"), listing_requests(srv, "gemini")
         started = time.perf_counter()
         listed = await reg.list_models()
-        assert time.perf_counter() - started < 5
+        # Bounded by the listing timeout (each provider at most LIST_TIMEOUT, all at once), not a speed target.
+        assert time.perf_counter() - started < 3 * LIST_TIMEOUT
         assert set(listed) == {"local", "dead", "gemini", "demo"}
         local = [m.id for m in listed["local"]]
         assert local[0] == "gpt-test" and "claude-test" in local and "not-on-the-server" not in local

@@ -307,7 +307,7 @@ def test_calculator_refuses_hostile_input_quickly(expression):
     else:
         assert expression == "１２３" and result == "123"  # Unicode digits are digits; harmless
     # A bound only a blow-up breaks (9**9**9 would run for minutes), not a speed: GC and a busy machine take ms.
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0
 
 
 _ATOMS = st.sampled_from(["0", "1", "2", "9", "10", "0.5", "1e300", "1e-300", "99999999999", "pi", "e", "x",
