@@ -101,6 +101,9 @@ def test_keyboard_only_journey(server, page, fake_server):
     page.keyboard.press("Enter")
     wait_until(lambda: streaming(page), what="the second reply streaming")
     page.keyboard.press("Escape")
+    # The stopped reply is redrawn as saved (its Stopped note) before the next step: a conversation opened while
+    # that redraw is on its way is drawn over by it (noted in the closing note of issue 17).
+    page.locator("[data-testid='bot']", has_text="Stopped").first.wait_for()
     page.locator("#conv-list label", has_text="A second conversation").locator("input:checked").wait_for()  # highlighted: open
     wait_until(lambda: "?c=" in page.url, what="the open conversation in the address")
     user_text = lambda: " ".join(page.locator("[data-testid='user']").all_inner_texts())  # noqa: E731
