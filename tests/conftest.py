@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -60,3 +61,22 @@ def fake_server():
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'parley.db'}"
+
+
+def _patient_gradio_client() -> None:
+    """gradio_client reads an app's /config with httpx's 5-second default; with three test workers on a
+    2-core machine a fresh app's first config has taken longer (a ReadTimeout, not a failure of the app).
+    Tests that pass their own httpx timeout keep it."""
+    import gradio_client.client as gc
+
+    original = gc.Client.__init__
+
+    def init(self: Any, *args: Any, httpx_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        patient = dict(httpx_kwargs or {})
+        patient.setdefault("timeout", 30)
+        original(self, *args, httpx_kwargs=patient, **kwargs)
+
+    gc.Client.__init__ = init  # type: ignore[method-assign]
+
+
+_patient_gradio_client()
