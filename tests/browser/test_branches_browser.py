@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser.test_chat_browser import open_app, send, wait_until
 
@@ -138,10 +139,15 @@ def test_retry_navigate_edit_reload_and_fork(server, page):
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{proc.url}/?c={conversation}")
     page.locator("[data-testid='bot']", has_text="Where should we eat cheaply?").first.wait_for()
-    nav = page.locator("#chatbot .parley-branches.user")
-    nav.wait_for()
-    nav.scroll_into_view_if_needed()
-    box = nav.bounding_box()
+    def nav_box():  # the script redraws the navigator after each Gradio redraw: read it once it holds still
+        try:
+            nav = page.locator("#chatbot .parley-branches.user").first
+            nav.scroll_into_view_if_needed(timeout=2_000)
+            return nav.bounding_box()
+        except PlaywrightError:
+            return None
+
+    box = wait_until(nav_box, what="the navigator laid out")
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
     page.screenshot(path=str(SHOTS / "c2-phone.png"))
     assert forked != conversation
