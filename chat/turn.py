@@ -84,6 +84,8 @@ class TurnResult:
     finish_reason: FinishReason | None = None
     finish_detail: str | None = None
     model_version: str | None = None
+    #: The provider's id for the request that answered (chat.types.Finish.request_id).
+    request_id: str | None = None
     error: ChatError | None = None
     attempts: int = 0
     dropped_messages: int = 0
@@ -283,6 +285,7 @@ class Turn:
                         r.finish_reason = event.reason
                         r.finish_detail = event.detail
                         r.model_version = event.model_version or r.model_version
+                        r.request_id = event.request_id or r.request_id
                         continue
                     if first:
                         first = False

@@ -275,6 +275,9 @@ class Finish:
     reason: FinishReason
     detail: str | None = None  # provider's own reason, e.g. "RECITATION", "end_turn"
     model_version: str | None = None
+    # The provider's id for this request (its `x-request-id` / `request-id` header or response id), for
+    # support tickets and the reproducibility card; None where the provider gives none.
+    request_id: str | None = None
 
 
 StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | ToolCallEvent | Usage | Finish
