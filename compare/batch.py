@@ -37,6 +37,7 @@ from chat.types import Attachment, FinishReason, ModelInfo, Params
 from compare.batch_summary import BatchSummary, ModelSummary, latest_rows, summarize
 from compare.engine import ReplyResult, UnsupportedFile, attempts_of, file_refusal, prompt_messages, speed_of, start_reply
 from compare.pricing import PriceTable
+from compare.repro import CARD_FIELDS, card_extras
 from compare.scoring import Check, CheckError, Scorer, parse_checks
 
 if TYPE_CHECKING:
@@ -74,6 +75,12 @@ RESULT_FIELDS: tuple[str, ...] = (
     "files",           # the names of the prompt's files ("files" in the prompts file), else []
     "score",           # share of the prompt's checks passed (compare/scoring.py); None: no checks, or an error row
     "checks",          # [{type, passed}] per check (the reference first), else []
+    # The reproducibility card (compare/repro.py): nothing secret.
+    "model_version",   # the model version the provider reports it answered with (None when it reports none)
+    "params",          # the parameters actually sent (those the model takes), e.g. {"max_tokens": 2048}
+    "system_prompt_sha256",  # first 16 hex digits of the sha256 of the system prompt sent; None without one
+    "request_id",      # the provider's id for the request that answered, when it gives one
+    "sdk_version",     # the SDK that made the call and its version ("openai 3.57.0"), "demo" for the demo
 )
 
 _SNIFF_JSONL = (".jsonl", ".ndjson", ".json")
@@ -205,8 +212,12 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: PriceTable) -> dict[str, Any]:
-    """The JSONL row for one finished turn, or tool loop (keys: RESULT_FIELDS)."""
+def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: PriceTable,
+               params: Mapping[str, Any] | None = None, card: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSONL row for one finished turn, or tool loop (keys: RESULT_FIELDS).
+
+    `params`: the parameters sent; `card`: compare/repro.py's card_extras (both None for a pair not run).
+    """
     ref = result.ref
     usage = result.usage
     cost = prices.usage_cost(ref, usage)
@@ -235,6 +246,9 @@ def result_row(prompt: Prompt, result: ReplyResult, *, started_at: str, prices: 
         "files": [PurePosixPath(f.replace("\\", "/")).name for f in prompt.files],
         "score": None,
         "checks": [],
+        "model_version": result.model_version,
+        "params": dict(params) if params is not None else None,
+        **{name: (card or {}).get(name) for name in CARD_FIELDS},
     }
 
 
@@ -417,6 +431,8 @@ async def run_batch(
             attachments = files.get(prompt.id, ())
             refusal = file_refusal(info, attachments, registry) if attachments else None
             result: ReplyResult
+            sent: dict[str, Any] | None = None
+            card: dict[str, Any] | None = None
             if refusal is not None:
                 started_at = _utc_now()
                 result = refused_result(info, refusal)
@@ -425,7 +441,9 @@ async def run_batch(
                 async with semaphore:
                     started_at = _utc_now()
                     result = await start_reply(provider, info, messages, params, policy=policy, toolbox=tools).run()
-            row = result_row(prompt, result, started_at=started_at, prices=prices)
+                sent = params.for_provider((info.params or provider.accepts) & provider.accepts)
+                card = card_extras(provider, result, prompt.system or system)
+            row = result_row(prompt, result, started_at=started_at, prices=prices, params=sent, card=card)
             if prompt.checks and row["error"] is None:  # an error row is not scored (it runs again on resume)
                 row["score"], row["checks"] = await scorer.score(prompt.checks, row["text"] or "")
             # Written from the event loop thread only, one whole line at a time: rows never interleave.
