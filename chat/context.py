@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chat.attachments import attachment_tokens
 from chat.types import Message
@@ -31,14 +31,15 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def message_tokens(message: Message, provider: str = "") -> int:
-    """Estimated tokens of one message, with a small per-message overhead for role markers.
+def message_tokens(message: Message, provider: str = "", count: Callable[[str], int] = estimate_tokens) -> int:
+    """Tokens of one message by `count` (chat.tokens.TokenCounter for a model; default the 4-characters
+    estimate), with a small per-message overhead for role markers.
 
     Attached files count with `provider`'s documented formula (chat.attachments.attachment_tokens).
     """
-    tokens = 4 + estimate_tokens(message.content)
+    tokens = 4 + count(message.content)
     for call in message.tool_calls:
-        tokens += estimate_tokens(call.name) + estimate_tokens(call.arguments)
+        tokens += count(call.name) + count(call.arguments)
     for att in message.attachments:
         tokens += attachment_tokens(att, provider)
     return tokens
@@ -49,13 +50,14 @@ def left_out_note(name: str) -> str:
     return f"[{name} was left out to fit the context window]"
 
 
-def _drop_old_attachments(rest: list[Message], budget: int, provider: str) -> list[Message]:
+def _drop_old_attachments(rest: list[Message], budget: int, provider: str,
+                          count: Callable[[str], int] = estimate_tokens) -> list[Message]:
     """Take files out of the oldest messages first until the conversation fits `budget` (or no file is left to take).
 
     The newest user message keeps its files: they are what the question is about. Each message
     that loses a file keeps its text plus a note line naming the file, so the model knows it was there.
     """
-    costs = [message_tokens(m, provider) for m in rest]
+    costs = [message_tokens(m, provider, count) for m in rest]
     total = sum(costs)
     if total <= budget:
         return rest
@@ -73,13 +75,14 @@ def _drop_old_attachments(rest: list[Message], budget: int, provider: str) -> li
             total -= attachment_tokens(att, provider)
             notes.append(left_out_note(att.name))
         content = "\n\n".join(part for part in (m.content, "\n".join(notes)) if part)
-        total += estimate_tokens(content) - estimate_tokens(m.content)
+        total += count(content) - count(m.content)
         out[i] = m.model_copy(update={"attachments": tuple(kept), "content": content})
     return out
 
 
 def trim_messages(
-    messages: Sequence[Message], context_window: int | None, reserve_output: int, provider: str = ""
+    messages: Sequence[Message], context_window: int | None, reserve_output: int, provider: str = "",
+    count: Callable[[str], int] = estimate_tokens,
 ) -> tuple[list[Message], int]:
     """The system prompts plus the newest messages that fit; returns (kept, how many were left out).
 
@@ -87,18 +90,19 @@ def trim_messages(
     out); then the oldest messages. The newest user message keeps its files, and the newest
     message is always kept (the provider reports it if even that is too long). A tool result is
     never kept without the assistant message that asked for it. `provider` picks the token formula
-    for files; a conversation without files costs no more work than before.
+    for files; `count` counts text (chat.tokens.TokenCounter: the model's real encoding or a calibrated
+    estimate). A conversation without files costs no more work than before.
     """
     window = context_window or DEFAULT_CONTEXT_WINDOW
     budget = window - min(reserve_output, window // 2)
     system = [m for m in messages if m.role == "system"]
     rest = [m for m in messages if m.role != "system"]
-    used = sum(message_tokens(m) for m in system)
+    used = sum(message_tokens(m, count=count) for m in system)
     if any(m.attachments for m in rest):
-        rest = _drop_old_attachments(rest, budget - used, provider)
+        rest = _drop_old_attachments(rest, budget - used, provider, count)
     kept: list[Message] = []
     for m in reversed(rest):
-        cost = message_tokens(m, provider)
+        cost = message_tokens(m, provider, count)
         if kept and used + cost > budget:
             break
         kept.append(m)

@@ -172,8 +172,10 @@ class ToolLoop:
         tool_timeout: float | None = None,
         policy: TurnPolicy | None = None,
         sleep: SleepFn = asyncio.sleep,
+        count: Callable[[str], int] | None = None,
     ):
-        """`tool_timeout` overrides every tool's own timeout. A model without tool support gets none."""
+        """`tool_timeout` overrides every tool's own timeout. A model without tool support gets none.
+        `count` counts tokens for each step's budget (chat.turn.Turn's)."""
         if not 1 <= max_steps <= MAX_STEPS_LIMIT:
             raise ValueError(f"max_steps must be between 1 and {MAX_STEPS_LIMIT}")
         self.provider = provider
@@ -185,6 +187,7 @@ class ToolLoop:
         self.tool_timeout = tool_timeout
         self.policy = policy or TurnPolicy()
         self._sleep = sleep
+        self.count = count
         box = tools if isinstance(tools, Toolbox) else Toolbox(tools)
         offered = box.available(self.context) if model.supports_tools else []
         self.tools: dict[str, Tool] = {t.name: t for t in offered}
@@ -205,7 +208,7 @@ class ToolLoop:
         try:
             for step in range(1, self.max_steps + 1):
                 turn = Turn(self.provider, self.model, history, self.params, tools=self._specs,
-                            policy=self.policy, sleep=self._sleep)
+                            policy=self.policy, sleep=self._sleep, count=self.count)
                 r.steps.append(turn.result)
                 streaming: dict[int, ToolRecord] = {}  # this step's records by stream index
                 called: list[ToolRecord] = []  # records of complete calls, in the order of turn.result.tool_calls

@@ -20,6 +20,7 @@ from typing import TypeVar
 from chat.context import trim_messages
 from chat.errors import ChatError, FirstTokenTimeout, IdleTimeout, SafetyBlocked, StreamError
 from chat.providers.base import Provider
+from chat.tokens import TokenCounter
 from chat.types import (
     Finish,
     FinishReason,
@@ -196,6 +197,7 @@ class Turn:
         tools: Sequence[ToolSpec] = (),
         policy: TurnPolicy | None = None,
         sleep: SleepFn = asyncio.sleep,
+        count: Callable[[str], int] | None = None,
     ):
         self.provider = provider
         self.model = model
@@ -203,8 +205,10 @@ class Turn:
         self.tools = tools
         self.policy = policy or TurnPolicy()
         self._sleep = sleep
+        # The model's own token count where one exists offline (chat.tokens); `count` may be calibrated.
+        self.count = count or TokenCounter(model.provider, model.id)
         self.messages, dropped = trim_messages(
-            messages, model.context_window, params.max_tokens, provider=model.provider
+            messages, model.context_window, params.max_tokens, provider=model.provider, count=self.count
         )
         self.result = TurnResult(provider=model.provider, model=model.id, dropped_messages=dropped)
 
