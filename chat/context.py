@@ -80,6 +80,12 @@ def _drop_old_attachments(rest: list[Message], budget: int, provider: str,
     return out
 
 
+def context_budget(context_window: int | None, reserve_output: int) -> int:
+    """Tokens the messages may take: the window less the reply's room (at most half the window)."""
+    window = context_window or DEFAULT_CONTEXT_WINDOW
+    return window - min(reserve_output, window // 2)
+
+
 def trim_messages(
     messages: Sequence[Message], context_window: int | None, reserve_output: int, provider: str = "",
     count: Callable[[str], int] = estimate_tokens,
@@ -93,8 +99,7 @@ def trim_messages(
     for files; `count` counts text (chat.tokens.TokenCounter: the model's real encoding or a calibrated
     estimate). A conversation without files costs no more work than before.
     """
-    window = context_window or DEFAULT_CONTEXT_WINDOW
-    budget = window - min(reserve_output, window // 2)
+    budget = context_budget(context_window, reserve_output)
     system = [m for m in messages if m.role == "system"]
     rest = [m for m in messages if m.role != "system"]
     used = sum(message_tokens(m, count=count) for m in system)

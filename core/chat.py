@@ -35,6 +35,7 @@ from core.pending_writes import KeptTurn, PendingWrites
 from core.ratelimit import Identity
 from core.services import Services
 from core.store import FLAGGED_ERROR, start_turn
+from core.summaries import LongContext
 from core.tooling import owner_search, tool_records
 from core.usage import usage_columns, usage_of
 from storage import repository as repo
@@ -109,6 +110,7 @@ class ChatTurns:
 
     def __post_init__(self) -> None:
         self.pending = PendingWrites(self.s.db)
+        self.long = LongContext(self.s, self.s.config.summaries)
 
     async def settled(self, owner: str, timeout: float = 10.0) -> str | None:
         """Wait until this owner's streaming replies are saved (after Stop); the conversation id of one."""
@@ -211,6 +213,10 @@ class ChatTurns:
 
         system_prompt = clean_text(system_prompt or "")
         messages = context_messages(context, text, system_prompt, attachments)
+        # Long conversations (core.summaries): older messages summarised, the budget in the model's tokens.
+        ready = await self.long.prepare(owner=owner, conversation_id=conversation_id, messages=messages, info=info,
+                                        provider=provider, params=parsed, upto=(at.retry_of or at.parent_id) if at else None)
+        messages, notes = ready.messages, notes + ready.notes
         label = model_label(info, provider.label)
         sent = parsed.for_provider(info.params or provider.accepts)
 
@@ -218,9 +224,10 @@ class ChatTurns:
         toolbox = self.s.toolbox
         if tools and toolbox is not None and info.supports_tools:
             turn = ToolLoop(provider, info, messages, parsed, tools=toolbox,
-                            context=ToolContext(owner=owner, search=owner_search(self.s)), policy=self.s.policy)
+                            context=ToolContext(owner=owner, search=owner_search(self.s)), policy=self.s.policy,
+                            count=ready.count)
         else:
-            turn = Turn(provider, info, messages, parsed, policy=self.s.policy)
+            turn = Turn(provider, info, messages, parsed, policy=self.s.policy, count=ready.count)
         # The user message is saved while the provider call starts: both are on the first-token path.
         shown = list(shown)
         begin: dict[str, Any] = dict(provider=info.provider, model=info.id, system_prompt=system_prompt, params=sent)
@@ -260,6 +267,7 @@ class ChatTurns:
                                 begin=begin, finish=finish_values(turn.result, sent))
                 saved = await asyncio.shield(self._settle(kept, begun, notes))
                 self._log_turn(owner, conv, turn.result, saved, text, len(attachments))
+                self.long.learn(conv, info, turn)
             finally:
                 if not saved_turn.done():
                     saved_turn.set_result(conv)

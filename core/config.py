@@ -10,6 +10,7 @@ from pathlib import Path
 
 from core.identity import ProxyNetwork, parse_proxies
 from core.ratelimit import parse_rate
+from core.summaries import SummarySettings
 from storage import db
 
 MIB = 1024 * 1024
@@ -88,6 +89,8 @@ class AppConfig:
     updates_per_second: float = 200.0
     log_content: bool = False
     moderation: str | None = None
+    #: Long conversations: SUMMARIES, SUMMARY_AFTER_MESSAGES, SUMMARY_MODEL, SUMMARY_TIMEOUT (core.summaries).
+    summaries: SummarySettings = field(default_factory=SummarySettings)
     shared_leaderboard: bool = False
     space_id: str | None = None
     browser_secret: str = ""
@@ -118,6 +121,7 @@ class AppConfig:
             updates_per_second=max(_float(env, "STREAM_UPDATES_PER_SECOND", 200.0), 1.0),
             log_content=env.get("LOG_CONTENT", "").lower() in ("1", "true", "yes"),
             moderation=(env.get("MODERATION") or "").strip().lower() or None,
+            summaries=SummarySettings.from_env(env),
             shared_leaderboard=env.get("SHARED_LEADERBOARD", "").lower() in ("1", "true", "yes"),
             space_id=env.get("SPACE_ID") or None,
             # Encrypts the anonymous browser id in localStorage so it survives restarts. Gradio

@@ -299,7 +299,9 @@ def refusal_notice(text: str, mark: str, *, title: str | None = None) -> gr.Chat
 
 
 def _note(text: str) -> gr.ChatMessage:
-    return gr.ChatMessage(role="assistant", content="", metadata={"title": text, "status": "done"})
+    # A note's first paragraph is its folded title; the rest (e.g. core.summaries' summary) shows when opened.
+    title, _, body = text.partition("\n\n")
+    return gr.ChatMessage(role="assistant", content=body, metadata={"title": title, "status": "done"})
 
 
 def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = ()) -> list[gr.ChatMessage]:

@@ -35,7 +35,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
     yield engine
     with engine.begin() as connection:
         connection.execute(sa.text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica, message_attachment, attachment, "
-                                   "share_link"))
+                                   "share_link CASCADE"))  # CASCADE: and every table that refers to these (summaries, verdicts)
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
     yield engine
     with engine.begin() as connection:
         connection.execute(text("TRUNCATE conversation, message, comparison, comparison_pane, comparison_vote, replica, message_attachment, attachment, "
-                                "share_link"))
+                                "share_link CASCADE"))  # CASCADE: and every table that refers to these (summaries, verdicts)
 
 
 @pytest.fixture(params=BACKENDS)
