@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ class Services:
     policy: TurnPolicy
     #: Tools models may call (None when the operator's tools module failed to load).
     toolbox: Any = None
+    #: The MCP servers whose tools are in the toolbox (chat/tools/mcp.py's McpHub), closed with the services.
+    mcp: Any = None
     #: The built gr.Blocks (set by app.create_app).
     demo: Any = None
     #: Replies streaming now in this process (chat and compare panes).
@@ -77,6 +80,9 @@ class Services:
             self.heartbeat.stop()
             self.heartbeat = None
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.mcp is not None:  # stdio servers are child processes: stopped, not left behind
+            self.mcp.close()
+            self.mcp = None
 
     @classmethod
     def build(cls, config: AppConfig, registry: Registry, engine: Engine) -> Services:
@@ -92,5 +98,14 @@ class Services:
         except ToolsModuleError as e:
             log.error("tools are off: %s", e)
             toolbox = None
+        hub = None
+        if toolbox is not None:  # [[mcp_servers]]: their tools join the toolbox as they connect
+            from chat.tools.mcp_config import start_mcp_hub
+
+            hub, problems = start_mcp_hub(registry.settings.models_file, os.environ)
+            for problem in problems:
+                log.error("MCP: %s", problem)
+            if hub is not None:
+                toolbox.sources.append(hub)
         return cls(config=config, registry=registry, engine=engine,
-                   limiter=RateLimiter.from_config(config), policy=policy, toolbox=toolbox)
+                   limiter=RateLimiter.from_config(config), policy=policy, toolbox=toolbox, mcp=hub)

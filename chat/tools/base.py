@@ -11,7 +11,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -270,13 +270,26 @@ def tool(
     return wrap(fn) if fn is not None else wrap
 
 
-class Toolbox:
-    """The tools a deployment offers, by name (built once at start-up; read-only afterwards)."""
+class ToolSource(Protocol):
+    """Tools that come and go while the app runs (an MCP server's): read at the start of each reply."""
 
-    def __init__(self, tools: Iterable[Tool] = ()):
+    def tools(self) -> list[Tool]:
+        """The tools offered now (never blocks: a source that is still connecting offers none yet)."""
+        ...
+
+    def notices(self) -> list[str]:
+        """What the user should know about it now (a server that could not start), else nothing."""
+        ...
+
+
+class Toolbox:
+    """The tools a deployment offers, by name: fixed ones built at start-up, then those of its sources."""
+
+    def __init__(self, tools: Iterable[Tool] = (), sources: Iterable[ToolSource] = ()):
         self._tools: dict[str, Tool] = {}
         for t in tools:
             self.add(t)
+        self.sources: list[ToolSource] = list(sources)
 
     def add(self, t: Tool) -> None:
         if not isinstance(t, Tool):
@@ -285,25 +298,39 @@ class Toolbox:
             raise ValueError(f"two tools are named {t.name!r}")
         self._tools[t.name] = t
 
+    def _all(self) -> dict[str, Tool]:
+        """The fixed tools, then the sources' (a source's tool never shadows one already named)."""
+        if not self.sources:
+            return self._tools
+        tools = dict(self._tools)
+        for source in self.sources:
+            for t in source.tools():
+                tools.setdefault(t.name, t)
+        return tools
+
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        return self._all().get(name)
 
     @property
     def names(self) -> list[str]:
-        return list(self._tools)
+        return list(self._all())
 
     def available(self, ctx: ToolContext) -> list[Tool]:
         """The tools that can work in this context, in the order they were added."""
-        return [t for t in self._tools.values() if t.is_available(ctx)]
+        return [t for t in self._all().values() if t.is_available(ctx)]
+
+    def notices(self) -> list[str]:
+        """The sources' notices (servers that are down), for the reply's notes."""
+        return [n for source in self.sources for n in source.notices()]
 
     def specs(self, ctx: ToolContext | None = None) -> list[ToolSpec]:
         return [t.spec() for t in self.available(ctx or ToolContext())]
 
     def __iter__(self) -> Iterator[Tool]:
-        return iter(self._tools.values())
+        return iter(self._all().values())
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._all())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return name in self._all()

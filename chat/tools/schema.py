@@ -31,6 +31,17 @@ def argument_schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
+def clean_schema(raw: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema from elsewhere (an MCP server's tool) made as plain as `argument_schema`'s; SchemaError if not an object."""
+    schema: dict[str, Any] = _clean(raw, raw.get("$defs", raw.get("definitions", {})), ())
+    schema.pop("definitions", None)
+    if schema.get("type", "object") != "object":
+        raise SchemaError(f"the arguments of a tool must be an object, not {schema.get('type')!r}")
+    schema["type"] = "object"
+    schema.setdefault("properties", {})
+    return schema
+
+
 def _clean(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> Any:
     if isinstance(node, list):
         return [_clean(item, defs, seen) for item in node]
