@@ -17,6 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chat import tracing
 from chat.errors import ChatError
 from chat.providers.base import Provider
 from chat.tools.base import Tool, Toolbox, ToolContext, ToolError
@@ -195,6 +196,8 @@ class ToolLoop:
         self.result = ToolLoopResult(provider=model.provider, model=model.id)
         self._changed: Callable[[], None] = _nothing
         self._used = False
+        #: This reply's span (chat.tracing.start sets it): the parent of its tool calls' spans.
+        self.trace: tracing.Traced | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -293,6 +296,7 @@ class ToolLoop:
         return rec
 
     async def _run(self, rec: ToolRecord, call: ToolCall) -> None:
+        span = tracing.start_tool(self.trace, call.name, call.id, call.arguments)
         rec.started = time.perf_counter()
         self._changed()
         try:
@@ -313,6 +317,7 @@ class ToolLoop:
             rec.duration_ms = (time.perf_counter() - rec.started) * 1000
             log.info("tool %s (%s) %s in %.0f ms", call.name, rec.key, "failed" if rec.error else rec.status,
                      rec.duration_ms)
+            tracing.end_tool(span, result=rec.result, error=rec.error, status=rec.status)
             self._changed()
 
     @staticmethod

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from chat import tracing
 from chat.errors import ChatError, InvalidInput, ModelNotFound
 from chat.providers.base import Provider
 from chat.tools import Toolbox
@@ -425,6 +426,7 @@ async def run_batch(
     with open(out, "a", encoding="utf-8", newline="\n") as f:
         if out.stat().st_size and not _ends_with_newline(out):
             f.write("\n")  # a crash left half a line: start ours on a fresh one
+        run_span = tracing.group("batch", {"parley.pairs": total, "parley.models": len(resolved)})
 
         async def one(prompt: Prompt, ref: str) -> None:
             provider, info = resolved[ref]
@@ -440,7 +442,12 @@ async def run_batch(
                 messages = prompt_messages(prompt.prompt, system=prompt.system or system, attachments=attachments)
                 async with semaphore:
                     started_at = _utc_now()
-                    result = await start_reply(provider, info, messages, params, policy=policy, toolbox=tools).run()
+                    reply = start_reply(provider, info, messages, params, policy=policy, toolbox=tools)
+                    span = tracing.start(reply, parent=run_span, role="batch")  # None when tracing is off
+                    try:
+                        result = await reply.run()
+                    finally:
+                        tracing.end(span)
                 sent = params.for_provider((info.params or provider.accepts) & provider.accepts)
                 card = card_extras(provider, result, prompt.system or system)
             row = result_row(prompt, result, started_at=started_at, prices=prices, params=sent, card=card)
@@ -461,6 +468,7 @@ async def run_batch(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            tracing.end(run_span)
 
     wanted = {(p.id, ref) for p in prompts for ref in resolved}
     rows = [r for r in latest_rows([*existing, *new_rows]) if (r["prompt_id"], r["model"]) in wanted]
