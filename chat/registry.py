@@ -108,7 +108,8 @@ class Registry:
             (OpenAIProvider, "openai", "OpenAI", s.openai_api_key, "set OPENAI_API_KEY",
              lambda key: OpenAIProvider(api_key=key, base_url=s.openai_base_url, openai_names=True)),
             (AnthropicProvider, "anthropic", "Anthropic", s.anthropic_api_key, "set ANTHROPIC_API_KEY",
-             lambda key: AnthropicProvider(api_key=key, base_url=s.anthropic_base_url)),
+             lambda key: AnthropicProvider(api_key=key, base_url=s.anthropic_base_url,
+                                          prompt_cache=s.anthropic_prompt_cache)),
             (GeminiProvider, "gemini", "Google Gemini", s.gemini_api_key, "set GEMINI_API_KEY (or GOOGLE_API_KEY)",
              lambda key: GeminiProvider(api_key=key, base_url=s.gemini_base_url, key_env_var=s.gemini_key_var)),
         )  # fmt: skip
@@ -262,7 +263,8 @@ class Registry:
         if name == "anthropic":
             from chat.providers.anthropic import AnthropicProvider
 
-            return None if AnthropicProvider.sdk_missing() else AnthropicProvider(api_key="", base_url=s.anthropic_base_url)
+            return None if AnthropicProvider.sdk_missing() else AnthropicProvider(
+                api_key="", base_url=s.anthropic_base_url, prompt_cache=s.anthropic_prompt_cache)
         if name == "gemini":
             from chat.providers.gemini import GeminiProvider
 

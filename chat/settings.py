@@ -68,6 +68,8 @@ class Settings:
     openai_base_url: str | None = None
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
+    #: ANTHROPIC_PROMPT_CACHE: cache_control breakpoints on Anthropic requests (on unless "off").
+    anthropic_prompt_cache: bool = True
     gemini_api_key: str | None = field(default=None, repr=False)
     gemini_key_var: str = "GEMINI_API_KEY"  # which variable the key came from, for error messages
     gemini_base_url: str | None = None
@@ -109,6 +111,7 @@ class Settings:
             openai_base_url=get("OPENAI_BASE_URL"),
             anthropic_api_key=get("ANTHROPIC_API_KEY"),
             anthropic_base_url=get("ANTHROPIC_BASE_URL"),
+            anthropic_prompt_cache=(get("ANTHROPIC_PROMPT_CACHE") or "on").lower() not in ("off", "0", "false", "no"),
             gemini_api_key=get(gemini_var),
             gemini_key_var=gemini_var,
             gemini_base_url=get("GOOGLE_GEMINI_BASE_URL"),

@@ -233,7 +233,7 @@ def _size(att: Attachment) -> str:
 
 
 async def test_anthropic_receives_image_and_document_blocks_before_the_text(srv):
-    await send(AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url), "claude-sonnet-4-6",
+    await send(AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url, prompt_cache=False), "claude-sonnet-4-6",
                ask(IMAGE, PDF, TEXT))
     sent = body(srv)
     assert sent["system"] == "be brief"
@@ -250,7 +250,7 @@ async def test_anthropic_receives_image_and_document_blocks_before_the_text(srv)
 
 
 async def test_anthropic_images_fit_1568_px_and_its_pixel_budget(srv):
-    await send(AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url), "claude-haiku-4-5",
+    await send(AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url, prompt_cache=False), "claude-haiku-4-5",
                ask(image(3000, 1000), image(2000, 2000, name="square.png")))
     blocks = body(srv)["messages"][0]["content"]
     wide, square = (decode_png(base64.b64decode(b["source"]["data"])) for b in blocks[:2])
@@ -259,7 +259,7 @@ async def test_anthropic_images_fit_1568_px_and_its_pixel_budget(srv):
 
 
 async def test_claude_3_models_read_images_but_get_pdfs_as_text(srv):
-    await send(AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url), "claude-3-opus-20240229",
+    await send(AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url, prompt_cache=False), "claude-3-opus-20240229",
                ask(IMAGE, PDF, text=""))
     assert body(srv)["messages"][0]["content"] == [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": B64_IMAGE}},
@@ -359,7 +359,7 @@ async def test_files_are_prepared_in_a_worker_thread(srv, monkeypatch, kind):
     monkeypatch.setattr(files, "prepare", spy)
     provider: Provider = {
         "openai": lambda: openai(srv),
-        "anthropic": lambda: AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url),
+        "anthropic": lambda: AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url, prompt_cache=False),
         "gemini": lambda: GeminiProvider(api_key="test-key", base_url=srv.gemini_base_url),
     }[kind]()
     model = {"openai": "gpt-4.1", "anthropic": "claude-sonnet-4-6", "gemini": "gemini-test"}[kind]
@@ -413,7 +413,7 @@ async def test_the_wire_matches_the_documented_examples(srv):
     assert shape(image_part) == shape(OPENAI_DOC_IMAGE["content"][1])
     assert shape(pdf_part) == shape(OPENAI_DOC_PDF["content"][0])
     srv.clear()
-    await send(AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url), "claude-sonnet-4-6",
+    await send(AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url, prompt_cache=False), "claude-sonnet-4-6",
                ask(IMAGE, PDF))
     assert shape(body(srv)["messages"][0]) == shape(ANTHROPIC_DOC)
     srv.clear()

@@ -57,7 +57,8 @@ def make(kind: str, base: str | FakeServer, key: str = "test-key") -> Provider:
     if kind == "openai":
         return OpenAIProvider(api_key=key, base_url=base)
     if kind == "anthropic":
-        return AnthropicProvider(api_key=key, base_url=base)
+        # Breakpoints off: these tests check the message shapes; tests/test_prompt_cache.py checks caching.
+        return AnthropicProvider(api_key=key, base_url=base, prompt_cache=False)
     return GeminiProvider(api_key=key, base_url=base)
 
 

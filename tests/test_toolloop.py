@@ -42,7 +42,8 @@ def make(kind: str, srv: FakeServer) -> Provider:
     if kind == "openai":
         return OpenAIProvider(api_key="test-key", base_url=srv.openai_base_url)
     if kind == "anthropic":
-        return AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url)
+        # Breakpoints off: the message shapes are checked here; tests/test_prompt_cache.py checks caching.
+        return AnthropicProvider(api_key="test-key", base_url=srv.anthropic_base_url, prompt_cache=False)
     return GeminiProvider(api_key="test-key", base_url=srv.gemini_base_url)
 
 

@@ -41,6 +41,13 @@ from chat.types import (
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
+#: The prompt-cache marker (5-minute cache: the default, and the cheaper write).
+EPHEMERAL = {"type": "ephemeral"}
+#: The API refuses a request with more breakpoints than this.
+MAX_BREAKPOINTS = 4
+# Blocks the API does not let carry cache_control.
+_UNCACHEABLE = frozenset({"thinking", "redacted_thinking"})
+
 
 # anthropic 2.x has no temperature/top_p/seed: only max_tokens (required) and an effort.
 _WITH_EFFORT = frozenset({"max_tokens", "effort"})
@@ -89,8 +96,11 @@ class AnthropicProvider(Provider):
         read_timeout: float | None = 600.0,
         list_timeout: float = 3.0,
         thinking_with_effort: bool = True,
+        prompt_cache: bool = True,
     ):
-        """`thinking_with_effort`: when an effort is set, also ask for adaptive thinking so reasoning can be shown."""
+        """`thinking_with_effort`: when an effort is set, also ask for adaptive thinking so reasoning can be shown.
+        `prompt_cache`: mark cache breakpoints (see `mark_cache`); ANTHROPIC_PROMPT_CACHE=off turns it off."""
+        self.prompt_cache = prompt_cache
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._api_key = api_key
         self._timeouts = (connect_timeout, read_timeout)
@@ -205,6 +215,8 @@ class AnthropicProvider(Provider):
                 kwargs["thinking"] = {"type": "adaptive", "display": "summarized"}
         if tools:
             kwargs["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
+        if self.prompt_cache:
+            mark_cache(kwargs)
         return kwargs
 
     async def stream(
@@ -267,6 +279,42 @@ class AnthropicProvider(Provider):
                     )
                 )
         return out
+
+
+def mark_cache(body: dict[str, Any]) -> None:
+    """Put prompt-cache breakpoints on a request body, in place (at most MAX_BREAKPOINTS).
+
+    The cache is a prefix in the order tools → system → messages, and a breakpoint caches everything up
+    to it. Marked: the last tool and the system prompt (stable across a conversation), the last block of
+    the final message (written now, so the next turn can read it), and the last block of the message
+    three from the end: the previous request of this conversation ended there (the user message before
+    the last reply, or a tool loop's previous step), so its breakpoint falls exactly where the previous
+    request's last one did and this request reads the whole conversation so far from the cache without
+    relying on the API's 20-block lookback. A prefix under the model's minimum (1,024 to 4,096 tokens)
+    is silently not cached by the API and costs nothing extra.
+    """
+    tools = body.get("tools")
+    if tools:
+        tools[-1] = {**tools[-1], "cache_control": dict(EPHEMERAL)}
+    system = body.get("system")
+    if isinstance(system, str) and system:
+        body["system"] = [{"type": "text", "text": system, "cache_control": dict(EPHEMERAL)}]
+    messages = body.get("messages") or []
+    for index in (len(messages) - 3, len(messages) - 1):
+        if index >= 0:
+            _mark_message(messages, index)
+
+
+def _mark_message(messages: list[dict[str, Any]], index: int) -> None:
+    """Mark the last block of messages[index] that may carry a breakpoint (a string content becomes a text block)."""
+    message = messages[index]
+    content = message["content"]
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    for i in range(len(blocks) - 1, -1, -1):
+        if blocks[i].get("type") not in _UNCACHEABLE:
+            blocks[i] = {**blocks[i], "cache_control": dict(EPHEMERAL)}
+            messages[index] = {**message, "content": blocks}
+            return
 
 
 async def _post_json(client: Any, content: list[bytes]) -> Any:

@@ -44,6 +44,10 @@ class Scenario:
     # The reply once the request carries tool results: `then` after one round of tool calls, `then.then`
     # after two, and so on (the last scenario of the chain repeats). Lets a test drive a tool loop.
     then: Scenario | None = None
+    # Anthropic prompt caching (tests/fakes/prompt_cache.py): a prefix shorter than this is not cached.
+    cache_min_tokens: int = 1024
+    # Seconds before the answer; read by the moderation endpoint (a scenario named after the moderation model).
+    delay: float = 0.0
 
     def replace(self, **changes: Any) -> Scenario:
         """Return a copy with some knobs changed."""

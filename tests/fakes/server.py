@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from . import wire
+from .prompt_cache import CachingAnthropicWire, PromptCache, TooManyBreakpoints
 from .scenarios import Scenario, builtin_model_names, builtin_scenario, default_tokens, split_tokens
 
 _MAX_HEADER = 64 * 1024
@@ -198,6 +199,7 @@ class FakeServer:
         self.port = port
         self._scenarios: dict[str, Scenario] = {}
         self._counters: dict[str, int] = {}
+        self._prompt_cache = PromptCache()  # Anthropic's prompt cache (tests/fakes/prompt_cache.py)
         self._requests: list[RecordedRequest] = []
         self._streams: list[StreamRecord] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -243,6 +245,7 @@ class FakeServer:
         self._requests.clear()
         self._streams.clear()
         self._counters.clear()
+        self._prompt_cache.clear()
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         """Poll until predicate() is truthy and return its value; raise TimeoutError after `timeout` seconds."""
@@ -419,6 +422,8 @@ class FakeServer:
                 await conn.send_json(200, wire.openai_models([name])["data"][0], hdrs)
             return True
         if req.method == "POST" and rest == "/v1/moderations":
+            if not await self._moderation_knobs(conn, body.get("model") or "omni-moderation-latest", hdrs):
+                return True
             inp = body.get("input", "")
             items = inp if isinstance(inp, list) else [inp]
             texts = [i if isinstance(i, str) else str(i.get("text", "")) if isinstance(i, dict) else str(i)
@@ -451,6 +456,20 @@ class FakeServer:
         if not body.get("stream"):
             return await self._unary(conn, w, sc, texts, hdrs)
         return await self._stream(conn, w, sc, texts, hdrs)
+
+    async def _moderation_knobs(self, conn: _Conn, model: str, hdrs: dict[str, str]) -> bool:
+        """A scenario named after the moderation model may delay it (`delay`) or fail it (`fail_*`); False when answered."""
+        sc = self._scenarios.get(model)
+        if sc is None:
+            return True
+        if sc.delay > 0:
+            await asyncio.sleep(sc.delay)
+        if self._failure(model, sc):
+            assert sc.fail_status is not None
+            await conn.send_json(sc.fail_status, wire.openai_error(sc.fail_status, etype=sc.fail_type),
+                                 {**hdrs, **self._retry_headers(sc)})
+            return False
+        return True
 
     # ------------------------------------------------------------------ Anthropic
 
@@ -491,7 +510,12 @@ class FakeServer:
         texts = [("system", _content_text(body.get("system")))] if body.get("system") else []
         texts += [(m.get("role", ""), _content_text(m.get("content")))
                   for m in body.get("messages") or [] if isinstance(m, dict)]
-        w = wire.AnthropicWire(model, _count_prompt(texts))
+        try:
+            use = self._prompt_cache.use(key or "", body, sc.cache_min_tokens)
+        except TooManyBreakpoints as e:
+            await conn.send_json(400, wire.anthropic_error(400, str(e), request_id=rid), hdrs)
+            return True
+        w = CachingAnthropicWire(model, _count_prompt(texts), use)
         if not body.get("stream"):
             return await self._unary(conn, w, sc, texts, hdrs)
         return await self._stream(conn, w, sc, texts, hdrs)
