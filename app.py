@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 
+from chat import tracing  # noqa: E402
 from chat.registry import Registry, Settings, load_dotenv_file  # noqa: E402
 from core.config import EPHEMERAL_NOTICE, AppConfig  # noqa: E402
 from core.services import Services  # noqa: E402
@@ -45,6 +46,8 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
         load_dotenv_file()
         env = dict(os.environ)
     config = AppConfig.from_env(env)
+    if tracing.setup(env):  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (chat/tracing.py)
+        log.info("OpenTelemetry traces on (OTLP/HTTP)")  # not the endpoint: a URL can carry credentials
     if config.ephemeral_storage:
         log.warning("Chats are not kept for good: %s", EPHEMERAL_NOTICE)
     # uvicorn (read when launching) trusts X-Forwarded-For from loopback by default: TRUSTED_PROXIES decides.

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from chat import tracing
 from chat.context import clean_text
 from chat.errors import ChatError
 from chat.toolloop import ToolLoop
@@ -228,6 +229,7 @@ class ChatTurns:
                             count=ready.count)
         else:
             turn = Turn(provider, info, messages, parsed, policy=self.s.policy, count=ready.count)
+        span = tracing.start(turn)  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
         # The user message is saved while the provider call starts: both are on the first-token path.
         shown = list(shown)
         begin: dict[str, Any] = dict(provider=info.provider, model=info.id, system_prompt=system_prompt, params=sent)
@@ -259,6 +261,7 @@ class ChatTurns:
             finished = True
         finally:
             self.s.active_streams -= 1
+            tracing.end(span)
             try:
                 begun = await asyncio.shield(save_task)
                 if ids is None:

@@ -17,6 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from chat import tracing
 from chat.errors import ChatError
 from chat.providers.base import Provider
 from chat.toolloop import ToolLoop
@@ -333,12 +334,17 @@ class CompareRun:
     async def stream(self, interval: float = UPDATE_INTERVAL) -> AsyncGenerator[None, None]:
         # The prompt is saved while the providers are called: both are on the first-token path.
         save = asyncio.ensure_future(save_begin(self.s, self.owner, self.prompt, self.panes, self.blind, self.attachments))
+        running = [p.turn for p in self.panes if p.turn and p.refusal is None]
+        # Off (no OTLP endpoint): None and [] (chat.tracing).
+        run_span = tracing.group("compare", {"parley.panes": len(self.panes), "parley.blind": self.blind})
+        pane_spans = tracing.start_all(running, parent=run_span, role="compare")
         try:
-            running = [p.turn for p in self.panes if p.turn and p.refusal is None]
             async with aclosing(stream_concurrently(running, interval)) as feed:
                 async for _ in feed:
                     yield
         finally:
+            tracing.end_all(pane_spans)
+            tracing.end(run_span)
             self.ids = await asyncio.shield(save)
             self.saved = await asyncio.shield(save_finish(self.s, self.owner, self.ids, self.panes, self.prices))
             if isinstance(self.ids, ComparisonIds):
