@@ -34,6 +34,7 @@ from core.chat_events import ChatEvent, Flagged, RefusalKind, Refused, Result, U
 from core.params import ParamInputs, params_error
 from core.pending_writes import KeptTurn, PendingWrites
 from core.ratelimit import Identity
+from core.repro import stored_fields
 from core.services import Services
 from core.store import FLAGGED_ERROR, start_turn
 from core.summaries import LongContext
@@ -267,7 +268,8 @@ class ChatTurns:
                 if ids is None:
                     ids, conv = self._ids(begun, conversation_id, notes)
                 kept = KeptTurn(owner=owner, conversation_id=conversation_id, shown=tuple(shown), content=text,
-                                begin=begin, finish=finish_values(turn.result, sent))
+                                begin=begin, finish={**finish_values(turn.result, sent),
+                                                     **stored_fields(provider, turn.result, system_prompt)})
                 saved = await asyncio.shield(self._settle(kept, begun, notes))
                 self._log_turn(owner, conv, turn.result, saved, text, len(attachments))
                 self.long.learn(conv, info, turn)

@@ -4,18 +4,23 @@ JSONL, one object per run, oldest first::
 
     {"comparison_id", "created_at", "prompt", "blind",
      "vote": null | {"verdict": "slot"|"tie"|"both_bad", "winner_slot", "winner_model", "voted_at"},
-     "panes": [{"slot", "label", "model", "provider", "model_name", "model_version", "system_prompt",
+     "panes": [{"slot", "position", "label", "model", "provider", "model_name", "model_version", "system_prompt",
                 "params", "text", "reasoning", "finish_reason", "error", "ttft_ms", "duration_ms",
                 "tokens_per_second", "input_tokens", "output_tokens", "cost_usd", "conversation_id",
+                "request_id", "sdk_version", "system_prompt_sha256",
                 "tool_calls": null | [{"id", "name", "arguments", "result", "error", "duration_ms", "status", "step"}]}, ...]}
+
+`position` is the pane the model was given (0 = A; every run puts its models in random panes), the same
+number as `slot`, named as the /compare API names it. `request_id`, `sdk_version` and `system_prompt_sha256`
+are the reply's reproducibility card (core/repro.py), None for replies saved before it was recorded.
 
 CSV, one row per pane, columns `CSV_COLUMNS` in that order (run fields repeated on each pane's row;
 `won` is true for the winning pane, false for the others, empty before a vote or for a tie;
 `tool_calls` is the JSON list above, empty for a pane that called no tool).
 
 A blind run without its vote keeps its models secret here too: storage withholds them, so `model`,
-`provider`, `model_name`, `model_version`, `system_prompt`, `params`, `cost_usd` and `tool_calls`
-are empty (and `error` is a generic line) until the vote; the text and timings are there.
+`provider`, `model_name`, `model_version`, `system_prompt`, `params`, `cost_usd`, `tool_calls` and the
+card's `request_id`, `sdk_version` and `system_prompt_sha256` are empty (and `error` is a generic line) until the vote; the text and timings are there.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ CSV_COLUMNS = [
     "system_prompt", "params", "text", "finish_reason", "error", "ttft_ms", "duration_ms",
     "tokens_per_second", "input_tokens", "output_tokens", "cost_usd", "verdict", "winner_slot",
     "winner_model", "won", "voted_at", "conversation_id", "tool_calls",
+    "position", "request_id", "sdk_version", "system_prompt_sha256",
 ]  # fmt: skip
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -71,6 +77,8 @@ def comparison_records(details: Sequence[ComparisonDetail]) -> list[dict[str, An
                 "tokens_per_second": _tps(m.output_tokens, m.duration_ms, m.ttft_ms),
                 "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "cost_usd": p.cost_usd,
                 "conversation_id": str(p.conversation_id), "tool_calls": m.tool_calls or None,
+                "position": p.slot, "request_id": m.request_id, "sdk_version": m.sdk_version,
+                "system_prompt_sha256": m.system_prompt_sha256,
             })  # fmt: skip
         out.append({"comparison_id": str(d.id), "created_at": d.created_at.isoformat(), "prompt": d.prompt,
                     "blind": d.blind, "vote": vote, "panes": panes})  # fmt: skip
@@ -103,6 +111,7 @@ def csv_rows(details: Sequence[ComparisonDetail]) -> list[dict[str, Any]]:
                 "winner_model": vote.get("winner_model"), "won": won, "voted_at": vote.get("voted_at"),
                 "conversation_id": pane["conversation_id"],
                 "tool_calls": json.dumps(pane["tool_calls"], ensure_ascii=False) if pane["tool_calls"] else None,
+                **{k: pane[k] for k in ("position", "request_id", "sdk_version", "system_prompt_sha256")},
             })  # fmt: skip
     return rows
 

@@ -27,6 +27,7 @@ from chat.types import Attachment, FinishReason, Message, ModelInfo, Params
 from compare.engine import Reply, ReplyResult, UnsupportedFile, file_refusal, prompt_messages, speed_of, start_reply, uses_tools
 from compare.pricing import PriceTable
 from core.attachments import to_store
+from core.repro import stored_fields
 from core.services import Services
 from core.tooling import owner_search, tool_records
 from core.usage import usage_columns, usage_of
@@ -246,6 +247,7 @@ def _finish_all(*, session: Any, owner: str, ids: ComparisonIds, panes: Sequence
                 finish_reason=r.finish_reason.value if r.finish_reason else "cancelled",
                 error=r.error.message if r.error else None,
                 tool_calls=[*calls] if (calls := tool_records(r)) else None,  # a fresh list, typed as finish_turn takes it
+                **stored_fields(pane.provider, r, pane.system_prompt),
             )  # fmt: skip
         except StorageError as e:  # one pane's bad value must not lose the others
             log.warning("could not save compare pane %s: %s", pane_ids.slot, e)

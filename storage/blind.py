@@ -52,10 +52,12 @@ def withhold(pane: ComparisonPanePublic) -> ComparisonPanePublic:
 
     The live blind panes show the text and metrics too; the rest waits for the vote: the names,
     the settings that tell the panes apart, the cost (the price table names the model), the
-    provider's error message and the tool calls (the model writes their arguments).
+    provider's error message and the tool calls (the model writes their arguments), and the
+    reproducibility card (the SDK and the request id name the provider; the hash tells system prompts apart).
     """
     message = pane.message.model_copy(update=dict(
         provider=None, model=None, model_version=None, params=None, tool_calls=None,
+        request_id=None, sdk_version=None, system_prompt_sha256=None,
         error=None if pane.message.error is None else WITHHELD_ERROR,
     ))  # fmt: skip
     return pane.model_copy(update=dict(system_prompt=None, cost_usd=None, message=message))

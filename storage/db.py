@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 #: The newest migration revision. init_db skips importing Alembic when the database is already
 #: there (a test checks this matches Alembic's own head).
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SPACES_DATA_DIR = Path("/data")  # Hugging Face Spaces persistent storage, when enabled

@@ -158,6 +158,11 @@ class MessageBase(SQLModel):
     error: str | None = Field(default=None, sa_type=sa.Text)
     feedback: str | None = Field(default=None, max_length=8)
     tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON(none_as_null=True))
+    # The reproducibility card (core/repro.py), replies only; None for replies saved before 0011 and for
+    # providers that give no request id. Nothing secret: an id, a package version, a 16-hex-digit hash.
+    request_id: str | None = Field(default=None, max_length=200)
+    sdk_version: str | None = Field(default=None, max_length=64)
+    system_prompt_sha256: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(default_factory=utcnow)
 
 

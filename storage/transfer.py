@@ -149,6 +149,10 @@ class FileMessage(_Strict):
     tool_calls: list[FileToolCall] | None = Field(default=None, max_length=256)
     created_at: datetime | None = None
     usage: FileUsage | None = None  # assistant replies; files written before it have none
+    # The reproducibility card's own fields (core/repro.py); files written before it have none.
+    request_id: str | None = Field(default=None, max_length=200)
+    sdk_version: str | None = Field(default=None, max_length=64)
+    system_prompt_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
     # User messages' files; absent (not written at all) when a message has none, so a file without
     # attachments is exactly what Parley wrote before they existed.
     attachments: list[FileAttachment] | None = Field(default=None, max_length=MAX_MESSAGE_ATTACHMENTS)

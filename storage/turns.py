@@ -233,8 +233,13 @@ def finish_turn(
     cached_input_tokens: int | None = None,
     cache_write_tokens: int | None = None,
     usage_estimated: bool | None = None,
+    request_id: str | None = None,
+    sdk_version: str | None = None,
+    system_prompt_sha256: str | None = None,
 ) -> MessagePublic:
     """Write the reply (whole or partial) and its metrics into the pending placeholder.
+
+    `request_id`, `sdk_version` and `system_prompt_sha256` are the reply's reproducibility card (core/repro.py).
 
     `finish_reason` is one of FINISH_REASONS ("stop", "cancelled", "error", ...; a FinishReason
     enum works too). Only a pending (or interrupted) assistant message can be finished.
@@ -261,6 +266,9 @@ def finish_turn(
         finish_reason=reason,
         error=clean_text(error, "error", limit=100_000, optional=True),
         tool_calls=_tool_calls(tool_calls),
+        request_id=check_name(request_id, "request id"),
+        sdk_version=check_name(sdk_version, "SDK version", 64),
+        system_prompt_sha256=_card_hash(system_prompt_sha256),
     )
     _check_cache_parts(values)
     # Only overwrite what the placeholder already knows when the caller says something new.
@@ -285,6 +293,12 @@ def finish_turn(
     public = message_public(row)
     session.commit()
     return public
+
+
+def _card_hash(value: str | None) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) != 16 or value.strip("0123456789abcdef")):
+        raise InvalidInput("The system prompt's hash must be 16 lowercase hex digits.")
+    return value
 
 
 def _check_cache_parts(values: dict[str, Any]) -> None:
