@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 #: A calibration ratio is clamped to this range: one odd turn (a tool schema, an image) must not swing the budget.
 MIN_SCALE, MAX_SCALE = 0.5, 2.0
 
-# Han, kana, Hangul (syllables and jamo), CJK punctuation and full-width forms. Measured on prose samples
-# (research wave2.md §7 and tests/test_tokens.py): o200k spends 0.7 (zh) to 0.86 (ja) tokens a character,
-# cl100k 1.1 to 1.16. 0.85 a character sits within 30% of o200k and of cl100k's counts; the calibration
-# from the provider's reported figure closes the rest after the first turn.
-_CJK = re.compile(
-    "[\u1100-\u11ff\u3000-\u303f\u3040-\u309f\u30a0-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
-    "\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]"
-)
+# Measured on prose samples (research wave2.md §7 and tests/test_tokens.py): o200k spends 0.7 (zh) to 0.86 (ja)
+# tokens a CJK character, cl100k 1.1 to 1.16. 0.85 a character is within 30% of o200k's count; the calibration
+# from the provider's reported figure closes the rest after a conversation's first turn.
 CJK_TOKENS_PER_CHAR = 0.85
 
 # Model names → OpenAI encodings (bpe-openai's encoding_for_model knows neither gpt-5 nor o3, so the map is ours).
@@ -49,37 +44,82 @@ def encoding_name(model: str) -> str | None:
 
 
 _lock = threading.Lock()
+_loaded: dict[str, Any] = {}
+_loading: set[str] = set()
 
 
-@cache
-def _encoding(name: str) -> Any:
-    """The bpe-openai encoding (loaded once, ~0.2 s; from the wheel's own files, never the network)."""
-    with _lock:
-        import bpe_openai  # imported on first use: a process that never counts an OpenAI model never loads it
+def encoding(name: str) -> Any:
+    """The bpe-openai encoding, loaded once per process (0.2 to a few seconds: blocking; from the wheel's own
+    files, never the network). The event loop uses `loaded_encoding` instead."""
+    found = _loaded.get(name)
+    if found is None:
+        with _lock:
+            found = _loaded.get(name)
+            if found is None:
+                import bpe_openai  # on first use: a process that never counts an OpenAI model never loads it
 
-        return bpe_openai.get_encoding(name)
+                found = _loaded[name] = bpe_openai.get_encoding(name)
+    return found
+
+
+def loaded_encoding(name: str) -> Any | None:
+    """The encoding if it is loaded; else None, and it starts loading in a thread (a turn never waits for it)."""
+    found = _loaded.get(name)
+    if found is None and name not in _loading:
+        _loading.add(name)
+        threading.Thread(target=encoding, args=(name,), name="parley-tokens", daemon=True).start()
+    return found
+
+
+def warm(names: tuple[str, ...] = ("o200k_base", "cl100k_base")) -> None:
+    """Load the encodings now (blocking: call it from a thread at start-up)."""
+    for name in names:
+        encoding(name)
+
+
+# Counts of texts already counted, by (encoding, hash, length): a conversation's older messages are counted again
+# every turn, so the next turn counts only what is new. Ints only: no message text is kept alive here.
+_counted: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+_COUNTED_MAX = 50_000
+
+
+def _exact(enc: Any, name: str, text: str) -> int:
+    key = (name, hash(text), len(text))
+    found = _counted.get(key)
+    if found is None:
+        found = _counted[key] = len(enc.encode_ordinary(text))
+        if len(_counted) > _COUNTED_MAX:
+            _counted.popitem(last=False)
+    return found
 
 
 def estimate_tokens(text: str) -> int:
-    """Tokens of `text` without a tokenizer: 0.85 a CJK character, about four characters a token for the rest."""
+    """Tokens of `text` without a tokenizer: about 0.85 a CJK character, four characters a token for the rest.
+
+    Characters of three UTF-8 bytes (Han, kana, Hangul, CJK punctuation) count as CJK, those of two (accented
+    Latin, Cyrillic, Greek) as half of one: measured in C by the UTF-8 length, which is a hundred times faster
+    than matching a character class, and errs on the side of more tokens for other scripts.
+    """
     if not text:
         return 0
-    cjk = len(_CJK.findall(text)) if not text.isascii() else 0
-    rest = len(text) - cjk
-    return max(1, round(cjk * CJK_TOKENS_PER_CHAR) + (rest + 3) // 4)
+    if text.isascii():
+        return (len(text) + 3) // 4
+    wide = (len(text.encode("utf-8", "surrogatepass")) - len(text)) / 2
+    return max(1, round(wide * CJK_TOKENS_PER_CHAR + (len(text) - wide) / 4))
 
 
 def count_tokens(text: str, provider: str, model: str) -> int:
     """Tokens of `text` for this model: the real encoding for models named like OpenAI's, else the estimate.
 
     `provider` is kept for the providers that may gain an offline tokenizer; the encoding follows the model name,
-    so an OpenAI-compatible endpoint serving `gpt-4o` is counted as OpenAI counts it.
+    so an OpenAI-compatible endpoint serving `gpt-4o` is counted as OpenAI counts it. Loads the encoding on
+    first use (blocking).
     """
     del provider
     name = encoding_name(model)
     if name is None:
         return estimate_tokens(text)
-    return len(_encoding(name).encode_ordinary(text)) if text else 0
+    return _exact(encoding(name), name, text) if text else 0
 
 
 def clamp_scale(reported: int | None, counted: int) -> float | None:
@@ -90,29 +130,28 @@ def clamp_scale(reported: int | None, counted: int) -> float | None:
 
 
 class TokenCounter:
-    """`count(text)` for one model, memoised for the turn (the budget is counted more than once per turn).
+    """`count(text)` for one model, on the event loop: never waits for an encoding to load.
 
-    `exact` is True when the model's own encoding counts; otherwise `scale` (the conversation's calibration)
-    multiplies the estimate.
+    `exact` is True when the model's own encoding counts (once it is loaded: until then the estimate does);
+    otherwise `scale` (the conversation's calibration) multiplies the estimate.
     """
 
-    __slots__ = ("_memo", "exact", "model", "provider", "scale")
+    __slots__ = ("_encoding", "_name", "exact", "model", "provider", "scale")
 
     def __init__(self, provider: str, model: str, scale: float = 1.0):
         self.provider, self.model = provider, model
-        self.exact = encoding_name(model) is not None
+        self._name = encoding_name(model)
+        self._encoding = loaded_encoding(self._name) if self._name else None
+        self.exact = self._encoding is not None
         self.scale = 1.0 if self.exact else scale
-        self._memo: dict[str, int] = {}
 
     def __call__(self, text: str) -> int:
-        found = self._memo.get(text)
-        if found is None:
-            found = count_tokens(text, self.provider, self.model)
-            if self.scale != 1.0 and found:
-                found = max(1, round(found * self.scale))
-            if len(self._memo) < 4096:
-                self._memo[text] = found
-        return found
+        if not text:
+            return 0
+        if self._encoding is not None and self._name is not None:
+            return _exact(self._encoding, self._name, text)
+        found = estimate_tokens(text)
+        return max(1, round(found * self.scale)) if self.scale != 1.0 else found
 
 
 Counter = Callable[[str], int]
