@@ -204,3 +204,19 @@ def test_settings_are_read_and_checked():
     for bad in ({"SUMMARY_AFTER_MESSAGES": "2"}, {"SUMMARY_AFTER_MESSAGES": "many"}, {"SUMMARIES": "maybe"}):
         with pytest.raises(ValueError):
             SummarySettings.from_env(bad)
+
+
+async def test_the_reported_input_tokens_calibrate_the_next_turns_estimate(services, fake_server, engine, names):
+    chat_model, _ = names
+    who = f"user:{uuid.uuid4().hex[:8]}"
+    turns = ChatTurns(services)
+    # One word of 40 characters: the 4-characters rule says 10 tokens, the fake reports words plus 3 a message.
+    first = await send(turns, who, "x" * 40, chat_model)
+    info = services.registry.resolve(f"openai:{chat_model}")[1]
+    reported = first.result.input_tokens
+    assert reported == 1 + 3
+    # Our estimate of what was sent: 10 for the text plus 4 for the message's role markers.
+    assert turns.long.calibration.scale(first.conversation_id, info.ref) == max(0.5, reported / 14)
+    counter = turns.long.counter(first.conversation_id, info)
+    assert counter.scale == 0.5 and counter("y" * 400) == 50, "the next turn's estimate is scaled"
+    assert turns.long.counter("another conversation", info).scale == 1.0
