@@ -36,7 +36,7 @@ from core.params import params_error
 from core.services import Services
 from storage import repository as repo
 from storage.errors import StorageError
-from storage.models import MAX_PANES, MIN_PANES
+from storage.models import MAX_PANES, MIN_PANES, ComparisonIds
 
 Verdict = Literal["slot", "tie", "both_bad"]
 #: Puts a new comparison's models in random panes (in place). Tests that check a fixed display order pin it.
@@ -269,8 +269,10 @@ class Comparisons:
         await self.charge(request, owner, panes, attachments)
         run = self.start(owner, text, panes, tools=tools, attachments=attachments)
         await run.run()
+        # The stored comparison's id (None when it could not be saved): what `/judge` takes.
+        cid = str(run.ids.comparison_id) if isinstance(run.ids, ComparisonIds) else None
         # The answer keeps the models' order; `position` is the pane (slot, 0 = A) each model was given.
-        items = [{**metrics_of(r, self.default_prices).as_dict(), "position": slot, "tools": tool_calls_of(r)}
+        items = [{**metrics_of(r, self.default_prices).as_dict(), "position": slot, "tools": tool_calls_of(r), "comparison_id": cid}
                  for slot, r in enumerate(run.results)]
         by_model = dict(zip(order, items, strict=True))
         return [by_model[i] for i in range(len(asked))]

@@ -163,7 +163,7 @@ def test_api_panes_stream_in_parallel(app, fake_server):
         assert o["ttft_ms"] is not None and o["tokens_per_second"] > 10
         assert set(o) == {"model", "text", "ttft_ms", "tokens_per_second", "output_tokens", "input_tokens",
                           "reasoning_tokens", "cached_input_tokens", "cache_write_tokens", "usage_estimated",
-                          "duration_ms", "finish_reason", "error", "cost", "tools", "position"}  # fmt: skip
+                          "duration_ms", "finish_reason", "error", "cost", "tools", "position", "comparison_id"}  # fmt: skip
         assert o["usage_estimated"] is False  # the fake server reports usage
         assert o["tools"] == []
     # The three providers' streams were all open at once (run one after another, at most one would be).

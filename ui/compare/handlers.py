@@ -88,7 +88,8 @@ class CompareHandlers:
         duration_ms, finish_reason, error, cost (USD, null when unpriced), and tools: the tool
         calls the model made (id, name, arguments, result, error, status, duration_ms, step), empty
         unless `tools` is true and the model supports tools (the others answer without). One
-        failing model gives an item with `error` set; the others still answer.
+        failing model gives an item with `error` set; the others still answer. `position` is the pane
+        the model was given; `comparison_id` the saved comparison (for `/judge`; null if not saved).
         """
         owner = owner_for(request, profile, None)
         files = message_files(message)

@@ -22,6 +22,7 @@ from storage.models import MAX_PANES, MIN_PANES
 from ui.chatbox import chat_box
 from ui.compare.components import CompareUI
 from ui.compare.handlers import TEMPERATURE_CHOICES, CompareHandlers, rows_frame
+from ui.compare.judges import build_judges_board, build_judges_panel, wire_judges
 from ui.compare.view import CHART_METRICS, header_markdown
 from ui.context import TabContext
 from ui.share_panel import build_compare_share
@@ -132,6 +133,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                 vote_tie = gr.Button("🤝 Tie", elem_id="cmp-vote-tie")
                 vote_bad = gr.Button("👎 Both bad", elem_id="cmp-vote-bad")
             build_compare_share(ctx.services, session, ctx.owner)
+            judges_panel = build_judges_panel(ctx)
             with gr.Row(visible=False, elem_id="cmp-charts") as charts:
                 plots = {key: gr.BarPlot(x="Model", y=unit, color="Model", title=title, height=220, show_label=False,
                                          y_lim=[0, None], sort="x", x_label_angle=0, min_width=160,
@@ -160,6 +162,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
             board_table = gr.Dataframe(headers=["rank", "model", "rating", "95% CI", "votes", "win rate"], interactive=False,
                                        elem_id="cmp-board-table")
             board_matrix = gr.HTML("", css_template=BOARD_CSS, js_on_load=None, elem_id="cmp-board-matrix")
+            judges_board = build_judges_board()
             with gr.Accordion("⬇️ Export comparisons and votes", open=False):
                 gr.Markdown("Your comparisons, every pane's reply and metrics, and your votes. JSONL: one comparison "
                             "a line; CSV: one pane a row.", elem_classes=["parley-muted"])
@@ -181,6 +184,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
     handlers = CompareHandlers(Comparisons(ctx.services, prices), ui)
     _wire(handlers, ui, _Controls(send, stop, new, apply_prices, reset_prices, board_tab, blind_only, refresh, export_jsonl,
                                   export_csv, style_control))
+    wire_judges(ctx, session, judges_panel, judges_board, board_tab, refresh)  # ui/compare/judges.py
     return CompareTab(**vars(ui), handlers=handlers)
 
 
