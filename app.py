@@ -27,6 +27,7 @@ from ui.files import middleware as file_guard  # noqa: E402
 from ui.gradio_patches import apply_all as apply_gradio_patches  # noqa: E402
 from ui.keys import KEYS_HEAD  # noqa: E402
 from ui.layout import CSS, build_ui  # noqa: E402
+from ui.mcp import middleware as mcp_guard  # noqa: E402
 from ui.plain_user import PLAIN_USER_HEAD  # noqa: E402
 from ui.session_guard import middleware as session_guard  # noqa: E402
 from ui.share_page import middleware as share_page  # noqa: E402
@@ -107,7 +108,10 @@ def launch_kwargs(services: Services) -> dict[str, Any]:
         # Export downloads answer only their owner (ui/exports.py); uploads, attachments and every other
         # file Gradio serves from its upload folder only the caller it was given to (ui/files.py).
         # Share links' read-only pages (/share/<token>) are answered first, without a login (ui/share_page.py).
-        app_kwargs={"middleware": [share_page(services), session_guard(), export_guard(services), file_guard()]},
+        # PARLEY_MCP=on: Gradio's MCP server, behind Parley's guard (login, only the four tools: ui/mcp.py).
+        mcp_server=config.mcp_server,
+        app_kwargs={"middleware": [mcp_guard(services), share_page(services), session_guard(), export_guard(services),
+                                   file_guard()]},
     )
 
 
@@ -116,6 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port (default 7860, or GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument("--mcp", action="store_true", help="serve Parley's MCP tools at /gradio_api/mcp/ (as PARLEY_MCP=on)")
     return parser.parse_args(argv)
 
 
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("httpx", "httpx2", "openai", "anthropic", "google_genai", "httpcore", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
+    if args.mcp:
+        os.environ["PARLEY_MCP"] = "on"
     app, services = create_app(warm=False)
     # quiet: Gradio's own start-up help says to set `share=True` in launch(); here it is a flag.
     app.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True, quiet=True,

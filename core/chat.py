@@ -225,6 +225,7 @@ class ChatTurns:
         turn: Turn | ToolLoop
         toolbox = self.s.toolbox
         if tools and toolbox is not None and info.supports_tools:
+            notes = notes + toolbox.notices()  # an MCP server that is down is said with the reply (chat/tools/mcp.py)
             turn = ToolLoop(provider, info, messages, parsed, tools=toolbox,
                             context=ToolContext(owner=owner, search=owner_search(self.s)), policy=self.s.policy,
                             count=ready.count)

@@ -92,6 +92,8 @@ class AppConfig:
     #: Long conversations: SUMMARIES, SUMMARY_AFTER_MESSAGES, SUMMARY_MODEL, SUMMARY_TIMEOUT (core.summaries).
     summaries: SummarySettings = field(default_factory=SummarySettings)
     shared_leaderboard: bool = False
+    #: PARLEY_MCP=on (or `python app.py --mcp`): serve the MCP tools of ui/mcp.py at /gradio_api/mcp/.
+    mcp_server: bool = False
     space_id: str | None = None
     browser_secret: str = ""
     max_upload_bytes: int = 5 * 1024 * 1024
@@ -123,6 +125,7 @@ class AppConfig:
             moderation=(env.get("MODERATION") or "").strip().lower() or None,
             summaries=SummarySettings.from_env(env),
             shared_leaderboard=env.get("SHARED_LEADERBOARD", "").lower() in ("1", "true", "yes"),
+            mcp_server=env.get("PARLEY_MCP", "").strip().lower() in ("on", "1", "true", "yes"),
             space_id=env.get("SPACE_ID") or None,
             # Encrypts the anonymous browser id in localStorage so it survives restarts. Gradio
             # sends it in /config, so it is obfuscation only; the id itself is the secret.

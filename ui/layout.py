@@ -20,6 +20,7 @@ from ui.chatbox import ModelChoices, chat_box, validator
 from ui.compare.tab import build_compare_tab
 from ui.context import TabContext
 from ui.dashboard import build_dashboard_tab
+from ui.mcp import register_tools as register_mcp_tools
 from ui.params import EFFORT_CHOICES, unchecked
 from ui.share_panel import build_share_panel
 from ui.sidebar import SidebarHandlers
@@ -254,6 +255,8 @@ def build_ui(services: Services) -> gr.Blocks:
         export_json.click(side.export_json, [conversation_id, owner], [download], api_visibility="private")
         export_md.click(side.export_markdown, [conversation_id, owner], [download], api_visibility="private")
         upload.upload(side.import_file, [upload, owner], [conv_list], api_visibility="private")
+        if services.config.mcp_server:  # PARLEY_MCP=on: the chat, compare, leaderboard and batch tools (ui/mcp.py)
+            register_mcp_tools(services, chat_handler.turns)
 
     demo.parley = ChatView(model=model, system_prompt=system_prompt, conversation_id=conversation_id, owner=owner, chat=chat)  # type: ignore[attr-defined]  # Blocks has no slot for it: app.py and the tests read the chat's components here
     return demo
