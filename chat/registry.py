@@ -106,7 +106,8 @@ class Registry:
 
         official = (
             (OpenAIProvider, "openai", "OpenAI", s.openai_api_key, "set OPENAI_API_KEY",
-             lambda key: OpenAIProvider(api_key=key, base_url=s.openai_base_url, openai_names=True)),
+             lambda key: OpenAIProvider(api_key=key, base_url=s.openai_base_url, openai_names=True,
+                                        api=s.openai_api_style)),
             (AnthropicProvider, "anthropic", "Anthropic", s.anthropic_api_key, "set ANTHROPIC_API_KEY",
              lambda key: AnthropicProvider(api_key=key, base_url=s.anthropic_base_url,
                                           prompt_cache=s.anthropic_prompt_cache)),
@@ -129,7 +130,7 @@ class Registry:
         return reg
 
     def _add_endpoint(self, e: Endpoint) -> None:
-        from chat.providers.openai import OpenAIProvider
+        from chat.providers.openai import OpenAIProvider, compatible_params
 
         missing = OpenAIProvider.sdk_missing()
         if missing:
@@ -144,7 +145,7 @@ class Registry:
                 id=m.id,
                 label=m.label or m.id,
                 context_window=m.context_window,
-                params=frozenset({"temperature", "top_p", "max_tokens", "seed"} | ({"effort"} if e.effort else set())),
+                params=compatible_params(m.id, effort=e.effort, api=e.api),  # an OpenAI reasoning name: effort
                 supports_tools=True,
                 vision=m.vision,
                 pdf=m.pdf,
@@ -163,6 +164,7 @@ class Registry:
                 include_usage=e.include_usage,
                 official=False,
                 send_effort=e.effort,
+                api=e.api,
                 base_url_env_var=None,
                 vision=e.vision,
                 pdf=e.pdf,
@@ -259,7 +261,7 @@ class Registry:
             from chat.providers.openai import OpenAIProvider
 
             return None if OpenAIProvider.sdk_missing() else OpenAIProvider(api_key="", base_url=s.openai_base_url,
-                                                                            openai_names=True)
+                                                                            openai_names=True, api=s.openai_api_style)
         if name == "anthropic":
             from chat.providers.anthropic import AnthropicProvider
 

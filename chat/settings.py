@@ -52,6 +52,7 @@ class Endpoint:
     context_window: int | None = None
     include_usage: bool = True  # some servers reject stream_options
     effort: bool = False  # send reasoning_effort (OpenRouter, Groq and others accept it)
+    api: str = "chat"  # "chat": Chat Completions; "responses": the Responses API (OpenAI-style servers that have it)
     vision: bool = False  # the default for its models: read images
     pdf: bool = False  # the default for its models: read PDFs as files
 
@@ -66,6 +67,8 @@ class Settings:
 
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
+    #: OPENAI_API_STYLE: "auto" (the Responses API for OpenAI's reasoning models on api.openai.com), "chat", "responses".
+    openai_api_style: str = "auto"
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
     #: ANTHROPIC_PROMPT_CACHE: cache_control breakpoints on Anthropic requests (on unless "off").
@@ -106,9 +109,14 @@ class Settings:
         if models_file:
             endpoints, found = read_endpoints(models_file, env)
             problems.extend(found)
+        style = (get("OPENAI_API_STYLE") or "auto").lower()
+        if style not in _API_STYLES:
+            problems.append(f"OPENAI_API_STYLE={style!r} is not one of {', '.join(_API_STYLES)}; using auto.")
+            style = "auto"
         return cls(
             openai_api_key=get("OPENAI_API_KEY"),
             openai_base_url=get("OPENAI_BASE_URL"),
+            openai_api_style=style,
             anthropic_api_key=get("ANTHROPIC_API_KEY"),
             anthropic_base_url=get("ANTHROPIC_BASE_URL"),
             anthropic_prompt_cache=(get("ANTHROPIC_PROMPT_CACHE") or "on").lower() not in ("off", "0", "false", "no"),
@@ -190,9 +198,21 @@ def _endpoint(entry: Any, env: Mapping[str, str]) -> Endpoint:
         context_window=context_window,
         include_usage=bool(entry.get("include_usage", True)),
         effort=bool(entry.get("effort", False)),
+        api=_api(entry),
         vision=vision,
         pdf=pdf,
     )
+
+
+_API_STYLES = ("auto", "chat", "responses")  # chat.providers.openai.API_STYLES (no SDK import here)
+
+
+def _api(entry: dict[str, Any]) -> str:
+    """An endpoint's `api`: "chat" (default) or "responses"."""
+    api = entry.get("api", "chat")
+    if api not in ("chat", "responses"):
+        raise ValueError('`api` must be "chat" (Chat Completions, the default) or "responses" (the Responses API)')
+    return str(api)
 
 
 def _flag(table: dict[str, Any], key: str, default: bool, where: str = "") -> bool:

@@ -125,10 +125,11 @@ def test_toml_endpoints(tmp_path):
     assert isinstance(ollama, OpenAIProvider) and isinstance(groq, OpenAIProvider)
     assert (ollama.name, ollama.label, ollama.base_url, ollama.key_env_var) == (
         "ollama", "Ollama (local)", "http://localhost:11434/v1", None)
-    assert not ollama.official and "effort" not in ollama.accepts
+    assert not ollama.official and "effort" not in ollama.model_info("llama3.2").params
     assert [(m.ref, m.context_window) for m in ollama.curated()] == [
         ("ollama:llama3.2", 8192), ("ollama:qwen2.5:7b", 8192)]
-    assert groq.key_env_var == "GROQ_API_KEY" and groq.include_usage is False and "effort" in groq.accepts
+    assert groq.key_env_var == "GROQ_API_KEY" and groq.include_usage is False
+    assert "effort" in groq.model_info("llama-3.3-70b-versatile").params
     assert [(m.id, m.label, m.context_window) for m in groq.curated()] == [
         ("llama-3.3-70b-versatile", "Llama 3.3 70B", 131072)]
     body = groq.request("llama-3.3-70b-versatile", [Message(role="user", content="x")], Params(effort="high"))
@@ -205,7 +206,7 @@ def test_resolve(tmp_path):
     reg = Registry.from_settings(settings({"OPENAI_API_KEY": "k"}, tmp_path, OLLAMA))
     provider, info = reg.resolve("openai:some-model-nobody-listed")
     assert provider is reg.providers["openai"] and info.id == "some-model-nobody-listed"
-    assert info.params == provider.accepts
+    assert info.params == provider.accepts - {"effort"}  # not a reasoning model's name: sampling, no effort
     provider, info = reg.resolve("ollama:qwen2.5:7b")  # colons inside the model name
     assert provider.name == "ollama" and info.id == "qwen2.5:7b" and info.context_window == 8192
     # A bare name works when exactly one known model has it.

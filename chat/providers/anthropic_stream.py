@@ -53,6 +53,7 @@ class EventReader:
         self.stop_reason: str | None = None
         self.stop_detail: str | None = None
         self.model: str | None = None
+        self.message_id: str | None = None  # the provider's id for this reply, for the reproducibility card
         self._blocks: dict[int, dict[str, Any]] = {}  # content block index -> tool_use state
         self._tool_count = 0
         self._thinking: dict[int, dict[str, Any]] = {}  # content block index -> thinking block being streamed
@@ -63,6 +64,7 @@ class EventReader:
         if kind == "message_start":
             message = event.message
             self.model = getattr(message, "model", None)
+            self.message_id = getattr(message, "id", None) or None
             usage = getattr(message, "usage", None)
             if usage is not None:
                 self._take_usage(usage)
@@ -142,7 +144,7 @@ class EventReader:
                     detail = "model_context_window_exceeded: the conversation filled the model's context window"
                 elif self.stop_detail:
                     detail = f"{self.stop_reason}: {self.stop_detail}"
-                events.append(Finish(reason, detail=detail, model_version=self.model))
+                events.append(Finish(reason, detail=detail, model_version=self.model, request_id=self.message_id))
             return events
         return []  # ping and event types added later
 

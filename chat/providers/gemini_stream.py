@@ -59,11 +59,14 @@ class ChunkReader:
         self.model: str | None = None
         self.usage: Usage | None = None
         self.calls = 0
+        self.response_id: str | None = None  # Gemini's id for the response (responseId), for the reproducibility card
 
     def feed(self, chunk: Any) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         if getattr(chunk, "model_version", None):
             self.model = chunk.model_version
+        if self.response_id is None and getattr(chunk, "response_id", None):
+            self.response_id = chunk.response_id
         meta = getattr(chunk, "usage_metadata", None)
         if meta is not None:
             self.usage = gemini_usage(meta)
@@ -113,7 +116,7 @@ class ChunkReader:
             mapped = _FINISH.get(reason, FinishReason.STOP)
             if mapped is FinishReason.STOP and self.calls:
                 mapped = FinishReason.TOOL_CALLS  # Gemini says STOP after function calls
-        events.append(Finish(mapped, detail=reason, model_version=self.model))
+        events.append(Finish(mapped, detail=reason, model_version=self.model, request_id=self.response_id))
         return events
 
 

@@ -1,9 +1,11 @@
-"""OpenAI Chat Completions, for api.openai.com and every OpenAI-compatible endpoint (Ollama, vLLM, OpenRouter, ...)."""
+"""OpenAI Chat Completions, for api.openai.com and every OpenAI-compatible endpoint (Ollama, vLLM, OpenRouter, ...),
+and OpenAI's Responses API for its reasoning models (chat.providers.openai_responses reads those streams)."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import AsyncGenerator, Sequence
@@ -27,6 +29,13 @@ from chat.providers._common import (
     transport_failure,
 )
 from chat.providers.base import Provider
+from chat.providers.openai_responses import (
+    INCLUDE_REASONING,
+    EventReader,
+    StreamFailed,
+    responses_input,
+    responses_tools,
+)
 from chat.providers.openai_stream import ChunkReader, sse_data
 from chat.types import (
     Message,
@@ -64,10 +73,27 @@ _NO_EFFORT = re.compile(r"o1-(mini|preview)")
 
 
 def reasoning_params(model: str) -> frozenset[str] | None:
-    """The parameters an OpenAI reasoning model takes, from its family name; None for any other model."""
+    """The parameters an OpenAI reasoning model takes, from its family name; None for any other model.
+
+    A router's vendor prefix (OpenRouter's `openai/o3-mini`) is read past, so such an endpoint's OpenAI
+    reasoning models get the effort control too.
+    """
+    model = model.removeprefix("openai/")
     if _REASONING_FAMILY.match(model) is None:
         return None
     return frozenset({"max_tokens"}) if _NO_EFFORT.match(model) else _REASONING
+
+
+#: The ways to call an endpoint: Chat Completions, the Responses API, or "auto" (the Responses API for OpenAI's
+#: reasoning models on api.openai.com, Chat Completions for everything else).
+API_STYLES = ("auto", "chat", "responses")
+
+
+def compatible_params(model: str, *, effort: bool, api: str = "chat") -> frozenset[str]:
+    """What a compatible endpoint's model takes: an OpenAI reasoning model by its name (effort, no sampling),
+    else sampling, with `effort` when the endpoint says it takes one (models.toml); the Responses API has no seed."""
+    params = reasoning_params(model) or frozenset(_SAMPLING | ({"effort"} if effort else set()))
+    return params - {"seed"} if api == "responses" else params
 
 
 def reads_files(model: str) -> bool:
@@ -120,6 +146,7 @@ class OpenAIProvider(Provider):
         list_timeout: float = 3.0,
         vision: bool = False,
         pdf: bool = False,
+        api: str = "auto",
     ):
         """`official` defaults to "base_url is api.openai.com"; it picks `max_completion_tokens` and the curated list.
 
@@ -128,7 +155,14 @@ class OpenAIProvider(Provider):
 
         `vision` / `pdf`: whether a compatible endpoint's models not listed in `models` read images / PDFs
         (models.toml); official OpenAI models are known by their family names.
+
+        `api` (API_STYLES): "auto" sends OpenAI's reasoning models on api.openai.com through the Responses API
+        (reasoning summaries, reasoning kept across tool steps) and everything else through Chat Completions;
+        "chat" or "responses" sends every model one way (models.toml `api`, OPENAI_API_STYLE).
         """
+        if api not in API_STYLES:
+            raise ValueError(f"api must be one of {', '.join(API_STYLES)}, not {api!r}")
+        self.api = api
         self.name = name or type(self).name
         self.label = label or type(self).label
         self.key_env_var = key_env_var
@@ -136,7 +170,9 @@ class OpenAIProvider(Provider):
         self.official = official if official is not None else urlparse(self.base_url).hostname == "api.openai.com"
         self.send_effort = self.official if send_effort is None else send_effort
         self.openai_names = self.official if openai_names is None else openai_names
-        self.accepts = frozenset(_SAMPLING | ({"effort"} if self.send_effort or self.openai_names else set()))
+        # Every model's own params (ModelInfo.params) say which of these it takes: a compatible endpoint's
+        # model named like an OpenAI reasoning model takes an effort even where the endpoint's others do not.
+        self.accepts = frozenset(_SAMPLING | {"effort"})
         self.include_usage = include_usage
         self.context_window = context_window
         self.base_url_env_var = base_url_env_var
@@ -158,13 +194,23 @@ class OpenAIProvider(Provider):
         if isinstance(m, ModelInfo):
             return m.model_copy(update={"provider": self.name})
         reads = reads_files(m) if self.official else None
-        params = (reasoning_params(m) if self.openai_names else None) or frozenset(
-            _SAMPLING | ({"effort"} if self.send_effort else set()))
+        if self.openai_names:  # OpenAI's own names: an effort for its reasoning models only (gpt-4o refuses one)
+            params = reasoning_params(m) or _SAMPLING
+        else:
+            params = compatible_params(m, effort=self.send_effort)
+        if self.uses_responses(m):
+            params = params - {"seed"}  # the Responses API takes no seed
         return ModelInfo(
             provider=self.name, id=m, label=m, context_window=self.context_window,
             params=params, supports_tools=self.supports_tools,
             vision=self.vision if reads is None else reads, pdf=self.pdf if reads is None else reads,
         )
+
+    def uses_responses(self, model: str) -> bool:
+        """Whether `model` is called through the Responses API (else Chat Completions)."""
+        if self.api == "auto":
+            return self.official and reasoning_params(model) is not None
+        return self.api == "responses"
 
     def curated(self) -> list[ModelInfo]:
         if self._models is not None:
@@ -259,7 +305,8 @@ class OpenAIProvider(Provider):
     def request(
         self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
     ) -> dict[str, Any]:
-        """The request body, as `chat.completions.create` takes it as keywords (public so tests and benches can inspect it)."""
+        """The Chat Completions body, as `chat.completions.create` takes it as keywords (public so tests and benches
+        can inspect it); `responses_request` is the body for a model that `uses_responses`."""
         body = self._body(model, messages, params, tools)
         return files.materialize(body) if files.has_attachments(messages) else body
 
@@ -291,6 +338,36 @@ class OpenAIProvider(Provider):
             ]
         return kwargs
 
+    def responses_request(
+        self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec] = ()
+    ) -> dict[str, Any]:
+        """The Responses API body, as `responses.create` takes it as keywords (files written out).
+
+        Stateless: `store=False`, and a reasoning model's reasoning comes back encrypted (`include`) so that the
+        next tool step can send it back. A reasoning model is asked for a summary of its reasoning, which the
+        reasoning block shows.
+        """
+        info = self.model_info(model)
+        instructions, items = responses_input(messages, info, self.label)
+        body: dict[str, Any] = {"model": model, "input": items, "stream": True, "store": False}
+        if instructions:
+            body["instructions"] = instructions
+        sent = params.for_provider(info.params & self.accepts)
+        for key in ("temperature", "top_p"):
+            if key in sent:
+                body[key] = sent[key]
+        if "max_tokens" in sent:
+            body["max_output_tokens"] = sent["max_tokens"]
+        if "effort" in info.params or reasoning_params(model) is not None:
+            reasoning: dict[str, Any] = {"summary": "auto"}
+            if "effort" in sent:
+                reasoning["effort"] = sent["effort"]
+            body["reasoning"] = reasoning
+            body["include"] = [INCLUDE_REASONING]
+        if tools:
+            body["tools"] = responses_tools(tools)
+        return files.materialize(body) if files.has_attachments(messages) else body
+
     async def stream(
         self,
         model: str,
@@ -299,6 +376,10 @@ class OpenAIProvider(Provider):
         *,
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[StreamEvent, None]:
+        if self.uses_responses(model):
+            async for event in self._stream_responses(model, messages, params, tools):
+                yield event
+            return
         body: dict[str, Any] | None = None
         content: list[bytes] | None = None
         if files.has_attachments(messages):
@@ -327,6 +408,7 @@ class OpenAIProvider(Provider):
                     "/chat/completions", content=pieces, options={"headers": headers}, cast_to=httpx2.Response,
                     stream=True,
                 )
+            reader.request_id = response.headers.get("x-request-id") or None
             try:
                 async for data in sse_data(response):
                     chunk = json.loads(data)
@@ -338,6 +420,36 @@ class OpenAIProvider(Provider):
                         yield event
             finally:  # on cancellation and errors too: the connection must not stay open
                 await response.aclose()
+        for event in reader.end():
+            yield event
+
+    async def _stream_responses(
+        self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec]
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """One reply through `client.responses.create(stream=True)`; errors mapped as for Chat Completions."""
+        if files.has_attachments(messages):  # base64 of megabytes: off the event loop
+            body = await asyncio.to_thread(self.responses_request, model, messages, params, tools)
+        else:
+            body = self.responses_request(model, messages, params, tools)
+        state = StreamState()
+        reader = EventReader()
+        with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
+            stream = await self._client.get().responses.create(**body)
+            try:
+                async for event in stream:
+                    try:
+                        events = reader.feed(event)
+                    except StreamFailed as failed:  # response.failed / error: as the SDK reports in-stream errors
+                        raise _stream_error(failed.error, stream.response) from None
+                    for out in events:
+                        if not state.started and isinstance(out, (TextDelta, ReasoningDelta, ToolCallDelta)):
+                            state.started = True
+                        yield out
+            finally:  # on cancellation and errors too: the connection must not stay open
+                await stream.close()
+            if reader.finish is not None and reader.finish.request_id is None:
+                rid = stream.response.headers.get("x-request-id") or None
+                reader.finish = dataclasses.replace(reader.finish, request_id=rid)
         for event in reader.end():
             yield event
 
@@ -422,4 +534,5 @@ def _openai_messages(messages: Sequence[Message], info: ModelInfo | None, label:
     return out
 
 
-__all__ = ["OpenAIProvider", "ChunkReader", "sse_data", "to_openai_messages", "OFFICIAL_BASE_URL"]
+__all__ = ["API_STYLES", "OpenAIProvider", "ChunkReader", "compatible_params", "reasoning_params", "sse_data",
+           "to_openai_messages", "OFFICIAL_BASE_URL"]

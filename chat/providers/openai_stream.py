@@ -43,6 +43,8 @@ class ChunkReader:
         self.model: str | None = None
         self.usage: Usage | None = None
         self.refused = False
+        #: The provider's id for the request: the `x-request-id` header (set by the caller), else the chunks' id.
+        self.request_id: str | None = None
         self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         self._calls_sent = False
 
@@ -51,6 +53,8 @@ class ChunkReader:
         events: list[StreamEvent] = []
         if chunk.get("model"):
             self.model = chunk["model"]
+        if self.request_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
+            self.request_id = chunk["id"]
         usage = chunk.get("usage")
         if usage:
             self.usage = _usage(usage)
@@ -118,7 +122,7 @@ class ChunkReader:
             # Some compatible servers (Ollama) say "stop" after tool calls.
             if reason is FinishReason.STOP and self._calls:
                 reason = FinishReason.TOOL_CALLS
-        events.append(Finish(reason, detail=detail, model_version=self.model))
+        events.append(Finish(reason, detail=detail, model_version=self.model, request_id=self.request_id))
         return events
 
 

@@ -33,6 +33,7 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     model: str | None
+    request_id: str | None = None  # the id the fake answered with (OpenAI's x-request-id header)
 
 
 @dataclass
@@ -398,9 +399,10 @@ class FakeServer:
 
     async def _openai(self, conn: _Conn, req: _Request, rest: str) -> bool:
         body = req.json if isinstance(req.json, dict) else {}
-        model = body.get("model") if rest == "/v1/chat/completions" else None
+        model = body.get("model") if rest in ("/v1/chat/completions", "/v1/responses") else None
         self._record("openai", req, model)
         rid = wire.new_id("req_", 16)
+        self._requests[-1].request_id = rid
         hdrs = {"x-request-id": rid, "openai-version": "2020-10-01", "openai-processing-ms": "1"}
         if not self._key_ok(self._bearer(req)):
             key = self._bearer(req) or ""
@@ -430,7 +432,7 @@ class FakeServer:
                      for i in items]
             await conn.send_json(200, wire.moderation(body.get("model") or "omni-moderation-latest", texts), hdrs)
             return True
-        if req.method != "POST" or rest != "/v1/chat/completions":
+        if req.method != "POST" or rest not in ("/v1/chat/completions", "/v1/responses"):
             await conn.send_json(404, wire.openai_error(404, f"Invalid URL ({req.method} /v1{rest[3:]})",
                                                         code=None), hdrs)
             return True
@@ -443,12 +445,25 @@ class FakeServer:
             await conn.send_json(sc.fail_status, wire.openai_error(sc.fail_status, etype=sc.fail_type),
                                  {**hdrs, **self._retry_headers(sc)})
             return True
-        sc = sc.after_tool_rounds(_tool_rounds("openai", body))
+        if rest == "/v1/responses":
+            if (refusal := _responses_input_error(body)) is not None:
+                await conn.send_json(400, wire.openai_error(400, refusal, param="input"), hdrs)
+                return True
+            sc = sc.after_tool_rounds(_tool_rounds("openai_responses", body))
+        else:
+            sc = sc.after_tool_rounds(_tool_rounds("openai", body))
         if sc.prompt_blocked:
             await conn.send_json(400, wire.openai_error(
                 400, "The response was filtered due to the prompt triggering content management policy. "
                      "Please modify your prompt and retry.", code="content_filter", param="prompt"), hdrs)
             return True
+        if rest == "/v1/responses":
+            texts = [("system", body["instructions"])] if isinstance(body.get("instructions"), str) else []
+            texts += _responses_texts(body.get("input"))
+            rw = wire.OpenAIResponsesWire(model, _count_prompt(texts), body)
+            if not body.get("stream"):
+                return await self._unary(conn, rw, sc, texts, hdrs)
+            return await self._stream(conn, rw, sc, texts, hdrs)
         messages = body.get("messages") or []
         texts = [(m.get("role", ""), _content_text(m.get("content"))) for m in messages if isinstance(m, dict)]
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -598,7 +613,7 @@ class FakeServer:
             reason = ("refusal" if sc.prompt_blocked else None) or sc.finish_for(w.provider) or \
                 w.default_finish(bool(calls))
             text = "" if sc.prompt_blocked else "".join(tokens)
-            if isinstance(w, wire.OpenAIWire):
+            if isinstance(w, (wire.OpenAIWire, wire.OpenAIResponsesWire)):
                 obj = w.unary(text, calls, reason, usage)
             else:
                 obj = w.unary(text, "".join(reasoning), calls, reason, usage)
@@ -789,6 +804,11 @@ def _tool_rounds(provider: str, body: dict[str, Any]) -> int:
             if isinstance(c, dict) and c.get("role") == "model"
             and any(isinstance(p, dict) and ("functionCall" in p or "function_call" in p) for p in c.get("parts") or [])
         )
+    if provider == "openai_responses":  # a run of function_call items is one round (parallel calls)
+        kinds = [i.get("type") for i in body.get("input") or [] if isinstance(i, dict)] if isinstance(
+            body.get("input"), list) else []
+        starts = ("function_call", "reasoning")
+        return sum(1 for i, k in enumerate(kinds) if k in starts and (i == 0 or kinds[i - 1] not in starts))
     rounds = 0
     for m in body.get("messages") or []:
         if not isinstance(m, dict) or m.get("role") != "assistant":
@@ -798,6 +818,39 @@ def _tool_rounds(provider: str, body: dict[str, Any]) -> int:
                 isinstance(b, dict) and b.get("type") == "tool_use" for b in content)):
             rounds += 1
     return rounds
+
+
+def _responses_texts(items: Any) -> list[tuple[str, str]]:
+    """(role, text) of a Responses `input`: a string, or messages and function_call_output items."""
+    if isinstance(items, str):
+        return [("user", items)]
+    out: list[tuple[str, str]] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call_output":
+            out.append(("tool", str(item.get("output") or "")))
+        elif "role" in item:
+            out.append((item["role"], _content_text(item.get("content"))))
+    return out
+
+
+def _responses_input_error(body: dict[str, Any]) -> str | None:
+    """The API's refusal of a stateless input that cannot be continued, as the real one words it, else None:
+    a reasoning item must come with its following item, and with `store` false it must carry its
+    encrypted content (nothing is kept on the server to look it up by id)."""
+    items = body.get("input") if isinstance(body.get("input"), list) else []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("type") != "reasoning":
+            continue
+        after = items[i + 1] if i + 1 < len(items) else None
+        if not isinstance(after, dict) or after.get("type") not in ("function_call", "message", "reasoning") and \
+                after.get("role") != "assistant":
+            return f"Item '{item.get('id')}' of type 'reasoning' was provided without its required following item."
+        if body.get("store") is False and not item.get("encrypted_content"):
+            return (f"Item with id '{item.get('id')}' not found. Items are not persisted when `store` is set to "
+                    "false. Try again with `store` set to true, or remove this item from your input.")
+    return None
 
 
 def _count_prompt(texts: list[tuple[str, str]]) -> int:

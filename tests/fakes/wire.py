@@ -160,6 +160,195 @@ def openai_usage(u: Usage) -> dict[str, Any]:
     }
 
 
+class OpenAIResponsesWire:
+    """Responses API events: `event: <type>\ndata: {json}\n\n` with a `sequence_number`, no `[DONE]`.
+
+    The sequence of the documentation's example (tests/fixtures/provider-streams/openai_responses_doc_example.sse):
+    response.created, response.in_progress, then per output item output_item.added ... output_item.done, and
+    response.completed / response.incomplete / response.failed with the whole response. A reasoning item
+    (when the request asks for `reasoning`) streams its summary and ends with `encrypted_content` when the
+    request `include`s it; function calls stream their arguments.
+    """
+
+    provider = "openai"
+    content_type = "text/event-stream; charset=utf-8"
+
+    def __init__(self, model: str, prompt_tokens: int, body: dict[str, Any]) -> None:
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.body = body
+        self.supports_reasoning = isinstance(body.get("reasoning"), dict)
+        self.encrypted = "reasoning.encrypted_content" in (body.get("include") or [])
+        self.id = new_id("resp_", 24)
+        self.created = int(time.time())
+        self.seq = 0
+        self.output: list[dict[str, Any]] = []
+        self.open: dict[str, Any] | None = None  # the output item being streamed
+        self.text_so_far = ""
+
+    def _event(self, obj: dict[str, Any]) -> bytes:
+        obj = {**obj, "sequence_number": self.seq}
+        self.seq += 1
+        return b"event: " + obj["type"].encode() + b"\ndata: " + _dumps(obj).encode() + b"\n\n"
+
+    def _response(self, status: str, usage: Usage | None = None, incomplete: str | None = None,
+                  error: dict[str, Any] | None = None) -> dict[str, Any]:
+        b = self.body
+        reasoning = b.get("reasoning") if isinstance(b.get("reasoning"), dict) else {}
+        return {
+            "id": self.id, "object": "response", "created_at": self.created, "status": status,
+            "background": False, "error": error,
+            "incomplete_details": {"reason": incomplete} if incomplete else None,
+            "instructions": b.get("instructions"), "max_output_tokens": b.get("max_output_tokens"),
+            "model": self.model, "output": list(self.output) if status != "in_progress" else [],
+            "parallel_tool_calls": True, "previous_response_id": None,
+            "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+            "store": b.get("store", True), "temperature": b.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto",
+            "tools": b.get("tools") or [], "top_p": b.get("top_p", 1.0), "truncation": "disabled",
+            "usage": responses_usage(usage) if usage is not None else None, "user": None, "metadata": {},
+        }
+
+    def _add(self, item: dict[str, Any]) -> bytes:
+        self.open = item
+        return self._event({"type": "response.output_item.added", "output_index": len(self.output),
+                            "item": {**item, "status": "in_progress"} if item["type"] != "reasoning" else item})
+
+    def _done(self, item: dict[str, Any]) -> bytes:
+        index = len(self.output)
+        self.output.append(item)
+        self.open = None
+        return self._event({"type": "response.output_item.done", "output_index": index, "item": item})
+
+    def head(self) -> list[bytes]:
+        return [self._event({"type": "response.created", "response": self._response("in_progress")}),
+                self._event({"type": "response.in_progress", "response": self._response("in_progress")})]
+
+    def reasoning(self, piece: str) -> list[bytes]:
+        out = []
+        if self.open is None or self.open["type"] != "reasoning":
+            out.append(self._add({"id": new_id("rs_", 24), "type": "reasoning", "summary": []}))
+            out.append(self._event({"type": "response.reasoning_summary_part.added", "item_id": self.open_id,
+                                    "output_index": len(self.output), "summary_index": 0,
+                                    "part": {"type": "summary_text", "text": ""}}))
+            self.text_so_far = ""
+        self.text_so_far += piece
+        out.append(self._event({"type": "response.reasoning_summary_text.delta", "item_id": self.open_id,
+                                "output_index": len(self.output), "summary_index": 0, "delta": piece,
+                                "obfuscation": "x"}))
+        return out
+
+    @property
+    def open_id(self) -> str:
+        return self.open["id"] if self.open else ""
+
+    def reasoning_end(self) -> list[bytes]:
+        if self.open is None or self.open["type"] != "reasoning":
+            return []
+        text, rid, index = self.text_so_far, self.open_id, len(self.output)
+        part = {"type": "summary_text", "text": text}
+        item: dict[str, Any] = {"id": rid, "type": "reasoning", "summary": [part]}
+        if self.encrypted:
+            item["encrypted_content"] = encrypted_reasoning(text)
+        return [
+            self._event({"type": "response.reasoning_summary_text.done", "item_id": rid, "output_index": index,
+                         "summary_index": 0, "text": text}),
+            self._event({"type": "response.reasoning_summary_part.done", "item_id": rid, "output_index": index,
+                         "summary_index": 0, "part": part}),
+            self._done(item),
+        ]
+
+    def text(self, piece: str) -> list[bytes]:
+        out = []
+        if self.open is None or self.open["type"] != "message":
+            out.append(self._add({"id": new_id("msg_", 24), "type": "message", "role": "assistant", "content": []}))
+            out.append(self._event({"type": "response.content_part.added", "item_id": self.open_id,
+                                    "output_index": len(self.output), "content_index": 0,
+                                    "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}}))
+            self.text_so_far = ""
+        self.text_so_far += piece
+        out.append(self._event({"type": "response.output_text.delta", "item_id": self.open_id,
+                                "output_index": len(self.output), "content_index": 0, "delta": piece,
+                                "logprobs": [], "obfuscation": "x"}))
+        return out
+
+    def text_end(self) -> list[bytes]:
+        if self.open is None or self.open["type"] != "message":
+            return []
+        text, mid, index = self.text_so_far, self.open_id, len(self.output)
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+        return [
+            self._event({"type": "response.output_text.done", "item_id": mid, "output_index": index,
+                         "content_index": 0, "text": text, "logprobs": []}),
+            self._event({"type": "response.content_part.done", "item_id": mid, "output_index": index,
+                         "content_index": 0, "part": part}),
+            self._done({"id": mid, "type": "message", "status": "completed", "role": "assistant", "content": [part]}),
+        ]
+
+    def tools(self, calls: list[dict[str, Any]]) -> list[bytes]:
+        out = self.text_end()
+        for call in calls:
+            args = _dumps(call.get("arguments", {}))
+            item = {"id": new_id("fc_", 24), "type": "function_call", "call_id": new_id("call_", 12),
+                    "name": call["name"], "arguments": ""}
+            out.append(self._add(item))
+            index = len(self.output)
+            for frag in fragments(args):
+                out.append(self._event({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+                                        "output_index": index, "delta": frag, "obfuscation": "x"}))
+            out.append(self._event({"type": "response.function_call_arguments.done", "item_id": item["id"],
+                                    "output_index": index, "arguments": args}))
+            out.append(self._done({**item, "arguments": args, "status": "completed"}))
+        return out
+
+    def default_finish(self, tools: bool) -> str:
+        return "completed"
+
+    def finish(self, reason: str, usage: Usage) -> list[bytes]:
+        """`reason`: completed (or stop); length / max_output_tokens or content_filter (response.incomplete);
+        failed (response.failed, a server_error)."""
+        out = self.text_end() + self.reasoning_end()
+        if reason == "failed":
+            error = {"code": "server_error", "message": "The server had an error processing your request."}
+            return out + [self._event({"type": "response.failed", "response": self._response("failed", error=error)})]
+        incomplete = {"length": "max_output_tokens", "max_output_tokens": "max_output_tokens",
+                      "content_filter": "content_filter"}.get(reason)
+        if incomplete:
+            return out + [self._event({"type": "response.incomplete",
+                                       "response": self._response("incomplete", usage, incomplete)})]
+        return out + [self._event({"type": "response.completed", "response": self._response("completed", usage)})]
+
+    def error_event(self, fail_type: str | None) -> list[bytes]:
+        return [self._event({"type": "error", "code": fail_type or "server_error",
+                             "message": "The server had an error while processing your request. Sorry about that!",
+                             "param": None})]
+
+    def unary(self, text: str, calls: list[dict[str, Any]], reason: str, usage: Usage) -> dict[str, Any]:
+        self.head()
+        if text:
+            self.text(text)
+        self.tools(calls)
+        self.text_end()
+        return self._response("completed", usage)
+
+
+def encrypted_reasoning(text: str) -> str:
+    """The fake's opaque `encrypted_content` of a reasoning item: derived from its text, so tests can expect it."""
+    import base64
+
+    return "gAAAAA" + base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def responses_usage(u: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": u.prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": u.completion + u.reasoning,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning},
+        "total_tokens": u.prompt + u.completion + u.reasoning,
+    }
+
+
 _OPENAI_ERRORS = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
