@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
+from chat import tracing
 from chat.errors import ChatError
 from chat.providers.base import Provider
 from chat.turn import Turn, TurnPolicy
@@ -117,7 +118,8 @@ async def _ask_judge(provider: Provider, info: ModelInfo, prompt: str, *, policy
                      prices: PriceTable) -> JudgeAnswer:
     """One judge call: the rendered prompt as the only (user) message, the reply read to its end."""
     turn = Turn(provider, info, [Message(role="user", content=prompt)], JUDGE_PARAMS, policy=policy)
-    result = await turn.run()
+    with tracing.judge_call(turn, judge=info.ref):  # a span only when tracing is on (chat/tracing.py)
+        result = await turn.run()
     usage = result.usage
     cost = prices.usage_cost(result.ref, usage)
     error = result.error.message if isinstance(result.error, ChatError) else None

@@ -240,6 +240,16 @@ async def test_judge_call_opens_a_span_in_one_line(services, spans):
     assert failed.status.status_code is StatusCode.ERROR and failed.attributes["error.type"] == "ValueError"
 
 
+async def test_a_judge_pair_is_two_judge_spans(services, spans):
+    from compare.judge_run import JudgePanel
+
+    panel = JudgePanel({"openai:gpt-test": services.registry.resolve("openai:gpt-test")})
+    await panel.pair("openai:gpt-test", "which is better?", ("m1", "one answer"), ("m2", "another answer"))
+    judged = spans.get_finished_spans()
+    assert [s.name for s in judged] == ["chat gpt-test", "chat gpt-test"]  # both orders
+    assert all(s.attributes["parley.role"] == "judge" and s.attributes["parley.judge"] == "openai:gpt-test" for s in judged)
+
+
 # -- off, and no noise when on ---------------------------------------------------------------------------
 
 
