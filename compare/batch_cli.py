@@ -140,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(e))
 
     load_dotenv_file(".env")
+    from chat import tracing
+
+    tracing.setup()  # only with OTEL_EXPORTER_OTLP_ENDPOINT: a batch span, a span per pair (flushed as the command exits)
     settings = Settings.from_env()
     for problem in settings.problems:
         print(f"warning: {problem}", file=sys.stderr)
