@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from chat.errors import ChatError
 from chat.types import Attachment, Params
 from compare.batch import BatchError, BatchSummary, load_prompts, rows_to_csv, run_batch
+from compare.judge_run import JudgedRun, judge_rows
 from compare.pricing import PriceError, PriceTable
 
 if TYPE_CHECKING:
@@ -101,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", help="also write the summary as JSON to this path: per model n, score_mean, score_ci "
                                      "and the run's numbers; paired comparisons of every two models (compare/README.md)")
     p.add_argument("--tools", action="store_true", help="let models that support tools call them (calculator, time; PARLEY_TOOLS_MODULE)")
+    p.add_argument("--judge", action="append", help="comma-separated judge models (provider:model): each judges every "
+                                                    "two models' answers per prompt in both orders; verdicts go to "
+                                                    "OUT.judges.jsonl and the summary's `judges` (compare/README.md)")
+    p.add_argument("--judge-rubric", action="store_true", help="the judges also rate each answer 1-10 (shown as 0-1)")
     return p
 
 
@@ -115,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     models = [m.strip() for group in args.models for m in group.split(",") if m.strip()]
+    judges = [m.strip() for group in args.judge or [] for m in group.split(",") if m.strip()]
+    if args.judge_rubric and not judges:
+        return fail("--judge-rubric needs --judge MODEL.")
+    judged: list[JudgedRun] = []
     try:
         prompts = load_prompts(args.prompts)
         files: dict[str, list[Attachment]] = {}
@@ -158,9 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from chat.tools import toolbox_from_env
 
                 toolbox = toolbox_from_env()
-            return await run_batch(registry, prompts, models, out_path=args.out, concurrency=args.concurrency,
-                                   params=params, system=args.system, prices=prices, progress=_progress_printer(),
-                                   tools=toolbox, files=files)
+            summary = await run_batch(registry, prompts, models, out_path=args.out, concurrency=args.concurrency,
+                                      params=params, system=args.system, prices=prices, progress=_progress_printer(),
+                                      tools=toolbox, files=files)
+            if judges:  # after the run, on its final rows: compare/judge_run.py
+                judged.append(await judge_rows(registry, summary.rows, judges, rubric=args.judge_rubric, prices=prices))
+            return summary
         finally:
             await registry.aclose()
 
@@ -184,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {summary.ignored_lines} unreadable line(s) in {args.out} were ignored.", file=sys.stderr)
     if args.csv:
         Path(args.csv).write_text(rows_to_csv(summary.rows), encoding="utf-8")
+    if judged:
+        Path(args.out).with_suffix(".judges.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judged[0].rows()), encoding="utf-8")
+        print("\nJudges:\n" + judged[0].to_markdown())
     if args.summary:
-        Path(args.summary).write_text(json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        doc = summary.to_json() | ({"judges": judged[0].summary()} if judged else {})
+        Path(args.summary).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 1 if summary.errors else 0

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chat import tracing
 from chat.errors import ChatError
@@ -30,6 +30,9 @@ from compare.judging import (
     template_hash,
 )
 from compare.pricing import PriceTable
+
+if TYPE_CHECKING:
+    from chat.registry import Registry
 
 #: Judge calls at once, per judging run (a judging run can be hundreds of calls; providers rate-limit).
 JUDGE_CONCURRENCY = 4
@@ -249,3 +252,50 @@ def judge_summary(verdicts: Sequence[PairVerdict], scores: Sequence[RubricScore]
             "cost": round(sum(costs), 8) if costs else None,
         }
     return out
+
+
+# -- the batch command line (`--judge`) ------------------------------------------------------------
+
+
+@dataclass
+class JudgedRun:
+    """A batch run's judge verdicts and rubric scores, with the summary the `--summary` JSON gains as `judges`."""
+
+    verdicts: list[PairVerdict]
+    scores: list[RubricScore]
+
+    def summary(self) -> dict[str, Any]:
+        return judge_summary(self.verdicts, self.scores)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One JSON object per verdict and per rubric score (the `.judges.jsonl` file)."""
+        return [*(v.as_dict() for v in self.verdicts), *(s.as_dict() for s in self.scores)]
+
+    def to_markdown(self) -> str:
+        """Per judge and model: the win rate over its pairwise verdicts (ties half) and the mean rubric score."""
+        lines = ["| judge | model | win rate | wins / losses / ties | rubric mean | consistency |",
+                 "|---|---|---|---|---|---|"]
+        for judge, s in self.summary().items():
+            models = sorted(set(s["win_rates"]) | set(s["rubric"]))
+            consistency = "–" if s["consistency"] is None else f"{s['consistency']:.0%}"
+            for model in models:
+                w = s["win_rates"].get(model)
+                r = s["rubric"].get(model, {}).get("mean")
+                rate = "–" if w is None else format(w["win_rate"], ".0%")
+                wlt = "–" if w is None else f"{w['wins']} / {w['losses']} / {w['ties']}"
+                mean = "–" if r is None else f"{r:.3f}"
+                lines.append(f"| {judge} | {model} | {rate} | {wlt} | {mean} | {consistency} |")
+        return "\n".join(lines)
+
+
+async def judge_rows(registry: Registry, rows: Iterable[Mapping[str, Any]], judges: Sequence[str], *, rubric: bool = False,
+                     prices: PriceTable | None = None, policy: TurnPolicy | None = None,
+                     template: str = DEFAULT_PAIR_TEMPLATE, concurrency: int = JUDGE_CONCURRENCY) -> JudgedRun:
+    """Judge a finished run's rows (the command line: no database, no rate limit; a bad judge name raises ChatError)."""
+    resolved = {}
+    for ref in judges:
+        provider, info = registry.resolve(ref)
+        resolved[info.ref] = (provider, info)
+    panel = JudgePanel(resolved, prices=prices or PriceTable(), policy=policy, concurrency=concurrency)
+    verdicts, scores = await judge_batch(panel, batch_items(rows), rubric=rubric, template=template)
+    return JudgedRun(verdicts, scores)
