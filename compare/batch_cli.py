@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="also write the final rows of this job as CSV to this path")
     p.add_argument("--summary", help="also write the summary as JSON to this path: per model n, score_mean, score_ci "
                                      "and the run's numbers; paired comparisons of every two models (compare/README.md)")
+    p.add_argument("--experiment", help="also write the experiment file (prompts, settings, outputs, scores, the "
+                                        "reproducibility card, with a manifest of hashes) here: compare/README.md")
     p.add_argument("--tools", action="store_true", help="let models that support tools call them (calculator, time; PARLEY_TOOLS_MODULE)")
     p.add_argument("--judge", action="append", help="comma-separated judge models (provider:model): each judges every "
                                                     "two models' answers per prompt in both orders; verdicts go to "
@@ -203,4 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.summary:
         doc = summary.to_json() | ({"judges": judged[0].summary()} if judged else {})
         Path(args.summary).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.experiment:
+        from compare.experiment import build, dumps, summary_doc
+
+        doc = build(prompts=prompts, models=[m.model for m in summary.models], params=params.model_dump(exclude_none=True),
+                    system=args.system, rows=summary.rows, summary=summary_doc(summary), concurrency=args.concurrency)
+        Path(args.experiment).write_bytes(dumps(doc))
     return 1 if summary.errors else 0

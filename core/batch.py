@@ -91,6 +91,8 @@ class BatchRun:
     models: list[str]
     total: int
     started: float = field(default_factory=time.monotonic)
+    #: What it runs: the experiment file (core/experiment.py) is written from it and the run's rows.
+    job: BatchJob | None = None
 
     @property
     def out_path(self) -> Path:
@@ -103,6 +105,10 @@ class BatchRun:
     @property
     def summary_path(self) -> Path:
         return self.directory / "batch-summary.json"
+
+    @property
+    def experiment_path(self) -> Path:
+        return self.directory / "batch-experiment.json"
 
 
 class ResultsTail:
@@ -252,7 +258,7 @@ class Batches:
         # mkdtemp: a random name created 0700, so no other user or session can guess or share it.
         directory = Path(tempfile.mkdtemp(prefix="parley-batch-", dir=self.root))
         return BatchRun(id=secrets.token_urlsafe(12), owner=owner, directory=directory,
-                        models=job.models, total=job.calls)
+                        models=job.models, total=job.calls, job=job)
 
     def start(self, owner: str, job: BatchJob, previous: BatchRun | None = None) -> tuple[BatchRun, asyncio.Task[BatchSummary]]:
         """Start the run in a task of its own (the previous run's files go); `end` it when done with it."""
@@ -296,10 +302,18 @@ class Batches:
     # -- files ---------------------------------------------------------------------------------
 
     def write_csv(self, run: BatchRun, summary: BatchSummary) -> list[Path]:
-        """Write the CSV of the run's final rows and its summary (the CLI's --summary JSON); the files to offer."""
+        """Write the CSV of the run's final rows, its summary (the CLI's --summary JSON) and its experiment file
+        (compare/README.md); the files to offer."""
         run.csv_path.write_text(rows_to_csv(summary.rows), encoding="utf-8")
         run.summary_path.write_text(json.dumps(summary_json(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return [run.out_path, run.csv_path, run.summary_path] if run.out_path.exists() else []
+        if not run.out_path.exists():
+            return []
+        if run.job is None:
+            return [run.out_path, run.csv_path, run.summary_path]
+        from core.experiment import dumps, of_run  # core/experiment.py builds jobs from files: imported here, not above
+
+        run.experiment_path.write_bytes(dumps(of_run(run.job, summary)))
+        return [run.out_path, run.csv_path, run.summary_path, run.experiment_path]
 
 
 def summary_json(summary: BatchSummary) -> dict[str, Any]:

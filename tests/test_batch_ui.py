@@ -79,7 +79,8 @@ def test_run_two_models_one_failing_gives_summary_and_downloads(view, tmp_path, 
     assert summary.loc["openai:fast", "Tokens out"] == 60
     assert len(final[view.results]) == 6
 
-    jsonl, csv_path, summary_json = final[view.downloads]
+    jsonl, csv_path, summary_json, experiment = final[view.downloads]
+    assert Path(experiment).name == "batch-experiment.json"  # tests/test_experiment.py opens and replays it
     doc = json.loads(Path(summary_json).read_text())  # the CLI's --summary document, without the server's path
     assert doc["models"]["openai:fast"]["done"] == 3 and "out_path" not in doc
     rows = [json.loads(line) for line in Path(jsonl).read_text().splitlines()]
@@ -160,7 +161,7 @@ def test_stop_keeps_finished_rows_and_only_the_owner_can_stop(view, tmp_path, fa
     assert "Stopped" in stopped[view.status] and "were not run" in stopped[view.status]
     rows = [json.loads(line) for line in run.out_path.read_text().splitlines()]
     assert 1 <= len(rows) < 6 and all(r["error"] is None for r in rows)
-    jsonl, csv_path, _summary = stopped[view.downloads]
+    jsonl, csv_path, _summary, _experiment = stopped[view.downloads]
     assert len(Path(jsonl).read_text().splitlines()) == len(rows)
     assert len(list(csv.DictReader(io.StringIO(Path(csv_path).read_text())))) == len(rows)
     assert stopped[view.stop_button]["visible"] is False and stopped[view.run_button]["interactive"] is True

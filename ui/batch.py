@@ -33,6 +33,7 @@ from core.batch import (
 )
 from core.identity import owner_for
 from core.services import Services
+from ui.batch_experiment import ExperimentHandlers, build_experiment_part
 from ui.batch_scores import PAIRED_COLUMNS, SCORE_COLUMNS, has_scores, paired_frame, scores_frame, scores_plot
 from ui.context import TabContext
 from ui.exports import exports_for
@@ -266,6 +267,8 @@ class BatchTab(BatchView):
     """The built tab: its components, and the handlers behind them (tests call them directly)."""
 
     handlers: BatchHandlers
+    #: "Open an experiment file": show one read-only, replay it (ui/batch_experiment.py).
+    experiment: ExperimentHandlers | None = None
 
 
 # -- layout ---------------------------------------------------------------------------------------
@@ -284,7 +287,8 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
     lo, hi = param_bounds("max_tokens")
     gr.Markdown(
         "### Batch runs\n<span class='parley-muted'>Every prompt of a file through up to "
-        f"{MAX_MODELS} models ({MAX_CALLS:,} calls at most per run). Results are downloads (JSONL and CSV); "
+        f"{MAX_MODELS} models ({MAX_CALLS:,} calls at most per run). Results are downloads (JSONL, CSV, a summary "
+        "and an experiment file you can open and replay below); "
         "they are not saved in your history or the dashboard.</span>"
     )
     with gr.Row(equal_height=False):
@@ -353,4 +357,5 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
                                concurrency_limit=4, concurrency_id="batch", show_progress="hidden")
     stop_button.click(handlers.stop, [run_state, ctx.owner], view.outputs(), cancels=[running],
                       api_visibility="private", show_progress="hidden")
-    return BatchTab(**vars(view), handlers=handlers)
+    experiment = build_experiment_part(batches, ctx.owner, run_state)
+    return BatchTab(**vars(view), handlers=handlers, experiment=experiment)

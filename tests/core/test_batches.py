@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from chat.registry import Registry, Settings
+from compare.experiment import loads
 from core.batch import MAX_CALLS, Batches, BatchInputError
 from core.config import AppConfig
 from core.services import Services
@@ -88,7 +89,8 @@ def test_a_run_writes_its_files_and_one_owner_runs_one_batch(make_batches: Any, 
         summary = await task
         assert summary.ran == 6 and summary.errors == 0
         files = batches.write_csv(run, summary)
-        assert files == [run.out_path, run.csv_path, run.summary_path]
+        assert files == [run.out_path, run.csv_path, run.summary_path, run.experiment_path]
+        assert len(loads(run.experiment_path.read_bytes())["results"]) == 6, "the experiment file holds the run's rows"
         assert json.loads(run.summary_path.read_text(encoding="utf-8"))["models"], "the summary names the run's model"
         assert len(list(csv.DictReader(io.StringIO(run.csv_path.read_text(encoding="utf-8"))))) == 6
         await batches.end(run.id)
