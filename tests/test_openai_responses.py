@@ -3,6 +3,7 @@ recorded stream), the effort/temperature controls per model, and the provider re
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -125,6 +126,21 @@ async def test_a_responses_endpoint_sends_sampling_to_a_model_that_is_not_a_reas
     [body] = bodies(srv, model)
     assert (body["temperature"], body["top_p"], body["max_output_tokens"]) == (0.3, 0.9, 77)
     assert not {"seed", "reasoning", "include"} & set(body)
+
+
+async def test_files_go_as_input_parts(srv):
+    from tests.test_provider_attachments import B64_IMAGE, B64_PDF, IMAGE, NOTES_BLOCK, PDF, TEXT, ask
+
+    model = scenario(srv, "o3-resp-files", tokens=2)  # o3 reads images and PDFs
+    events, exc = await collect(official(srv), model, messages=ask(IMAGE, PDF, TEXT))
+    assert exc is None
+    [body] = bodies(srv, model)
+    assert body["input"] == [{"role": "user", "content": [
+        {"type": "input_text", "text": "What is in these?"},
+        {"type": "input_image", "image_url": f"data:image/png;base64,{B64_IMAGE}", "detail": "auto"},
+        {"type": "input_file", "filename": PDF.name, "file_data": f"data:application/pdf;base64,{B64_PDF}"},
+        {"type": "input_text", "text": NOTES_BLOCK},
+    ]}]
 
 
 # -- the stream ----------------------------------------------------------------------------------------
@@ -295,6 +311,36 @@ async def test_a_stream_cut_before_its_closing_event_has_no_finish(srv):
     events, exc = await collect(official(srv), scenario(srv, "o3-resp-cut", tokens=6, truncate_after=2))
     assert exc is None and text_of(events) == "".join(default_tokens(2))
     assert not [e for e in events if isinstance(e, (Finish, Usage))]
+
+
+async def test_a_dropped_connection_mid_stream_is_a_stream_error(srv):
+    events, exc = await collect(official(srv), scenario(srv, "o3-resp-drop", tokens=10, drop_after=3))
+    assert text_of(events) == "".join(default_tokens(3))
+    assert isinstance(exc, StreamError) and "cut off" in str(exc) and exc.__cause__ is not None
+
+
+async def test_stopping_closes_the_http_stream(srv):
+    model = scenario(srv, "o3-resp-stop", tokens=500, rate=100)
+    provider = official(srv)
+    got_one = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in provider.stream(model, HELLO, Params()):
+            if isinstance(event, TextDelta):
+                got_one.set()
+
+    try:
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(got_one.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        record = await asyncio.to_thread(
+            srv.wait_for, lambda: next((r for r in srv.stream_log if r.model == model and r.client_closed), None), 5
+        )
+        assert record.tokens_sent < 500
+    finally:
+        await provider.aclose()
 
 
 # -- controls per model ---------------------------------------------------------------------------------

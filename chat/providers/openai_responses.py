@@ -20,6 +20,7 @@ from pydantic import Field
 
 from chat.providers import _attachments as files
 from chat.providers._common import system_text
+from chat.providers.openai_models import reasoning_params
 from chat.types import (
     Finish,
     FinishReason,
@@ -102,6 +103,35 @@ def _content(text: str, prepared: Sequence[files.Item]) -> list[dict[str, object
         else:
             parts.append({"type": "input_file", "filename": item.att.name, "file_data": item.data_url()})
     return parts
+
+
+def responses_body(
+    model: str, info: ModelInfo, messages: Sequence[Message], sent: dict[str, Any], label: str,
+    tools: Sequence[ToolSpec] = (),
+) -> dict[str, Any]:
+    """The body for `responses.create` (files still as Blobs); `sent` holds the parameter values the model takes.
+
+    A reasoning model (by name, or one with an effort control) is asked for a summary of its reasoning, which
+    the reasoning block shows, and for its reasoning encrypted, so that the next tool step can send it back.
+    """
+    instructions, items = responses_input(messages, info, label)
+    body: dict[str, Any] = {"model": model, "input": items, "stream": True, "store": False}
+    if instructions:
+        body["instructions"] = instructions
+    for key in ("temperature", "top_p"):
+        if key in sent:
+            body[key] = sent[key]
+    if "max_tokens" in sent:
+        body["max_output_tokens"] = sent["max_tokens"]
+    if "effort" in info.params or reasoning_params(model) is not None:
+        reasoning: dict[str, Any] = {"summary": "auto"}
+        if "effort" in sent:
+            reasoning["effort"] = sent["effort"]
+        body["reasoning"] = reasoning
+        body["include"] = [INCLUDE_REASONING]
+    if tools:
+        body["tools"] = responses_tools(tools)
+    return body
 
 
 def responses_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
@@ -274,5 +304,5 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return dump(mode="json", exclude_none=True) if callable(dump) else {}
 
 
-__all__ = ["EventReader", "INCLUDE_REASONING", "ReasoningCall", "StreamFailed", "responses_input", "responses_tools",
-           "responses_usage"]
+__all__ = ["EventReader", "INCLUDE_REASONING", "ReasoningCall", "StreamFailed", "responses_body", "responses_input",
+           "responses_tools", "responses_usage"]
