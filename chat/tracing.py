@@ -160,7 +160,8 @@ def group(name: str, attributes: Mapping[str, Any] | None = None) -> Traced | No
         return None
     from opentelemetry.trace import SpanKind
 
-    span = _tracer.start_span(name, kind=SpanKind.INTERNAL, attributes={"gen_ai.operation.name": name, **(attributes or {})})
+    # No gen_ai.operation.name: "compare" and "batch" are Parley's, not operations the conventions define.
+    span = _tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=dict(attributes or {}))
     return Traced(span)
 
 
