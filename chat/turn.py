@@ -109,6 +109,11 @@ class TurnResult:
     def add_text(self, piece: str) -> None:
         self._chunks.append(piece)
 
+    def replace_text(self, text: str) -> None:
+        """Replace the answer so far (output moderation withholds a flagged reply: core.moderation)."""
+        self._chunks = [text] if text else []
+        self._joined, self._joined_count = text, len(self._chunks)
+
     @property
     def done(self) -> bool:
         return self.finish_reason is not None

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from chat.types import Attachment, Message, ModelInfo
 from core.attachments import FileProblem, history_context, message_files, to_store, with_history
 from core.branching import RETRY_TEXT, Place, PlaceProblem, begin_at, place
 from core.chat_events import ChatEvent, Flagged, RefusalKind, Refused, Result, Update
+from core.moderation import Moderator
 from core.params import ParamInputs, params_error
 from core.pending_writes import KeptTurn, PendingWrites
 from core.ratelimit import Identity
@@ -105,6 +106,7 @@ class ChatTurns:
     s: Services
     #: Turns the database could not take, written before the same owner's next turn.
     pending: PendingWrites = field(init=False)
+    moderator: Moderator = field(init=False)
     _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     #: Each owner's replies streaming now: a future that resolves, with the conversation id, once
     #: the reply is saved (however it ended). Stop waits on it to show the reply as stored.
@@ -112,6 +114,7 @@ class ChatTurns:
 
     def __post_init__(self) -> None:
         self.pending = PendingWrites(self.s.db)
+        self.moderator = Moderator.of(self.s)
         self.long = LongContext(self.s, self.s.config.summaries)
 
     async def settled(self, owner: str, timeout: float = 10.0) -> str | None:
@@ -248,7 +251,10 @@ class ChatTurns:
         saved_turn: asyncio.Future[str | None] = loop.create_future()
         self._running.setdefault(owner, set()).add(saved_turn)
         partial_due = loop.time() + PARTIAL_SAVE_EVERY
-        updates: AsyncIterator[Result] = turn.updates(self.s.update_interval)
+        updates: AsyncGenerator[Result, None] = turn.updates(self.s.update_interval)
+        guard = self.moderator.guard()  # MODERATION=openai: the reply is checked as it streams (core.moderation)
+        if guard is not None:
+            updates = guard.watch(updates)
         try:
             async for r in updates:
                 if ids is None and save_task.done():
@@ -265,6 +271,8 @@ class ChatTurns:
             self.s.active_streams -= 1
             tracing.end(span)
             try:
+                if guard is not None:  # a stopped or failed reply's text is checked too, before it is stored
+                    await asyncio.shield(guard.settle(turn.result))
                 begun = await asyncio.shield(save_task)
                 if ids is None:
                     ids, conv = self._ids(begun, conversation_id, notes)
@@ -286,6 +294,9 @@ class ChatTurns:
         # conversation id (and any note), or the next message would start a new conversation; an API
         # client learns the saved ids (what it branches from).
         saved_ids = ids if isinstance(ids, TurnIds) else None
+        if finished and guard is not None and guard.flagged:  # the reply is withheld: the notice replaces it
+            yield Flagged(guard.notice, guard.flagged, tuple(notes), conv, saved_ids)
+            return
         if finished and (notes or conv != yielded_conv or saved_ids != yielded_ids):
             yield Update(turn.result, label, tuple(notes), conv, saved_ids)
 
@@ -293,19 +304,8 @@ class ChatTurns:
 
     async def _moderate(self, text: str) -> list[str] | None:
         """With MODERATION=openai: the categories a message is flagged for, or None when it may pass."""
-        if self.s.config.moderation != "openai":
-            return None
-        moderator = self.s.registry.providers.get("openai")
-        if moderator is None or not hasattr(moderator, "moderate"):
-            log.warning("MODERATION=openai but OpenAI is not configured: messages are not checked")
-            return None
-        try:
-            flagged: list[str] = await moderator.moderate(text)
-        except ChatError as e:
-            # Fail open, loudly: an outage of the moderation endpoint must not stop every chat.
-            log.warning("moderation check failed (%s); the message was let through", e.kind)
-            return None
-        return flagged or None
+        found = await self.moderator.check(text)
+        return list(found) if found else None
 
     async def _refuse(self, owner: str, conversation_id: str | None, shown: list[str], text: str,
                       info: ModelInfo, categories: list[str], attachments: Sequence[Attachment] = (),

@@ -27,6 +27,7 @@ from chat.types import Attachment, FinishReason, Message, ModelInfo, Params
 from compare.engine import Reply, ReplyResult, UnsupportedFile, file_refusal, prompt_messages, speed_of, start_reply, uses_tools
 from compare.pricing import PriceTable
 from core.attachments import to_store
+from core.moderation import Moderator, OutputGuard
 from core.repro import stored_fields
 from core.services import Services
 from core.tooling import owner_search, tool_records
@@ -171,8 +172,12 @@ async def drive(reply: Reply, changed: Callable[[], None]) -> None:
             changed()
 
 
-async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_INTERVAL) -> AsyncGenerator[None, None]:
+async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_INTERVAL,
+                              guards: Sequence[OutputGuard | None] = ()) -> AsyncGenerator[None, None]:
     """Run every reply at once; yield when something changed (at most once per `interval`), and once at the end.
+
+    `guards` (one per reply, or none): output moderation, checking each reply beside it as it grows; a
+    flagged reply is stopped and withheld (core.moderation).
 
     The replies' results are updated in place, so a consumer reads `turn.result` after each yield.
     A failing reply ends with its error set (turns and tool loops never raise); the others carry on.
@@ -181,13 +186,17 @@ async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_I
     """
     changed = asyncio.Event()
 
-    async def pump(turn: Reply) -> None:
+    async def pump(turn: Reply, guard: OutputGuard | None) -> None:
         try:
-            await drive(turn, changed.set)
+            if guard is None:
+                await drive(turn, changed.set)
+            else:
+                await guard.run(lambda: drive(turn, changed.set), turn.result)
         finally:
             changed.set()
 
-    tasks = [asyncio.create_task(pump(t)) for t in turns]
+    watched = list(guards) or [None] * len(turns)
+    tasks = [asyncio.create_task(pump(t, g)) for t, g in zip(turns, watched)]
     # One future for every pane: the shared coalescing wakes early only when they have all ended,
     # and closing it early cancels them all.
     together = asyncio.gather(*tasks, return_exceptions=True)
@@ -199,6 +208,9 @@ async def stream_concurrently(turns: Sequence[Reply], interval: float = UPDATE_I
                     for turn, task in zip(turns, tasks):
                         if not task.cancelled() and task.exception() is not None:
                             log.error("compare pane %s failed unexpectedly", turn.result.ref, exc_info=task.exception())
+                for turn, guard in zip(turns, watched):
+                    if guard is not None and not turn.result.done:
+                        guard.observe(turn.result.text)  # a check beside the stream, when enough is new
                 yield
     finally:
         pending = [t for t in tasks if not t.done()]
@@ -337,14 +349,18 @@ class CompareRun:
         # The prompt is saved while the providers are called: both are on the first-token path.
         save = asyncio.ensure_future(save_begin(self.s, self.owner, self.prompt, self.panes, self.blind, self.attachments))
         running = [p.turn for p in self.panes if p.turn and p.refusal is None]
+        moderator = Moderator.of(self.s)
+        guards = [moderator.guard() for _ in running]  # None unless MODERATION=openai
         # Off (no OTLP endpoint): None and [] (chat.tracing).
         run_span = tracing.group("compare", {"parley.panes": len(self.panes), "parley.blind": self.blind})
         pane_spans = tracing.start_all(running, parent=run_span, role="compare")
         try:
-            async with aclosing(stream_concurrently(running, interval)) as feed:
+            async with aclosing(stream_concurrently(running, interval, guards)) as feed:
                 async for _ in feed:
                     yield
         finally:
+            # After Stop, what each pane kept is checked before it is stored.
+            await asyncio.shield(asyncio.gather(*(g.settle(t.result) for g, t in zip(guards, running) if g)))
             tracing.end_all(pane_spans)
             tracing.end(run_span)
             self.ids = await asyncio.shield(save)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.identity import ProxyNetwork, parse_proxies
+from core.moderation import ModerationSettings
 from core.ratelimit import parse_rate
 from core.summaries import SummarySettings
 from storage import db
@@ -89,6 +90,8 @@ class AppConfig:
     updates_per_second: float = 200.0
     log_content: bool = False
     moderation: str | None = None
+    #: How replies are checked: MODERATION_EVERY_CHARS, MODERATION_TIMEOUT (core.moderation).
+    moderation_checks: ModerationSettings = field(default_factory=ModerationSettings)
     #: Long conversations: SUMMARIES, SUMMARY_AFTER_MESSAGES, SUMMARY_MODEL, SUMMARY_TIMEOUT (core.summaries).
     summaries: SummarySettings = field(default_factory=SummarySettings)
     shared_leaderboard: bool = False
@@ -123,6 +126,7 @@ class AppConfig:
             updates_per_second=max(_float(env, "STREAM_UPDATES_PER_SECOND", 200.0), 1.0),
             log_content=env.get("LOG_CONTENT", "").lower() in ("1", "true", "yes"),
             moderation=(env.get("MODERATION") or "").strip().lower() or None,
+            moderation_checks=ModerationSettings.from_env(env),
             summaries=SummarySettings.from_env(env),
             shared_leaderboard=env.get("SHARED_LEADERBOARD", "").lower() in ("1", "true", "yes"),
             mcp_server=env.get("PARLEY_MCP", "").strip().lower() in ("on", "1", "true", "yes"),
