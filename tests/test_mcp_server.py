@@ -176,6 +176,7 @@ def test_without_credentials_the_mcp_routes_answer_401(auth_app):
         with_session(url, lambda s: s.list_tools())
     assert "401" in repr(refused.value) or "Unauthorized" in repr(refused.value)
     assert httpx.get(f"{url}/gradio_api/mcp/schema", timeout=30).status_code == 401
+    assert httpx.get(f"{url}/gradio_api/mcp/sse", timeout=30).status_code == 401  # the SSE transport too
 
 
 def test_with_credentials_a_call_runs_as_that_user(auth_app, fake_server):
@@ -226,3 +227,9 @@ def test_who_is_calling_without_the_guard_too():
         remote_owner(login=None, authorization=None, users=users)
     one, two = (remote_owner(login=None, authorization=None, users=[]) for _ in range(2))
     assert one.startswith("session:mcp-") and one != two, "anonymous calls never share an owner"
+
+
+def test_the_mcp_flag_turns_it_on(monkeypatch):
+    import app as app_module
+
+    assert app_module.parse_args(["--mcp"]).mcp and not app_module.parse_args([]).mcp

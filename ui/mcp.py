@@ -17,6 +17,7 @@ public endpoints (/chat, /send, /compare, /leaderboard) are neither listed nor c
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import aclosing
 from typing import Any
@@ -46,6 +47,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 def register_tools(services: Services, turns: ChatTurns) -> None:
     """Add the four tools to the Blocks being built (call inside `with demo:`); only when the MCP server is on."""
+    # Gradio warns at launch that the chat's endpoint has a gr.State input "tool": it is no tool here (McpGuard).
+    warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
     comparisons = Comparisons(services, PriceTable.from_env())  # the default prices, as the /compare API's
     batches = Batches(services)
     users = services.config.users
