@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import aclosing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -292,17 +296,42 @@ def test_off_nothing_of_the_sdk_is_imported():
     assert "SDK []" in done.stdout
 
 
-def test_setup_with_an_endpoint_builds_an_otlp_http_exporter(monkeypatch):
-    """The real set-up path: OTLP/HTTP behind a BatchSpanProcessor, service.name parley (nothing is sent here)."""
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+class _Collector(BaseHTTPRequestHandler):
+    """A minimal OTLP/HTTP receiver: keeps each POST's path and body."""
+
+    posts: ClassVar[list[tuple[str, bytes, str]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        _Collector.posts.append((self.path, body, self.headers.get("Authorization", "")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+async def test_with_an_endpoint_spans_go_out_as_otlp_http(services, monkeypatch):
+    """The real set-up path: the OTLP/HTTP exporter posts protobuf to {endpoint}/v1/traces, headers from the env."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Collector.posts.clear()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)  # the exporter reads the process environment
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Basic%20cGs6c2s=")
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
     try:
-        assert tracing.setup({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
-        provider = tracing._provider
-        assert provider is not None and provider.resource.attributes["service.name"] == "parley"
-        processors = provider._active_span_processor._span_processors
-        assert [type(p).__name__ for p in processors] == ["BatchSpanProcessor"]
-        assert type(processors[0]._batch_processor._exporter).__name__ == "OTLPSpanExporter"
+        assert tracing.setup({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        await chat(ChatTurns(services))
     finally:
-        tracing._provider = None  # dropped unflushed: shutting down would try to send to the dead port
-        tracing._tracer = None
+        tracing.shutdown()  # flushes the BatchSpanProcessor
+        server.shutdown()
+    [(path, body, auth)] = _Collector.posts
+    assert path == "/v1/traces" and auth == "Basic cGs6c2s="
+    sent = ExportTraceServiceRequest.FromString(body)
+    [resource] = sent.resource_spans
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"]
+    names = [span.name for scope in resource.scope_spans for span in scope.spans]
+    assert service == "parley" and names == ["chat gpt-test"]
