@@ -35,7 +35,7 @@ from core.moderation import Moderator
 from core.params import ParamInputs, params_error
 from core.pending_writes import KeptTurn, PendingWrites
 from core.ratelimit import Identity
-from core.repro import stored_fields
+from core.repro import done_card, stored_fields
 from core.services import Services
 from core.store import FLAGGED_ERROR, start_turn
 from core.summaries import LongContext
@@ -264,7 +264,7 @@ class ChatTurns:
                     partial_due = loop.time() + PARTIAL_SAVE_EVERY
                     self._spawn(self._save_partial(owner, ids, r.text, r.reasoning))
                 saved_ids = ids if isinstance(ids, TurnIds) else None
-                yield Update(r, label, tuple(notes), conv, saved_ids)
+                yield Update(r, label, tuple(notes), conv, saved_ids, done_card(provider, info, r, sent, system_prompt))
                 yielded_conv, yielded_ids = conv, saved_ids
             finished = True
         finally:
@@ -298,7 +298,7 @@ class ChatTurns:
             yield Flagged(guard.notice, guard.flagged, tuple(notes), conv, saved_ids)
             return
         if finished and (notes or conv != yielded_conv or saved_ids != yielded_ids):
-            yield Update(turn.result, label, tuple(notes), conv, saved_ids)
+            yield Update(turn.result, label, tuple(notes), conv, saved_ids, done_card(provider, info, turn.result, sent, system_prompt))
 
     # -- moderation -----------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from chat.toolloop import ToolLoopResult
 from chat.turn import TurnResult
@@ -50,6 +50,8 @@ class Update:
     conversation_id: str | None
     #: The stored message ids, once saved (the last Update of a saved turn always has them).
     saved: TurnIds | None = None
+    #: The reply's reproducibility card (core/repro.py) once it has finished, else None.
+    card: dict[str, Any] | None = None
 
 
 ChatEvent = Refused | Flagged | Update

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from compare.repro import CARD_FIELDS, card_extras
 
-__all__ = ["CARD_FIELDS", "CARD_KEYS", "card_markdown", "card_of", "live_card", "stored_fields"]
+__all__ = ["CARD_FIELDS", "CARD_KEYS", "card_markdown", "card_of", "done_card", "live_card", "stored_fields"]
 
 #: A card's keys, in the order it is shown.
 CARD_KEYS: tuple[str, ...] = ("provider", "model", "model_version", "params", "system_prompt_sha256", "request_id",
@@ -49,6 +49,13 @@ def live_card(provider: Any, info: Any, result: Any, params: Mapping[str, Any], 
               "params": dict(params), "time": time.isoformat(timespec="seconds"),
               **stored_fields(provider, result, system_prompt)}
     return {k: values[k] for k in CARD_KEYS}
+
+
+def done_card(provider: Any, info: Any, result: Any, params: Mapping[str, Any], system_prompt: str | None) -> dict[str, Any] | None:
+    """`live_card` once the reply has finished (timed now), None while it streams: the chat's hot path pays nothing."""
+    if not getattr(result, "done", False):
+        return None
+    return live_card(provider, info, result, params, system_prompt, datetime.now(UTC))
 
 
 def _inline(value: Any) -> str:

@@ -53,7 +53,7 @@ def bubbles(event: ChatEvent) -> list[gr.ChatMessage]:
     if isinstance(event, Flagged):
         # Marked: the flagged message is stored, but it must never reach a model as context either.
         return [refusal_notice(event.reply, FLAGGED_MARK), *(notice(n)[0] for n in event.notes)]
-    return result_bubbles(event.result, event.label, notes=event.notes)
+    return result_bubbles(event.result, event.label, notes=event.notes, card=event.card)
 
 
 class ChatHandler:

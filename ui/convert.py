@@ -18,6 +18,7 @@ from chat.context import clean_text
 from chat.types import FinishReason, Message
 from chat.types import tokens_per_second as rate_of
 from compare.engine import speed_of
+from core.repro import card_markdown, card_of
 from core.store import FLAGGED_ERROR  # how a flagged reply is stored: stored_to_chatbot marks it
 from core.usage import output_tokens_of, usage_of
 from ui.notices import notice_title
@@ -229,8 +230,13 @@ def reply_bubbles(
     dropped_messages: int = 0,
     notes: Sequence[str] = (),
     tools: Sequence[Any] = (),
+    card: str = "",
 ) -> list[gr.ChatMessage]:
-    """The assistant bubbles for one reply: reasoning and tool calls (collapsible), the answer, then a metrics line."""
+    """The assistant bubbles for one reply: reasoning and tool calls (collapsible), the answer, then a metrics line.
+
+    `card` (markdown, core/repro.py) is the metrics line's folded content: the reply's reproducibility card, shown
+    when the line is opened. The line stays a titled bubble, so it is never sent as context (to_messages).
+    """
     bubbles: list[gr.ChatMessage] = []
     if reasoning:
         status: Literal["pending", "done"] = "done" if (text or finished or tools) else "pending"
@@ -259,7 +265,7 @@ def reply_bubbles(
         )
         if dropped_messages:
             line += f" · {dropped_messages} older messages left out to fit the context"
-        bubbles.append(gr.ChatMessage(role="assistant", content="", metadata={"title": line, "status": "done"}))
+        bubbles.append(gr.ChatMessage(role="assistant", content=card, metadata={"title": line, "status": "done"}))
     elif not text and not reasoning and not tools:
         bubbles.append(gr.ChatMessage(role="assistant", content="", metadata={"title": f"{label} is thinking…", "status": "pending"}))
     return bubbles
@@ -304,8 +310,8 @@ def _note(text: str) -> gr.ChatMessage:
     return gr.ChatMessage(role="assistant", content=body, metadata={"title": title, "status": "done"})
 
 
-def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = ()) -> list[gr.ChatMessage]:
-    """Bubbles for a live or finished turn (a TurnResult, or a tool loop's result)."""
+def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = (), card: Mapping[str, Any] | None = None) -> list[gr.ChatMessage]:
+    """Bubbles for a live or finished turn (a TurnResult, or a tool loop's result); `card`: its reproducibility card."""
     return reply_bubbles(
         text=result.text,
         reasoning=result.reasoning,
@@ -322,6 +328,7 @@ def result_bubbles(result: Any, label: str, *, notes: Sequence[str] = ()) -> lis
         dropped_messages=getattr(result, "dropped_messages", 0) or sum(getattr(s, "dropped_messages", 0) for s in getattr(result, "steps", [])[:1]),
         notes=notes,
         tools=getattr(result, "tools", ()),
+        card=card_markdown(card) if card else "",
     )
 
 
@@ -378,6 +385,7 @@ def stored_to_chatbot(messages: Iterable[Any], label_for: Any = None, files: Map
                 tokens_estimated=bool(_field(m, "usage_estimated")),
                 cached_input_tokens=_field(m, "cached_input_tokens"),
                 tools=_field(m, "tool_calls") or (),
+                card=card_markdown(card_of(m)),
             )
             value.extend(_as_dict(b) for b in bubbles)
     return value

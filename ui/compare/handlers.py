@@ -35,6 +35,7 @@ from ui.compare.view import chart_frames, header_markdown, metrics_markdown, rep
 from ui.convert import content_text, message_files
 from ui.exports import exports_for
 from ui.files import in_upload_folder
+from ui.repro_card import pane_card_bubble
 
 TEMPERATURE_CHOICES = [("Sidebar's", ""), *[(v, v) for v in ("0", "0.3", "0.7", "1", "1.3", "1.7", "2")]]
 VERDICT_TEXT = {"tie": "a tie", "both_bad": "all answers bad"}
@@ -239,7 +240,7 @@ class CompareHandlers:
             turn = [prompt_bubble(prompt, session.get("files"))]
             state["display"] += [*turn, *reply_bubbles(r, hide=secret_names)]
             # What the pane shows once the names are out (provider error messages in full).
-            state["display_full"] += [*turn, *reply_bubbles(r)]
+            state["display_full"] += [*turn, *reply_bubbles(r), *pane_card_bubble(pane)]
         session["metrics"] = [metrics_of(r, prices) for r in run.results]
         session["comparison_id"] = str(run.ids.comparison_id) if isinstance(run.ids, ComparisonIds) else None
         session["saved"] = bool(run.saved)
