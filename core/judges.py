@@ -12,16 +12,30 @@ verdicts name no model before its vote: results speak of panes ("Model A"), as t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 from chat.errors import ChatError
 from chat.providers.base import Provider
 from chat.types import ModelInfo
-from compare.judge_run import BatchItem, JudgePanel, PairVerdict, RubricScore, batch_calls, judge_batch, judge_summary
+from compare.batch import read_results
+from compare.batch_summary import latest_rows
+from compare.judge_run import (
+    BatchItem,
+    JudgedRun,
+    JudgePanel,
+    PairVerdict,
+    RubricScore,
+    batch_calls,
+    batch_items,
+    judge_batch,
+    judge_summary,
+)
 from compare.judging import JudgedPair, TemplateError, audits, check_template, template_hash
 from compare.pricing import PriceTable
 from compare.ranks import rank_label, rank_ranges
@@ -76,6 +90,17 @@ class JudgeBoard:
                  "ci": [round(r.ci_low, 1), round(r.ci_high, 1)], "verdicts": r.votes,
                  "win_rate": None if r.win_rate is None else round(r.win_rate, 4)} for r in board.ratings]}
         return {"judges": judges, "agreement": self.audits}
+
+
+@dataclass(frozen=True)
+class BatchJudging:
+    """What judging a Batch-tab run gives: the verdicts and scores, their summary, the calls, the cost and the file."""
+
+    judged: JudgedRun
+    summary: dict[str, Any]
+    calls: int
+    cost: float | None
+    path: Path
 
 
 def _total(costs: Sequence[float | None]) -> float | None:
@@ -213,6 +238,28 @@ class Judges:
         except StorageError as e:
             raise JudgeProblem(f"The judges answered, but their verdicts could not be saved: {e.message}") from e
         return verdicts, scores, judge_summary(verdicts, scores)
+
+    async def judge_run(self, *, owner: str, request: Any, run_id: str, out_path: Path, summary_path: Path | None,
+                        judges: Any, rubric: bool = False, template: Any = None) -> BatchJudging:
+        """Judge a finished Batch-tab run from its results file; the verdicts go to the database, a
+        `batch-judges.jsonl` beside the results, and the run's summary JSON (its `judges` key, as the CLI's)."""
+        rows = await asyncio.to_thread(lambda: latest_rows(read_results(out_path)))
+        verdicts, scores, summary = await self.judge_batch(owner=owner, request=request, run_id=run_id,
+                                                           items=batch_items(rows), judges=judges, rubric=rubric,
+                                                           template=template)
+        path = out_path.with_name("batch-judges.jsonl")
+
+        def write() -> None:
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in JudgedRun(verdicts, scores).rows()),
+                            encoding="utf-8")
+            if summary_path is not None and summary_path.exists():
+                doc = json.loads(summary_path.read_text(encoding="utf-8"))
+                doc["judges"] = summary
+                summary_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+        await asyncio.to_thread(write)
+        cost = _total([*(v.cost for v in verdicts), *(x.cost for x in scores)])
+        return BatchJudging(JudgedRun(verdicts, scores), summary, 2 * len(verdicts) + len(scores), cost, path)
 
     # -- the judge leaderboard and audit -----------------------------------------------------------
 

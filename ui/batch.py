@@ -34,6 +34,7 @@ from core.batch import (
 from core.identity import owner_for
 from core.services import Services
 from ui.batch_experiment import ExperimentHandlers, build_experiment_part
+from ui.batch_judges import BatchJudges, build_batch_judges
 from ui.batch_scores import PAIRED_COLUMNS, SCORE_COLUMNS, has_scores, paired_frame, scores_frame, scores_plot
 from ui.context import TabContext
 from ui.exports import exports_for
@@ -269,6 +270,8 @@ class BatchTab(BatchView):
     handlers: BatchHandlers
     #: "Open an experiment file": show one read-only, replay it (ui/batch_experiment.py).
     experiment: ExperimentHandlers | None = None
+    #: "Judge this run": judge models on the finished run (ui/batch_judges.py).
+    judges: BatchJudges | None = None
 
 
 # -- layout ---------------------------------------------------------------------------------------
@@ -357,5 +360,6 @@ def build_batch_tab(ctx: TabContext) -> BatchTab:
                                concurrency_limit=4, concurrency_id="batch", show_progress="hidden")
     stop_button.click(handlers.stop, [run_state, ctx.owner], view.outputs(), cancels=[running],
                       api_visibility="private", show_progress="hidden")
+    judges = build_batch_judges(ctx, batches, run_state)
     experiment = build_experiment_part(batches, ctx.owner, run_state)
-    return BatchTab(**vars(view), handlers=handlers, experiment=experiment)
+    return BatchTab(**vars(view), handlers=handlers, experiment=experiment, judges=judges)
