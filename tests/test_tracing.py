@@ -198,6 +198,19 @@ async def test_a_tool_call_is_a_child_span_of_its_turn(services, spans, fake_ser
     assert turn.attributes["parley.tool_calls"] == 1 and turn.attributes["parley.tools"] is True
 
 
+async def test_tool_arguments_and_results_only_with_the_content_setting(services, content_spans, fake_server):
+    services.toolbox = toolbox_from_env({})
+    fake_server.set_scenario("trace-calc2", Scenario(tool_calls=[{"name": "calculator", "arguments": {"expression": "6*7"}}],
+                                                     then=Scenario(text="It is 42.", tokens=3)))
+    await chat(ChatTurns(services), model="openai:trace-calc2", tools=True)
+    [tool] = named(content_spans, "execute_tool ")
+    assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"expression": "6*7"}
+    assert tool.attributes["gen_ai.tool.call.result"].strip() == "42"
+    [turn] = named(content_spans, "chat ")
+    inputs = json.loads(turn.events[0].attributes["gen_ai.input.messages"])
+    assert inputs[-1]["parts"] == [{"type": "text", "content": PROMPT}]
+
+
 async def test_a_failing_tool_call_has_error_status(services, spans, fake_server):
     services.toolbox = toolbox_from_env({})
     fake_server.set_scenario("trace-badtool", Scenario(tool_calls=[{"name": "no_such_tool", "arguments": {}}],
