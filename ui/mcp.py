@@ -142,7 +142,7 @@ def register_tools(services: Services, turns: ChatTurns) -> None:
         Args:
             prompts: 1 to 20 prompts.
             models: 1 to 4 models as provider:model (at most 40 calls in all).
-            references: The expected answer for each prompt, in the same order ("" for none); a reply scores 1 when it matches.
+            references: The expected answer per prompt, same order ("" for none); a reply scores 1 if it is that text (case, outer spaces ignored).
             system_prompt: Instructions every model gets (optional).
             max_tokens: The longest reply in tokens (optional).
         Returns:
