@@ -22,7 +22,6 @@ also stored with the summary.
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
 import uuid
@@ -144,7 +143,8 @@ class Prepared:
 
 def summary_note(covered: int, text: str) -> str:
     """A notice whose first paragraph is its folded title and the rest (the summary) what opening it shows."""
-    return NOTE_USED.format(n=covered) + "\n\n" + html.escape(text)
+    # Drawn as a reply is (markdown, with Gradio's HTML sanitising): it is model output like a reply.
+    return NOTE_USED.format(n=covered) + "\n\n" + text
 
 
 def _norm(text: str) -> str:
