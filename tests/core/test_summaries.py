@@ -220,3 +220,29 @@ async def test_the_reported_input_tokens_calibrate_the_next_turns_estimate(servi
     counter = turns.long.counter(first.conversation_id, info)
     assert counter.scale == 0.5 and counter("y" * 400) == 50, "the next turn's estimate is scaled"
     assert turns.long.counter("another conversation", info).scale == 1.0
+
+
+async def test_another_users_conversation_id_reads_no_summary_and_deleting_takes_the_summary_along(
+        services, fake_server, engine, names):
+    chat_model, summariser = names
+    who, other = f"user:{uuid.uuid4().hex[:8]}", f"user:{uuid.uuid4().hex[:8]}"
+    cid = long_chat(engine, who, chat_model)
+    turns = ChatTurns(services)
+    await send(turns, who, "next", chat_model, conversation_id=str(cid), parent_id="")
+    assert len(sent_to(fake_server, summariser)) == 1
+    # Another user naming this conversation, with the same texts as context: no summary of it reaches them.
+    context = [Message(role=m.role, content=m.content) for m in path_of(engine, who, cid)]
+    await send(turns, other, "mine?", chat_model, context=context, shown=[m.content for m in context if m.role == "user"],
+               conversation_id=str(cid))
+    assert not any(is_summary(m) for m in sent_to(fake_server, chat_model)[-1])
+    assert len(sent_to(fake_server, summariser)) == 1
+
+    def stored() -> int:
+        with engine.connect() as c:
+            return c.execute(sa.text("select count(*) from context_summary where conversation_id = :c"),
+                             {"c": cid.hex if engine.dialect.name == "sqlite" else cid}).scalar_one()
+
+    assert stored() == 1
+    with Session(engine) as session:
+        repo.delete_conversation(session=session, owner=who, conversation_id=cid)
+    assert stored() == 0
