@@ -21,7 +21,9 @@ Prompt caching: an entry may add `cache_read` (USD per million prompt tokens rea
 and `cache_write` (per million written to it; Anthropic bills these above the input price). A reply's
 usage (chat.types.Usage) counts those tokens as parts of its input tokens; the rest of the prompt is
 priced at `input`. Where the table has no cache price, that part stays unpriced: it adds nothing to
-the cost rather than a guessed price (so a cost with cached tokens but no cache price is a lower bound).
+the cost rather than a guessed price (so a cost with cached tokens but no cache price is a lower bound);
+except for Anthropic models, whose cache prices are fixed multiples of the input price for every model
+(reads 0.1x, 5-minute writes 1.25x: platform.claude.com pricing), so those are used when an entry has none.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ class Price:
         if self.cache_write is not None:
             total += cache_write_tokens * self.cache_write
         return total / 1_000_000
+
+
+#: Anthropic's cache prices as multiples of the input price (reads, 5-minute writes), the same for every model.
+ANTHROPIC_CACHE_READ, ANTHROPIC_CACHE_WRITE = 0.1, 1.25
 
 
 def _p(input: float, output: float, note: str = "", *, read: float | None = None, write: float | None = None) -> Price:
@@ -182,6 +188,10 @@ class PriceTable:
             return 0.0
         if input_tokens is None or output_tokens is None:
             return None
+        if ref.strip().startswith("anthropic:") and (price.cache_read is None or price.cache_write is None):
+            price = Price(price.input, price.output, price.note,
+                          price.input * ANTHROPIC_CACHE_READ if price.cache_read is None else price.cache_read,
+                          price.input * ANTHROPIC_CACHE_WRITE if price.cache_write is None else price.cache_write)
         return price.cost(input_tokens, output_tokens, cached_input_tokens or 0, cache_write_tokens or 0)
 
     def usage_cost(self, ref: str, usage: Usage) -> float | None:
