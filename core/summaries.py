@@ -38,7 +38,7 @@ from chat.providers.base import Provider
 from chat.tokens import TokenCounter, clamp_scale
 from chat.turn import Turn, TurnPolicy
 from chat.types import Message, ModelInfo, Params
-from core.branching import _path_to
+from core.branching import _path_to  # the path to a named message, as the /send API places a turn
 from core.store import FLAGGED_ERROR
 from storage import repository as repo
 from storage import summaries as stored
@@ -213,7 +213,7 @@ class LongContext:
         count = turn.count
         if not isinstance(count, TokenCounter) or count.exact:
             return  # the model's own encoding: nothing to calibrate
-        sent = sum(message_tokens(m, info.provider, count) for m in turn.messages)  # memoised: no recount
+        sent = sum(message_tokens(m, info.provider, count) for m in turn.messages)  # the estimate: < 1 ms for 200
         self.calibration.learn(conversation_id, info.ref, turn.result.input_tokens, round(sent / count.scale))
 
     async def prepare(self, *, owner: str, conversation_id: str | None, upto: uuid.UUID | None,
@@ -289,7 +289,16 @@ class LongContext:
 
     async def _summarise(self, owner: str, conversation_id: str, covers: uuid.UUID, covered: int, text: str,
                          provider: Provider, info: ModelInfo) -> str | None:
-        """One summary call (bounded by BACKGROUND_LIMIT); stored on success. None when it failed."""
+        """One summary call (bounded by BACKGROUND_LIMIT); stored on success. None when it failed, whatever failed:
+        the turn waiting for it (or nobody, in the background) must never get an exception from it."""
+        try:
+            return await self._call(owner, conversation_id, covers, covered, text, provider, info)
+        except Exception:
+            log.exception("summary of conversation %s failed unexpectedly", conversation_id)
+            return None
+
+    async def _call(self, owner: str, conversation_id: str, covers: uuid.UUID, covered: int, text: str,
+                    provider: Provider, info: ModelInfo) -> str | None:
         cfg = self.settings
         try:
             if cfg.model:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from chat.registry import Registry, Settings
+from chat.turn import Turn
 from chat.types import FinishReason, Message
 from core.chat import ChatEvent, ChatTurns, Update
 from core.config import AppConfig
@@ -246,3 +247,17 @@ async def test_another_users_conversation_id_reads_no_summary_and_deleting_takes
     with Session(engine) as session:
         repo.delete_conversation(session=session, owner=who, conversation_id=cid)
     assert stored() == 0
+
+
+async def test_a_summariser_that_breaks_unexpectedly_falls_back_too(services, fake_server, engine, names, monkeypatch):
+    chat_model, summariser = names
+
+    async def broken(self):
+        raise RuntimeError("a bug in the summary call")
+
+    monkeypatch.setattr(Turn, "run", broken)  # only the summary call runs a Turn to its end; the reply streams
+    who = f"user:{uuid.uuid4().hex[:8]}"
+    cid = long_chat(engine, who, chat_model)
+    last = await send(ChatTurns(services), who, "next", chat_model, conversation_id=str(cid), parent_id="")
+    assert NOTE_FAILED.format(why="the summary model did not answer") in last.notes
+    assert len(sent_to(fake_server, chat_model)[-1]) == 61
