@@ -180,14 +180,10 @@ async def test_the_documentation_example_replayed_ends_with_the_final_text(srv):
 def test_a_final_text_that_does_not_extend_the_deltas_leaves_them_as_shown():
     from chat.providers.openai_responses import EventReader
 
-    class E:
-        def __init__(self, **kw: Any) -> None:
-            self.__dict__.update(kw)
-
     reader = EventReader()
-    shown = reader.feed(E(type="response.output_text.delta", item_id="m", content_index=0, delta="Hello"))
+    shown = reader.feed({"type": "response.output_text.delta", "item_id": "m", "content_index": 0, "delta": "Hello"})
     assert shown == [TextDelta("Hello")]
-    assert reader.feed(E(type="response.output_text.done", item_id="m", content_index=0, text="Goodbye")) == []
+    assert reader.feed({"type": "response.output_text.done", "item_id": "m", "content_index": 0, "text": "Goodbye"}) == []
 
 
 async def test_a_function_call_streams_then_completes(srv):

@@ -1,8 +1,6 @@
 """OpenAI's Responses API: the request body from our messages, and its stream events turned into Parley's events.
 
-No SDK import here: chat.providers.openai sends the body through `client.responses.create(stream=True)` and hands
-this module each typed event the SDK yields (read by attribute, so a field the installed SDK does not know yet
-does no harm).
+No SDK import here: chat.providers.openai sends the body through the SDK and hands this module each event's JSON.
 
 Stateless by design: every request is sent with `store=False` and asks for `reasoning.encrypted_content`, so
 nothing of a conversation is kept at OpenAI, and a tool loop sends the model's reasoning items back itself. They
@@ -147,7 +145,8 @@ def responses_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
 
 
 class EventReader:
-    """Turns Responses stream events into our events; Usage and Finish come from the closing event.
+    """Turns Responses stream events (each the decoded JSON of one SSE `data:`) into our events; Usage and
+    Finish come from the closing event.
 
     The final text wins over the deltas when it extends them: the documentation's own example streams one
     delta ("Hi") and then `output_text.done` with the whole text, so the missing rest is sent as one more
@@ -161,19 +160,19 @@ class EventReader:
         self.finish: Finish | None = None
         self.usage: Usage | None = None
         self.refused = False
-        self._texts: dict[tuple[str, int], str] = {}  # (item_id, content_index) -> text streamed
+        self._texts: dict[tuple[str, int], list[str]] = {}  # (item_id, content_index) -> pieces streamed
         self._calls: dict[str, int] = {}  # function_call item id -> our call index
         self._reasoning: list[dict[str, Any]] = []  # reasoning items not yet followed by a call
         self._called = 0
         self._summary_parts = 0
 
-    def feed(self, event: Any) -> list[StreamEvent]:
-        kind = getattr(event, "type", None)
-        if kind == "response.output_text.delta":
-            return self._text(event, getattr(event, "delta", "") or "")
+    def feed(self, event: dict[str, Any]) -> list[StreamEvent]:
+        kind = event.get("type")
+        if kind == "response.output_text.delta":  # the hot path: one per token
+            return self._text(event, event.get("delta") or "")
         if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            delta = getattr(event, "delta", "") or ""
-            return [ReasoningDelta(delta)] if delta else []
+            delta = event.get("delta") or ""
+            return [ReasoningDelta(delta)] if isinstance(delta, str) and delta else []
         if kind == "response.reasoning_summary_part.added":
             self._summary_parts += 1
             return [ReasoningDelta("\n\n")] if self._summary_parts > 1 else []  # summaries come in paragraphs
@@ -181,93 +180,93 @@ class EventReader:
             return self._text_done(event)
         if kind == "response.refusal.delta":
             self.refused = True
-            delta = getattr(event, "delta", "") or ""
-            return [TextDelta(delta)] if delta else []
+            delta = event.get("delta") or ""
+            return [TextDelta(delta)] if isinstance(delta, str) and delta else []
         if kind == "response.output_item.added":
-            return self._item_added(getattr(event, "item", None))
+            return self._item_added(_dict(event.get("item")))
         if kind == "response.function_call_arguments.delta":
-            index = self._calls.get(getattr(event, "item_id", "") or "")
-            delta = getattr(event, "delta", "") or ""
-            return [ToolCallDelta(index=index, arguments=delta)] if index is not None and delta else []
+            index = self._calls.get(event.get("item_id") or "")
+            delta = event.get("delta") or ""
+            return [ToolCallDelta(index=index, arguments=delta)] if index is not None and isinstance(delta, str) \
+                and delta else []
         if kind == "response.output_item.done":
-            return self._item_done(getattr(event, "item", None))
+            return self._item_done(_dict(event.get("item")))
         if kind in ("response.created", "response.in_progress"):
-            self._response(getattr(event, "response", None))
+            self._response(_dict(event.get("response")))
         elif kind in ("response.completed", "response.incomplete"):
-            self._end(getattr(event, "response", None), kind == "response.incomplete")
+            self._end(_dict(event.get("response")), kind == "response.incomplete")
         elif kind == "response.failed":
-            response = getattr(event, "response", None)
+            response = _dict(event.get("response"))
             self._response(response)
-            raise StreamFailed(_as_dict(getattr(response, "error", None)) or {"code": "server_error"})
+            raise StreamFailed(_dict(response.get("error")) or {"code": "server_error"})
         elif kind == "error":
-            raise StreamFailed({"code": getattr(event, "code", None), "message": getattr(event, "message", None),
-                                "param": getattr(event, "param", None)})
+            raise StreamFailed({"code": event.get("code"), "message": event.get("message"), "param": event.get("param")})
         return []
 
-    def _text(self, event: Any, delta: str) -> list[StreamEvent]:
-        if not delta:
+    def _text(self, event: dict[str, Any], delta: Any) -> list[StreamEvent]:
+        if not isinstance(delta, str) or not delta:
             return []
-        key = (getattr(event, "item_id", "") or "", getattr(event, "content_index", 0) or 0)
-        self._texts[key] = self._texts.get(key, "") + delta
+        key = (event.get("item_id") or "", event.get("content_index") or 0)
+        pieces = self._texts.get(key)
+        if pieces is None:
+            self._texts[key] = [delta]
+        else:
+            pieces.append(delta)  # joined once, at output_text.done (adding strings per token is quadratic)
         return [TextDelta(delta)]
 
-    def _text_done(self, event: Any) -> list[StreamEvent]:
-        final = getattr(event, "text", None)
-        key = (getattr(event, "item_id", "") or "", getattr(event, "content_index", 0) or 0)
-        shown = self._texts.get(key, "")
+    def _text_done(self, event: dict[str, Any]) -> list[StreamEvent]:
+        final = event.get("text")
+        key = (event.get("item_id") or "", event.get("content_index") or 0)
+        shown = "".join(self._texts.get(key, ()))
         if isinstance(final, str) and len(final) > len(shown) and final.startswith(shown):
-            self._texts[key] = final
+            self._texts[key] = [final]
             return [TextDelta(final[len(shown):])]
         return []
 
-    def _item_added(self, item: Any) -> list[StreamEvent]:
-        if getattr(item, "type", None) != "function_call":
+    def _item_added(self, item: dict[str, Any]) -> list[StreamEvent]:
+        if item.get("type") != "function_call":
             return []
         index = self._called
         self._called += 1
-        self._calls[getattr(item, "id", None) or f"fc_{index}"] = index
-        return [ToolCallDelta(index=index, id=getattr(item, "call_id", None) or None,
-                              name=getattr(item, "name", None) or None)]
+        self._calls[item.get("id") or f"fc_{index}"] = index
+        return [ToolCallDelta(index=index, id=item.get("call_id") or None, name=item.get("name") or None)]
 
-    def _item_done(self, item: Any) -> list[StreamEvent]:
-        kind = getattr(item, "type", None)
+    def _item_done(self, item: dict[str, Any]) -> list[StreamEvent]:
+        kind = item.get("type")
         if kind == "reasoning":
-            dumped = _as_dict(item)
-            dumped.pop("status", None)  # output-only; the input item has no status
-            self._reasoning.append(dumped)
+            # Sent back as it came (encrypted content and all), less the output-only status and unset fields.
+            self._reasoning.append({k: v for k, v in item.items() if k != "status" and v is not None})
             return []
-        if kind != "function_call" or getattr(item, "status", "completed") == "incomplete":
+        if kind != "function_call" or item.get("status", "completed") == "incomplete":
             return []  # cut-off arguments are not a call to make
-        index = self._calls.get(getattr(item, "id", None) or "")
+        index = self._calls.get(item.get("id") or "")
         call = ReasoningCall(
-            id=getattr(item, "call_id", None) or f"call_{index if index is not None else self._called}",
-            name=getattr(item, "name", "") or "",
-            arguments=getattr(item, "arguments", None) or "{}",
+            id=item.get("call_id") or f"call_{index if index is not None else self._called}",
+            name=item.get("name") or "",
+            arguments=item.get("arguments") or "{}",
             items=tuple(self._reasoning),
         )
         self._reasoning = []
         return [ToolCallEvent(call)]
 
-    def _response(self, response: Any) -> None:
-        if response is None:
-            return
-        self.response_id = getattr(response, "id", None) or self.response_id
-        self.model = getattr(response, "model", None) or self.model
+    def _response(self, response: dict[str, Any]) -> None:
+        self.response_id = response.get("id") or self.response_id
+        self.model = response.get("model") or self.model
 
-    def _end(self, response: Any, incomplete: bool) -> None:
+    def _end(self, response: dict[str, Any], incomplete: bool) -> None:
         self._response(response)
-        usage = getattr(response, "usage", None)
-        if usage is not None:
+        usage = response.get("usage")
+        if isinstance(usage, dict):
             self.usage = responses_usage(usage)
         if incomplete:
-            why = getattr(getattr(response, "incomplete_details", None), "reason", None) or "incomplete"
+            why = _dict(response.get("incomplete_details")).get("reason") or "incomplete"
             reason, detail = _INCOMPLETE.get(why, FinishReason.LENGTH), why
         elif self.refused:
             reason, detail = FinishReason.REFUSAL, "refusal"
         elif self._called:
             reason, detail = FinishReason.TOOL_CALLS, "function_call"
         else:
-            reason, detail = FinishReason.STOP, getattr(response, "status", None) or "completed"
+            reason, detail = FinishReason.STOP, response.get("status") or "completed"
         self.finish = Finish(reason, detail=detail, model_version=self.model, request_id=self.response_id)
 
     def end(self) -> list[StreamEvent]:
@@ -280,28 +279,23 @@ class EventReader:
         return events
 
 
-def responses_usage(u: Any) -> Usage:
+def responses_usage(u: dict[str, Any]) -> Usage:
     """Responses usage in our contract: input_tokens already includes the cached part, output_tokens the reasoning."""
     return Usage(
-        input_tokens=_count(getattr(u, "input_tokens", None)),
-        output_tokens=_count(getattr(u, "output_tokens", None)),
-        reasoning_tokens=_count(getattr(getattr(u, "output_tokens_details", None), "reasoning_tokens", None)),
-        cached_input_tokens=_count(getattr(getattr(u, "input_tokens_details", None), "cached_tokens", None)),
+        input_tokens=_count(u.get("input_tokens")),
+        output_tokens=_count(u.get("output_tokens")),
+        reasoning_tokens=_count(_dict(u.get("output_tokens_details")).get("reasoning_tokens")),
+        cached_input_tokens=_count(_dict(u.get("input_tokens_details")).get("cached_tokens")),
     )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A JSON object of the stream, or an empty one where the server sent null or something else."""
+    return value if isinstance(value, dict) else {}
 
 
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    """An SDK model (or a dict) as a plain JSON-ready dict without unset fields."""
-    if obj is None:
-        return {}
-    if isinstance(obj, dict):
-        return {k: v for k, v in obj.items() if v is not None}
-    dump = getattr(obj, "model_dump", None)
-    return dump(mode="json", exclude_none=True) if callable(dump) else {}
 
 
 __all__ = ["EventReader", "INCLUDE_REASONING", "ReasoningCall", "StreamFailed", "responses_body", "responses_input",
