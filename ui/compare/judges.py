@@ -56,8 +56,8 @@ def _esc(text: str) -> str:
 
 
 def verdicts_markdown(result: ComparisonJudging) -> str:
-    """The verdicts of one judging as a table (panes by letter; names too once they may be shown)."""
-    lines = ["| judge | pair | A shown first | B shown first | verdict | same both ways | cost |", "|---|---|---|---|---|---|---|"]
+    """The verdicts of one judging, one line each (a list wraps on a phone where a 7-column table cannot)."""
+    lines = []
     for v in result.verdicts:
         pair = f"{v['pane_a']} vs {v['pane_b']}"
         if v["model_a"] and v["model_b"]:
@@ -65,15 +65,16 @@ def verdicts_markdown(result: ComparisonJudging) -> str:
         # In the first order the lower pane is answer 1; in the second it is answer 2.
         first = {"1": v["pane_a"], "2": v["pane_b"]}.get(v["verdict_ab"] or "", ORDER_TEXT.get(v["verdict_ab"], "?"))
         second = {"1": v["pane_b"], "2": v["pane_a"]}.get(v["verdict_ba"] or "", ORDER_TEXT.get(v["verdict_ba"], "?"))
-        same = {True: "✅ yes", False: "⚠️ no: counted as a tie", None: "–"}[v["consistent"]]
-        winner = f"**{v['winner']}**" if v["final"] in ("a", "b") else v["winner"]
-        lines.append(f"| {_esc(v['judge'])} | {pair} | {first} | {second} | {winner} | {same} | {_money(v['cost'])} |")
+        winner = f"**{v['winner']} wins**" if v["final"] in ("a", "b") else f"**{v['winner']}**"
+        same = {True: "✅ same in both orders", False: "⚠️ flips with the order, so a tie", None: "not read in both orders"}
+        lines.append(f"- **{_esc(v['judge'])}** · {pair} → {winner}: {same[v['consistent']]} "
+                     f"({v['pane_a']} shown first: {first}; {v['pane_b']} first: {second}) · {_money(v['cost'])}")
     errors = sorted({v["error"] for v in result.verdicts if v["error"]})
     head = (f"⚖️ {result.calls} judge call{'s' if result.calls != 1 else ''}, total cost {_money(result.cost)}."
             + (" Names stay hidden until you vote." if result.hidden else ""))
     raw = "".join(f"<details><summary>{html.escape(v['judge'])}: {v['pane_a']} vs {v['pane_b']}, what the judge wrote"
-                  f"</summary>\n\n**A first:** {_esc(v['raw_ab'])}\n\n**B first:** {_esc(v['raw_ba'])}\n\n</details>\n"
-                  for v in result.verdicts)
+                  f"</summary>\n\n**{v['pane_a']} first:** {_esc(v['raw_ab'])}\n\n**{v['pane_b']} first:** "
+                  f"{_esc(v['raw_ba'])}\n\n</details>\n" for v in result.verdicts)
     tail = ("\n\n⚠️ " + " ".join(_esc(e) for e in errors)) if errors else ""
     return head + "\n\n" + "\n".join(lines) + "\n\n" + raw + tail
 
@@ -128,8 +129,11 @@ class JudgeHandlers:
         for judge, (lb, ranks) in board.boards.items():
             table = table_frame(lb, ranks).rename(columns={"votes": "verdicts"}).to_html(index=False, border=0,
                                                                                          classes="cmp-style")
-            parts.append(f"<h4>{html.escape(judge)} <span class='parley-muted'>{lb.total_votes} verdicts, cost "
-                         f"{html.escape(_money(board.costs.get(judge)))}</span></h4><div class='cmp-scroll'>{table}</div>")
+            n = lb.total_votes
+            # Scrolls sideways on a phone rather than squeezing the columns.
+            parts.append(f"<h4>{html.escape(judge)} <span class='parley-muted'>{n} verdict{'s' if n != 1 else ''}, cost "
+                         f"{html.escape(_money(board.costs.get(judge)))}</span></h4>"
+                         f"<div style='overflow-x:auto;max-width:100%'>{table}</div>")
         note = ("Each judge's own Bradley–Terry ranking over its verdicts (both orders asked; a verdict that flips with "
                 "the order is a tie), never mixed with your votes. Agreement and Cohen's kappa compare each judge with "
                 f"your votes on the same comparisons; flagged with n ≥ {FLAG_MIN_N} and kappa < {FLAG_KAPPA} or agreement "
