@@ -35,8 +35,9 @@ from core.experiment import (
 from core.identity import owner_for
 from ui.exports import exports_for
 
-SHOWN_COLUMNS = ["Prompt id", "Model", "Prompt", "Output", "Score", "Error", "Version", "SDK"]
-DIFF_COLUMNS = ["Prompt id", "Model", "Change", "Old output", "New output", "Old score", "New score"]
+# The short columns first: on a narrow screen the long texts scroll sideways, the verdict stays in view.
+SHOWN_COLUMNS = ["Prompt id", "Model", "Score", "Prompt", "Output", "Error", "Version", "SDK"]
+DIFF_COLUMNS = ["Prompt id", "Model", "Change", "Old score", "New score", "Old output", "New output"]
 POLL_SECONDS = 0.4
 Update = dict[Any, Any]
 
