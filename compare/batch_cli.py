@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from compare.experiment import build, dumps, summary_doc
 
         doc = build(prompts=prompts, models=[m.model for m in summary.models], params=params.model_dump(exclude_none=True),
-                    system=args.system, rows=summary.rows, summary=summary_doc(summary), concurrency=args.concurrency)
+                    system=args.system, rows=summary.rows, summary=summary_doc(summary), concurrency=args.concurrency,
+                    judges=judged[0].rows() if judged else None)
         Path(args.experiment).write_bytes(dumps(doc))
     return 1 if summary.errors else 0

@@ -310,9 +310,13 @@ class Batches:
             return []
         if run.job is None:
             return [run.out_path, run.csv_path, run.summary_path]
-        from core.experiment import dumps, of_run  # core/experiment.py builds jobs from files: imported here, not above
+        from core.experiment import dumps, judges_in, of_run  # core/experiment.py builds jobs: imported here, not above
 
-        run.experiment_path.write_bytes(dumps(of_run(run.job, summary)))
+        try:
+            run.experiment_path.write_bytes(dumps(of_run(run.job, summary, judges=judges_in(run.directory))))
+        except (ValueError, TypeError) as e:  # a value JSON cannot hold (NaN): the other downloads still go out
+            log.warning("could not write the experiment file of run %s: %s", run.id, e)
+            return [run.out_path, run.csv_path, run.summary_path]
         return [run.out_path, run.csv_path, run.summary_path, run.experiment_path]
 
 

@@ -9,6 +9,7 @@ BatchJob from the file (the same prompts, models, system prompt and parameters) 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 #: The name of a run's experiment file among its downloads.
 FILE_NAME = "batch-experiment.json"
 DIFF_NAME = "replay-diff.json"
+#: Where "Judge this run" writes its verdicts in the run's directory (core/judges.py).
+JUDGES_NAME = "batch-judges.jsonl"
 
 
 def of_run(job: BatchJob, summary: BatchSummary, *, replay_of: str | None = None,
@@ -38,6 +41,28 @@ def of_run(job: BatchJob, summary: BatchSummary, *, replay_of: str | None = None
     return build(prompts=job.prompts, models=job.models, params=job.params.model_dump(exclude_none=True),
                  system=job.system, rows=summary.rows, summary=summary_doc(summary), concurrency=job.concurrency,
                  comparisons=comparisons, judges=judges, replay_of=replay_of)
+
+
+def judges_in(directory: Path) -> list[dict[str, Any]] | None:
+    """The judge verdicts written beside a Batch-tab run (core/judges.py's `batch-judges.jsonl`), None when it has none.
+
+    The tab writes the experiment file when the run ends; judging comes after, so calling Batches.write_csv
+    again once the judges are done puts their verdicts in the file (the hook for "Judge this run").
+    """
+    path = directory / JUDGES_NAME
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def file_sha256(doc: Mapping[str, Any]) -> str:
@@ -112,5 +137,5 @@ def describe(doc: Mapping[str, Any]) -> str:
             f"made by Parley {m.get('app_version')} at {m.get('created_at')}. Every hash checks out.")
 
 
-__all__ = ["DIFF_NAME", "FILE_NAME", "ExperimentError", "describe", "diff", "dumps", "file_sha256", "of_run", "open_file",
+__all__ = ["DIFF_NAME", "FILE_NAME", "JUDGES_NAME", "ExperimentError", "describe", "diff", "dumps", "file_sha256", "judges_in", "of_run", "open_file",
            "replay_job", "results_rows", "summary_doc"]

@@ -206,3 +206,21 @@ def test_the_batch_tab_offers_opens_and_replays_the_file_without_writing_the_dat
     again = asyncio.run(collect(part.replay(doc, last[part.run_state], None, request)))
     assert "Nothing was run" in again[-1][v.status]
     services.close()
+
+
+def test_judge_verdicts_are_a_hashed_section(experiment: bytes, tmp_path: Path) -> None:
+    from core.experiment import JUDGES_NAME, judges_in
+
+    assert judges_in(tmp_path) is None, "no judges yet: the section is null"
+    verdict = {"judge": "openai:gpt-judge", "prompt_id": "q1", "model_a": MODELS[0], "model_b": MODELS[1],
+               "verdict_ab": "a", "verdict_ba": "tie", "final": "tie", "template_hash": "0123456789abcdef"}
+    (tmp_path / JUDGES_NAME).write_text(json.dumps(verdict) + "\n", encoding="utf-8")
+    judges = judges_in(tmp_path)
+    assert judges == [verdict]
+    doc = loads(experiment)
+    judged = build(prompts=prompts_of(doc), models=MODELS, params=doc["settings"]["params"], system=doc["settings"]["system"],
+                   rows=doc["results"], summary=doc["summary"], judges=judges, created_at=doc["manifest"]["created_at"])
+    assert loads(dumps(judged))["judges"] == [verdict]
+    judged["judges"][0]["final"] = "a"
+    with pytest.raises(ExperimentError, match="judges section"):
+        loads(dumps(judged))
