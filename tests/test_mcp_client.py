@@ -225,6 +225,45 @@ cwd = {json.dumps(str(ROOT))}
     wait_for(lambda: not _alive(pid), timeout=15, what="the server to stop with the app")
 
 
+def test_an_http_server_that_dies_ends_the_call_with_a_clear_error():
+    """The session's end is noticed at once: the call does not wait for its timeout (60 s here) to fail."""
+    import asyncio
+
+    from chat.tools import ToolError
+    from chat.tools.mcp import McpHub
+    from chat.tools.mcp_config import McpServer
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.mcp_tools", "http", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    hub = McpHub([McpServer(name="w", url=f"http://127.0.0.1:{port}/mcp", timeout=60)])
+    try:
+        def up() -> bool:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+                return True
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, what="the MCP test server")
+        hub.start()
+        wait_for(lambda: hub.connections[0].session is not None, what="the connection")
+        add = next(t for t in hub.tools() if t.name == "w__add")
+        assert asyncio.run(add.run('{"a": 1, "b": 2}')) == "3"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        with pytest.raises(ToolError) as failed:
+            asyncio.run(add.run('{"a": 1, "b": 2}'))
+        assert "The MCP server 'w' stopped answering" in str(failed.value)
+        assert "ConnectError" in str(failed.value)
+        assert any("'w' is unavailable" in n for n in hub.notices()), "the next replies say so"
+    finally:
+        hub.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -179,8 +179,15 @@ class _Connection:
 
     async def call(self, name: str, arguments: dict[str, Any]) -> str:
         session = await self.ensure()
+        holder = self._task
+        asked = asyncio.ensure_future(session.call_tool(name, arguments))
         try:
-            result = await session.call_tool(name, arguments)
+            # An HTTP server that dies ends the session's task, but leaves the request waiting for its
+            # timeout: the call ends as soon as either does.
+            await asyncio.wait({asked, holder} if holder is not None else {asked}, return_when=asyncio.FIRST_COMPLETED)
+            if not asked.done():
+                raise ConnectionError(self.error or "the connection closed")
+            result = asked.result()
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the transport broke (the server died or hung): start afresh
@@ -188,8 +195,12 @@ class _Connection:
             self._fail(f"it stopped answering ({why})")
             await self.stop()
             self.hub.spawn(self.ensure())  # back for the next reply if it can start again
-            raise ToolError(f"The MCP server '{self.name}' stopped answering ({why}). The tool was not run; "
-                            "Parley is restarting the server.") from e
+            raise ToolError(f"The MCP server '{self.name}' stopped answering ({why}). The call did not "
+                            "complete; Parley is restarting the server.") from e
+        finally:
+            if not asked.done():
+                asked.cancel()
+                await asyncio.gather(asked, return_exceptions=True)
         return result_text(result)
 
     async def stop(self) -> None:
