@@ -253,6 +253,32 @@ async def test_the_fake_refuses_a_reasoning_item_sent_without_its_call(srv):
     assert exc is not None and "not persisted when `store` is set to false" in str(exc)
 
 
+async def test_an_unverified_organization_gets_replies_without_summaries(srv, caplog):
+    """OpenAI refuses reasoning summaries (400, param reasoning.summary) to organizations it has not verified:
+    the reply goes on without one, and later requests no longer ask."""
+    model = scenario(srv, "o3-resp-unverified", tokens=3, reasoning="Hidden.", unverified_org=True)
+    provider = official(srv)
+    try:
+        for _ in range(2):
+            events: list[StreamEvent] = []
+            async for e in provider.stream(model, HELLO, Params(effort="low")):
+                events.append(e)
+            assert text_of(events) == "".join(default_tokens(3)) and events[-1].reason is FinishReason.STOP
+            assert reasoning_of(events) == ""  # it reasoned (billed) but shows no summary
+            assert events[-2].reasoning_tokens == 1
+    finally:
+        await provider.aclose()
+    sent = [b.get("reasoning") for b in bodies(srv, model)]
+    assert sent == [{"effort": "low", "summary": "auto"}, {"effort": "low"}, {"effort": "low"}]
+    assert "organization not verified" in caplog.text
+
+
+async def test_other_400s_are_not_retried(srv):
+    model = scenario(srv, "o3-resp-400", fail_status=400)
+    events, exc = await collect(official(srv), model)
+    assert exc is not None and len(bodies(srv, model)) == 1
+
+
 # -- errors, mapped as for Chat Completions ----------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import asyncio
 import copy
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -51,6 +52,8 @@ from chat.types import (
 )
 
 OFFICIAL_BASE_URL = "https://api.openai.com/v1"
+
+log = logging.getLogger("parley.providers.openai")
 
 
 
@@ -119,6 +122,7 @@ class OpenAIProvider(Provider):
         self.vision, self.pdf = vision, pdf
         self._models = [self._info(m) for m in models] if models is not None else None
         self._client = LoopClient(self._build_client)
+        self._no_summaries = False  # the Responses API refused reasoning summaries (organization not verified)
 
     # -- what it is -------------------------------------------------------------------------
 
@@ -361,7 +365,19 @@ class OpenAIProvider(Provider):
         with error_boundary(state, lambda e, s: self._map_error(e, s, model)):
             import httpx2  # the SDK's own HTTP library (imported with it)
 
-            response = await self._client.get().post("/responses", body=body, cast_to=httpx2.Response, stream=True)
+            try:
+                response = await self._client.get().post("/responses", body=self._summary_fits(body),
+                                                         cast_to=httpx2.Response, stream=True)
+            except Exception as e:
+                if not _summary_refused(e) or self._no_summaries:
+                    raise
+                # An organization OpenAI has not verified may not have reasoning summaries: the reply matters more
+                # than the summary, so ask again without one, and from now on (until a restart) never ask.
+                self._no_summaries = True
+                log.warning("%s refused reasoning summaries (organization not verified); replies of its reasoning "
+                            "models now come without them", self.label)
+                response = await self._client.get().post("/responses", body=self._summary_fits(body),
+                                                         cast_to=httpx2.Response, stream=True)
             try:
                 async for data in sse_data(response):
                     event = json.loads(data)
@@ -382,6 +398,13 @@ class OpenAIProvider(Provider):
                 reader.finish = dataclasses.replace(reader.finish, request_id=rid)
         for event in reader.end():
             yield event
+
+    def _summary_fits(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body without the reasoning-summary request once the API refused summaries to this key."""
+        if not self._no_summaries or "summary" not in body.get("reasoning", {}):
+            return body
+        reasoning = {k: v for k, v in body["reasoning"].items() if k != "summary"}
+        return {**body, "reasoning": reasoning}
 
     def _request_bytes(
         self, model: str, messages: Sequence[Message], params: Params, tools: Sequence[ToolSpec]
@@ -414,6 +437,18 @@ def _kind(code: Any, type_: Any, body: Any) -> str | None:
                 if isinstance(value := err.get(key), str):
                     return value
     return None
+
+
+def _summary_refused(e: Exception) -> bool:
+    """Whether a failed request was refused for asking a reasoning summary (param `reasoning.summary`, as for an
+    organization OpenAI has not verified)."""
+    import openai
+
+    if not isinstance(e, openai.BadRequestError):
+        return False
+    body = e.body if isinstance(e.body, dict) else {}
+    err = body.get("error", body)  # the SDK hands over the inner error object; a raw body nests it
+    return e.param == "reasoning.summary" or (isinstance(err, dict) and err.get("param") == "reasoning.summary")
 
 
 def _stream_error(error: Any, response: Any) -> Exception:

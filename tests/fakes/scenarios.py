@@ -40,6 +40,8 @@ class Scenario:
     tool_calls: list[dict[str, Any]] | None = None
     echo: bool = False
     replay: str | None = None
+    # OpenAI Responses: refuse `reasoning.summary` (400) as the API does for an organization it has not verified.
+    unverified_org: bool = False
     replay_fix_final_blank_line: bool = True
     # The reply once the request carries tool results: `then` after one round of tool calls, `then.then`
     # after two, and so on (the last scenario of the chain repeats). Lets a test drive a tool loop.

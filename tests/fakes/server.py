@@ -446,6 +446,13 @@ class FakeServer:
                                  {**hdrs, **self._retry_headers(sc)})
             return True
         if rest == "/v1/responses":
+            if sc.unverified_org and "summary" in (body.get("reasoning") or {}):
+                await conn.send_json(400, wire.openai_error(
+                    400, "Your organization must be verified to generate reasoning summaries. Please go to: "
+                         "https://platform.openai.com/settings/organization/general and click on Verify Organization. "
+                         "If you just verified, it can take up to 15 minutes for access to propagate.",
+                    code="unsupported_value", param="reasoning.summary"), hdrs)
+                return True
             if (refusal := _responses_input_error(body)) is not None:
                 await conn.send_json(400, wire.openai_error(400, refusal, param="input"), hdrs)
                 return True

@@ -178,6 +178,8 @@ class OpenAIResponsesWire:
         self.prompt_tokens = prompt_tokens
         self.body = body
         self.supports_reasoning = isinstance(body.get("reasoning"), dict)
+        # Without `reasoning.summary` the model still reasons (an item, encrypted content) but streams no summary.
+        self.summary = self.supports_reasoning and bool(body["reasoning"].get("summary"))
         self.encrypted = "reasoning.encrypted_content" in (body.get("include") or [])
         self.id = new_id("resp_", 24)
         self.created = int(time.time())
@@ -228,11 +230,14 @@ class OpenAIResponsesWire:
         out = []
         if self.open is None or self.open["type"] != "reasoning":
             out.append(self._add({"id": new_id("rs_", 24), "type": "reasoning", "summary": []}))
-            out.append(self._event({"type": "response.reasoning_summary_part.added", "item_id": self.open_id,
-                                    "output_index": len(self.output), "summary_index": 0,
-                                    "part": {"type": "summary_text", "text": ""}}))
+            if self.summary:
+                out.append(self._event({"type": "response.reasoning_summary_part.added", "item_id": self.open_id,
+                                        "output_index": len(self.output), "summary_index": 0,
+                                        "part": {"type": "summary_text", "text": ""}}))
             self.text_so_far = ""
         self.text_so_far += piece
+        if not self.summary:
+            return out
         out.append(self._event({"type": "response.reasoning_summary_text.delta", "item_id": self.open_id,
                                 "output_index": len(self.output), "summary_index": 0, "delta": piece,
                                 "obfuscation": "x"}))
@@ -247,9 +252,11 @@ class OpenAIResponsesWire:
             return []
         text, rid, index = self.text_so_far, self.open_id, len(self.output)
         part = {"type": "summary_text", "text": text}
-        item: dict[str, Any] = {"id": rid, "type": "reasoning", "summary": [part]}
+        item: dict[str, Any] = {"id": rid, "type": "reasoning", "summary": [part] if self.summary else []}
         if self.encrypted:
             item["encrypted_content"] = encrypted_reasoning(text)
+        if not self.summary:
+            return [self._done(item)]
         return [
             self._event({"type": "response.reasoning_summary_text.done", "item_id": rid, "output_index": index,
                          "summary_index": 0, "text": text}),
