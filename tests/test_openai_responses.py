@@ -89,6 +89,7 @@ def test_reasoning_models_on_api_openai_com_use_the_responses_api():
     provider = OpenAIProvider(api_key="k")
     assert provider.uses_responses("o3-mini") and provider.uses_responses("gpt-5.4")
     assert not provider.uses_responses("gpt-4.1") and not provider.uses_responses("gpt-5.1-chat-latest")
+    assert not provider.uses_responses("o1-mini")  # an early reasoning model without an effort or summaries
     proxy = OpenAIProvider(api_key="k", base_url="http://127.0.0.1:9/v1", openai_names=True)
     assert not proxy.uses_responses("o3-mini")  # a proxy may not have /responses: Chat Completions unless told
     assert OpenAIProvider(api_key="k", base_url="http://127.0.0.1:9/v1", api="responses").uses_responses("llama3.2")

@@ -149,8 +149,8 @@ class OpenAIProvider(Provider):
 
     def uses_responses(self, model: str) -> bool:
         """Whether `model` is called through the Responses API (else Chat Completions)."""
-        if self.api == "auto":
-            return self.official and reasoning_params(model) is not None
+        if self.api == "auto":  # o1-mini and o1-preview (no effort, no summaries) stay on Chat Completions
+            return self.official and "effort" in (reasoning_params(model) or ())
         return self.api == "responses"
 
     def curated(self) -> list[ModelInfo]:
