@@ -28,7 +28,8 @@ class Refused:
 
 @dataclass(frozen=True)
 class Flagged:
-    """Moderation refused the message: it is stored, flagged, with this reply; no provider was called."""
+    """Moderation refused the message (no provider was called), or withheld the reply (core.moderation): the
+    turn is stored, flagged, with this notice as its reply."""
 
     reply: str
     categories: tuple[str, ...]
