@@ -38,7 +38,7 @@ from chat.types import Attachment, FinishReason, ModelInfo, Params
 from compare.batch_summary import BatchSummary, ModelSummary, latest_rows, summarize
 from compare.engine import ReplyResult, UnsupportedFile, attempts_of, file_refusal, prompt_messages, speed_of, start_reply
 from compare.pricing import PriceTable
-from compare.repro import CARD_FIELDS, card_extras
+from compare.repro import CARD_FIELDS, CardFields, card_extras
 from compare.scoring import Check, CheckError, Scorer, parse_checks
 
 if TYPE_CHECKING:
@@ -434,7 +434,7 @@ async def run_batch(
             refusal = file_refusal(info, attachments, registry) if attachments else None
             result: ReplyResult
             sent: dict[str, Any] | None = None
-            card: dict[str, Any] | None = None
+            card: CardFields | None = None
             if refusal is not None:
                 started_at = _utc_now()
                 result = refused_result(info, refusal)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-from typing import Any
+from typing import Any, TypedDict
 
 #: The card's fields beyond what a reply already records (provider, model, model_version, params, time).
 CARD_FIELDS: tuple[str, ...] = ("system_prompt_sha256", "request_id", "sdk_version")
@@ -50,10 +50,10 @@ def clean_request_id(value: Any) -> str | None:
     """The provider's request id as a card keeps it: printable text, at most MAX_REQUEST_ID characters, else None."""
     if not isinstance(value, str):
         return None
-    value = value.strip()
-    if not value or len(value) > MAX_REQUEST_ID or not value.isprintable():
+    text: str = value.strip()
+    if not text or len(text) > MAX_REQUEST_ID or not text.isprintable():
         return None
-    return value
+    return text
 
 
 def request_id_of(result: Any) -> Any:
@@ -64,7 +64,15 @@ def request_id_of(result: Any) -> Any:
     return rid
 
 
-def card_extras(provider: Any, result: Any, system_prompt: str | None) -> dict[str, str | None]:
+class CardFields(TypedDict):
+    """The CARD_FIELDS of a reply, as storage's finish_turn takes them."""
+
+    system_prompt_sha256: str | None
+    request_id: str | None
+    sdk_version: str | None
+
+
+def card_extras(provider: Any, result: Any, system_prompt: str | None) -> CardFields:
     """The CARD_FIELDS of one finished reply (a TurnResult or a tool loop's result), for its row."""
     return {
         "system_prompt_sha256": system_prompt_sha256(system_prompt),

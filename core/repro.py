@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from compare.repro import CARD_FIELDS, card_extras
+from compare.repro import CARD_FIELDS, CardFields, card_extras
 
 __all__ = ["CARD_FIELDS", "CARD_KEYS", "card_markdown", "card_of", "done_card", "live_card", "stored_fields"]
 
@@ -26,7 +26,7 @@ _LABELS = {"provider": "Provider", "model": "Requested model", "model_version": 
            "time": "Time", "sdk_version": "SDK"}
 
 
-def stored_fields(provider: Any, result: Any, system_prompt: str | None) -> dict[str, str | None]:
+def stored_fields(provider: Any, result: Any, system_prompt: str | None) -> CardFields:
     """finish_turn's card values for a finished reply: its request id, SDK version and system prompt hash."""
     return card_extras(provider, result, system_prompt)
 
