@@ -304,14 +304,23 @@ def test_leaderboard_is_owner_scoped_unless_shared(tab, app, loop):
         collect(loop, tab, run_data(tab, "rate us", ["openai:tokens-3", "gemini:tokens-4"], session=session), user)
         # Every run puts its models in random panes: vote for the pane that holds model `winner`.
         loop.run_until_complete(tab.handlers.vote(str(session["order"].index(winner)), session, None, request(user)))
-    mine = loop.run_until_complete(tab.handlers.board(False, False, None, request("ann")))
+    mine = loop.run_until_complete(tab.handlers.board(False, False, None, None, None, request("ann")))
     table = mine[tab.board_table]
     assert list(table["model"]) == ["openai:tokens-3", "gemini:tokens-4"]
     assert list(table["votes"]) == [2, 2] and "2** votes (your votes)" in mine[tab.board_note]
     assert "<svg" in mine[tab.board_plot] and "100%" in mine[tab.board_matrix]
+    # The pair pickers offer the rated models; picking two adds their votes-to-separate line.
+    assert mine[tab.pair_a]["choices"] == ["openai:tokens-3", "gemini:tokens-4"] and "Picked pair" not in mine[tab.board_note]
+    picked = loop.run_until_complete(tab.handlers.board(False, False, "gemini:tokens-4", "openai:tokens-3", None, request("ann")))
+    assert "**Picked pair** gemini:tokens-4 vs openai:tokens-3" in picked[tab.board_note]
+    assert picked[tab.pair_a]["value"] == "gemini:tokens-4" and picked[tab.pair_b]["value"] == "openai:tokens-3"
+    same = loop.run_until_complete(tab.handlers.board(False, False, "gemini:tokens-4", "gemini:tokens-4", None, request("ann")))
+    assert "Picked pair" not in same[tab.board_note] and "two different models" in same[tab.board_note]
+    gone = loop.run_until_complete(tab.handlers.board(False, False, "openai:nobody", "openai:tokens-3", None, request("ann")))
+    assert gone[tab.pair_a]["value"] is None
     services.config.shared_leaderboard = True
     try:
-        everyone = loop.run_until_complete(tab.handlers.board(False, False, None, request("ann")))
+        everyone = loop.run_until_complete(tab.handlers.board(False, False, None, None, None, request("ann")))
     finally:
         services.config.shared_leaderboard = False
     assert "everyone" in everyone[tab.board_note]

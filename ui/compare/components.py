@@ -42,4 +42,7 @@ class CompareUI:
     board_plot: gr.HTML
     board_table: gr.Dataframe
     board_matrix: gr.HTML
+    #: Two models the user picks on the leaderboard: votes to separate them (the top pair is always shown).
+    pair_a: gr.Dropdown
+    pair_b: gr.Dropdown
     download: gr.File

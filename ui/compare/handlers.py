@@ -374,12 +374,14 @@ class CompareHandlers:
 
     # -- leaderboard and exports ----------------------------------------------------------------
 
-    async def board(self, blind_only: bool, style: bool, owner_state: str | None, request: gr.Request,
-                    profile: gr.OAuthProfile | None = None) -> Update:
+    async def board(self, blind_only: bool, style: bool, pair_a: str | None, pair_b: str | None, owner_state: str | None,
+                    request: gr.Request, profile: gr.OAuthProfile | None = None) -> Update:
         owner = owner_for(request, profile, owner_state)
         ui = self.ui
+        chosen = (pair_a, pair_b) if pair_a and pair_b and pair_a != pair_b else None
         try:
-            standings = await self.comparisons.standings(owner=owner, blind_only=bool(blind_only), style=bool(style))
+            standings = await self.comparisons.standings(owner=owner, blind_only=bool(blind_only), style=bool(style),
+                                                         pair=chosen)
         except StorageError as e:
             return {ui.board_note: f"⚠️ {e.message}"}
         board, votes = standings.board, standings.votes
@@ -389,9 +391,15 @@ class CompareHandlers:
                 "Bradley–Terry ratings with a pane-position term, 95% intervals from 200 bootstrap resamples; ties and "
                 "all-bad count half a win each; ranks overlap (\"1–3\") where the intervals do.")
         extra = notes_md(standings.result)
-        return {ui.board_note: note + ("\n\n" + extra if extra else ""),
+        if pair_a and pair_b and pair_a == pair_b:
+            extra += "\n\nPick two different models to see how many votes would separate them."
+        models = [r.model for r in board.ratings]
+        # The pickers offer the rated models; a pick that is no longer rated (blind-only switched on) is cleared.
+        return {ui.board_note: note + ("\n\n" + extra.strip() if extra.strip() else ""),
                 ui.board_plot: rating_plot_html(board, standings.result.ranks) + style_html(standings.result),
-                ui.board_table: table_frame(board, standings.result.ranks), ui.board_matrix: win_matrix_html(board)}
+                ui.board_table: table_frame(board, standings.result.ranks), ui.board_matrix: win_matrix_html(board),
+                ui.pair_a: gr.update(choices=models, value=pair_a if pair_a in models else None),
+                ui.pair_b: gr.update(choices=models, value=pair_b if pair_b in models else None)}
 
     async def api_leaderboard(self, blind_only: bool = False, style: bool = True, pair: list[str] | None = None,
                               request: gr.Request = None,  # type: ignore[assignment]  # Gradio fills it in

@@ -158,6 +158,10 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
                                             scale=3, elem_id="cmp-board-style")
                 refresh = gr.Button("↻ Refresh", size="sm", scale=1, elem_id="cmp-board-refresh")
             board_note = gr.Markdown("", elem_id="cmp-board-note")
+            with gr.Row(equal_height=True):
+                # Any two rated models: how many more votes would separate them (the top pair is always in the note).
+                pair_a = gr.Dropdown(choices=[], value=None, label="Pick a pair: first model", scale=1, elem_id="cmp-pair-a")
+                pair_b = gr.Dropdown(choices=[], value=None, label="second model", scale=1, elem_id="cmp-pair-b")
             board_plot = gr.HTML("", css_template=BOARD_CSS, js_on_load=None, elem_id="cmp-board-plot")
             board_table = gr.Dataframe(headers=["rank", "model", "rating", "95% CI", "votes", "win rate"], interactive=False,
                                        elem_id="cmp-board-table")
@@ -179,6 +183,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
         vote_row=vote_row, vote_slot_buttons=vote_slot_buttons, vote_tie=vote_tie, vote_bad=vote_bad,
         session=session, prices_state=prices_state, price_table=price_table, price_status=price_status,
         board_note=board_note, board_plot=board_plot, board_table=board_table, board_matrix=board_matrix,
+        pair_a=pair_a, pair_b=pair_b,
         download=download,
     )  # fmt: skip
     handlers = CompareHandlers(Comparisons(ctx.services, prices), ui)
@@ -232,7 +237,8 @@ def _wire(tab: CompareHandlers, ui: CompareUI, c: _Controls) -> None:
     vote_outputs = [ui.vote_row, *ui.vote_slot_buttons, ui.vote_tie, ui.vote_bad]
     run_outputs = [*pane_outputs, *vote_outputs, ui.charts, *ui.plots.values(), ui.status, ui.message, ui.session,
                    ui.config_accordion]
-    board_outputs = [ui.board_note, ui.board_plot, ui.board_table, ui.board_matrix]
+    board_outputs = [ui.board_note, ui.board_plot, ui.board_table, ui.board_matrix, ui.pair_a, ui.pair_b]
+    board_inputs = [blind_only, style_control, ui.pair_a, ui.pair_b, ctx.owner]
 
     runs: list[dict[str, Any]] = [  # Gradio's Dependency is a dict; `cancels` is typed as dicts
         trigger(tab.run, run_inputs, run_outputs, show_progress="hidden", concurrency_limit=None, **private)
@@ -248,16 +254,18 @@ def _wire(tab: CompareHandlers, ui: CompareUI, c: _Controls) -> None:
     ui.pane_count.change(tab.show_panes, [ui.pane_count, ui.blind], [*ui.config_columns, *ui.pane_columns], **private)
     for i, button in enumerate(ui.vote_slot_buttons):
         button.click(_vote_fn(tab, str(i)), [ui.session, ctx.owner], run_outputs, **private).then(
-            tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
+            tab.board, board_inputs, board_outputs, **private)
     for button, choice in ((ui.vote_tie, "tie"), (ui.vote_bad, "both_bad")):
         button.click(_vote_fn(tab, choice), [ui.session, ctx.owner], run_outputs, **private).then(
-            tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
+            tab.board, board_inputs, board_outputs, **private)
     apply_prices.click(tab.apply_prices, [ui.price_table, ctx.owner], [ui.prices_state, ui.price_table, ui.price_status], **private)
     reset_prices.click(tab.reset_prices, [ctx.owner], [ui.prices_state, ui.price_table, ui.price_status], **private)
-    board_tab.select(tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
-    refresh.click(tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
-    blind_only.change(tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
-    style_control.change(tab.board, [blind_only, style_control, ctx.owner], board_outputs, **private)
+    board_tab.select(tab.board, board_inputs, board_outputs, **private)
+    refresh.click(tab.board, board_inputs, board_outputs, **private)
+    blind_only.change(tab.board, board_inputs, board_outputs, **private)
+    style_control.change(tab.board, board_inputs, board_outputs, **private)
+    for picker in (ui.pair_a, ui.pair_b):  # .input: the user's choice only, not the choices the board refreshes
+        picker.input(tab.board, board_inputs, board_outputs, **private)
     export_jsonl.click(_export_fn(tab, "jsonl"), [ctx.owner], [ui.download], **private)
     export_csv.click(_export_fn(tab, "csv"), [ctx.owner], [ui.download], **private)
     api(tab.api_compare, api_name="compare", concurrency_limit=None)
