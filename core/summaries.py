@@ -64,6 +64,8 @@ NOTE_FAILED = ("📝 The earlier messages could not be summarised ({why}), so th
                "context instead. The next message tries again.")
 #: The longest a summary call may run in the background after the reply stopped waiting for it.
 BACKGROUND_LIMIT = 180.0
+#: Conversations whose summaries LongContext keeps in memory (a few summaries each, ~1-3k characters a summary).
+KNOWN_CONVERSATIONS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,11 @@ def read_path(*, session: Session, owner: str, conversation_id: str,
     return path, found
 
 
+def _digest(messages: Sequence[Message]) -> int:
+    """A digest of messages' roles and texts (in-process only: Python's string hash is salted per process)."""
+    return hash(tuple((m.role, m.content) for m in messages))
+
+
 def transcript(previous: str, older: Sequence[Message]) -> str:
     """The summariser's input: the summary so far, then the messages that fell out since."""
     parts = [f"Summary so far:\n{previous}"] if previous else []
@@ -202,6 +209,10 @@ class LongContext:
         self.settings = settings
         self.calibration = Calibration()
         self._running: dict[tuple[str, uuid.UUID], asyncio.Task[str | None]] = {}
+        # Per owner and conversation, the summaries made or read here lately with a digest of the messages they
+        # cover: a turn that reuses one reads nothing from the database (reading a 200-message path costs 5-20 ms
+        # of first-token time). The same messages have the same summary, whatever branch they are on.
+        self._known: OrderedDict[tuple[str, str], list[tuple[int, int, str]]] = OrderedDict()
 
     def counter(self, conversation_id: str | None, info: ModelInfo) -> TokenCounter:
         return TokenCounter(info.provider, info.id, self.calibration.scale(conversation_id, info.ref))
@@ -232,6 +243,21 @@ class LongContext:
         costs = [message_tokens(m, info.provider, count) for m in history]
         if len(history) <= cfg.after_messages and sum(costs) <= budget:
             return Prepared(messages, count)  # the common case: no query, no call
+
+        def sent(text: str, covered: int, notes: list[str], remember: bool = True) -> Prepared:
+            if remember:
+                self._remember(owner, conversation_id, history, covered, text)
+            head = Message(role="system", content=SUMMARY_HEADER.format(n=covered) + "\n\n" + text)
+            return Prepared(system + [head] + history[covered:] + tail, count, [*notes, summary_note(covered, text)])
+
+        def enough(text: str, covered: int) -> bool:
+            """The summary still serves: what follows it is within the limit and fits with it."""
+            head = message_tokens(Message(role="system", content=text), info.provider, count)
+            return len(history) - covered <= cfg.after_messages and head + sum(costs[covered:]) <= budget
+
+        for covered, digest, known in self._known.get((owner, conversation_id), ()):
+            if covered < len(history) and _digest(history[:covered]) == digest and enough(known, covered):
+                return sent(known, covered, [], remember=False)
         try:
             path, summaries = await self.s.db(read_path, owner=owner, conversation_id=conversation_id, upto=upto)
         except Exception as e:  # noqa: BLE001 - a summary is an extra: any failure here means plain trimming
@@ -244,13 +270,7 @@ class LongContext:
         best = next((by_id[mid] for i, mid in reversed(list(enumerate(ids)))
                      if mid in by_id and by_id[mid].covered == i + 1), None)
         start = best.covered if best else 0
-
-        def sent(text: str, covered: int, notes: list[str]) -> Prepared:
-            head = Message(role="system", content=SUMMARY_HEADER.format(n=covered) + "\n\n" + text)
-            return Prepared(system + [head] + history[covered:] + tail, count, [*notes, summary_note(covered, text)])
-
-        head_cost = message_tokens(Message(role="system", content=best.content), info.provider, count) if best else 0
-        if best and len(history) - start <= cfg.after_messages and head_cost + sum(costs[start:]) <= budget:
+        if best and enough(best.content, start):
             return sent(best.content, start, [])
         cut = self._cut(history, costs, budget, len(ids))
         if cut <= start:
@@ -272,6 +292,15 @@ class LongContext:
             return sent(text, cut, [])
         failed = NOTE_FAILED.format(why=why or "the summary model did not answer")
         return sent(best.content, start, [failed]) if best else Prepared(messages, count, [failed])
+
+    def _remember(self, owner: str, conversation_id: str, history: Sequence[Message], covered: int, text: str) -> None:
+        key = (owner, conversation_id)
+        entry = (covered, _digest(history[:covered]), text)
+        known = [k for k in self._known.get(key, ()) if k[0] != covered][-2:]  # a few per conversation (branches)
+        self._known[key] = [*known, entry]
+        self._known.move_to_end(key)
+        while len(self._known) > KNOWN_CONVERSATIONS:
+            self._known.popitem(last=False)
 
     def _cut(self, history: Sequence[Message], costs: Sequence[int], budget: int, aligned: int) -> int:
         """How many of the oldest messages a new summary covers: all but the newest that fit half the budget and

@@ -18,11 +18,12 @@ from sqlmodel import Session
 from chat.registry import Registry, Settings
 from chat.turn import Turn
 from chat.types import FinishReason, Message
+from core import summaries
 from core.chat import ChatEvent, ChatTurns, Update
 from core.config import AppConfig
 from core.ratelimit import Identity
 from core.services import Services
-from core.summaries import NOTE_FAILED, SUMMARY_HEADER, SummarySettings
+from core.summaries import NOTE_FAILED, SUMMARY_HEADER, SummarySettings, read_path
 from storage import repository as repo
 from tests.apphelpers import app_env
 from tests.fakes import Scenario
@@ -105,15 +106,23 @@ async def test_a_60_message_conversation_sends_a_summary_and_the_recent_messages
     assert "50 earlier messages" in title and body == SUMMARY
 
 
-async def test_the_summary_is_made_once_and_reused_for_three_more_turns(services, fake_server, engine, names):
+async def test_the_summary_is_made_once_and_reused_for_three_more_turns(services, fake_server, engine, names, monkeypatch):
     chat_model, summariser = names
     who = f"user:{uuid.uuid4().hex[:8]}"
     cid = long_chat(engine, who, chat_model)
     turns = ChatTurns(services)
+    reads: list[str] = []
+
+    def counted_read_path(**kwargs):
+        reads.append(kwargs["conversation_id"])
+        return read_path(**kwargs)
+
+    monkeypatch.setattr(summaries, "read_path", counted_read_path)
     for i in range(4):  # the API's path: the model is sent the stored path down to the current leaf
         await send(turns, who, f"follow-up {i}", chat_model, conversation_id=str(cid), parent_id="")
     requests = sent_to(fake_server, chat_model)
     assert len(requests) == 4 and len(sent_to(fake_server, summariser)) == 1, "one summary call for four turns"
+    assert reads == [str(cid)], "the turns that reuse the summary read no path from the database"
     for i, request in enumerate(requests):
         assert is_summary(request[0]) and SUMMARY in request[0]["content"]
         # Each later turn sends the messages after the summary, its own earlier turns included.
