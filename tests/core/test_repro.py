@@ -146,3 +146,30 @@ def test_a_blind_pane_hides_its_card_until_the_vote(services: Services) -> None:
     asyncio.run(comparisons.vote(owner="user:bo", comparison_id=before["comparison_id"], choice="0", panes=2))
     (after,) = comparison_records(asyncio.run(services.db(repo.export_comparisons, owner="user:bo")))
     assert sorted(p["sdk_version"] for p in after["panes"]) == sorted(["demo", OPENAI_SDK])
+
+
+def test_batch_rows_carry_the_card_without_secrets(fake_server: Any, tmp_path: Any) -> None:
+    from compare.batch import Prompt, run_batch
+
+    env = {"OPENAI_API_KEY": SECRET_KEY, "OPENAI_BASE_URL": fake_server.openai_base_url}
+
+    async def go() -> Any:
+        registry = Registry.from_settings(Settings.from_env(env))
+        try:
+            return await run_batch(registry, [Prompt("q1", "hello"), Prompt("q2", "hi", system="Own system.")],
+                                   ["openai:gpt-test", "demo:parley-demo"], out_path=tmp_path / "r.jsonl",
+                                   params=Params(max_tokens=64, temperature=0.2), system=SYSTEM)
+        finally:
+            await registry.aclose()
+
+    summary = asyncio.run(go())
+    rows = {(r["prompt_id"], r["model"]): r for r in summary.rows}
+    oai = rows[("q1", "openai:gpt-test")]
+    assert oai["sdk_version"] == OPENAI_SDK and oai["system_prompt_sha256"] == SYSTEM_SHA
+    assert oai["params"] == {"max_tokens": 64, "temperature": 0.2}
+    assert rows[("q2", "openai:gpt-test")]["system_prompt_sha256"] == hashlib.sha256(b"Own system.").hexdigest()[:16]
+    demo = rows[("q1", "demo:parley-demo")]
+    assert demo["sdk_version"] == "demo" and demo["request_id"] is None and demo["model_version"] == "demo/parley-demo"
+    # Where the provider gave an id it is the one the fake server sent (x-request-id), never one made up.
+    assert oai["request_id"] is None or oai["request_id"].startswith("req_")
+    assert_no_secret((tmp_path / "r.jsonl").read_text(encoding="utf-8"), fake_server)
