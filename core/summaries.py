@@ -39,6 +39,7 @@ from chat.tokens import TokenCounter, clamp_scale
 from chat.turn import Turn, TurnPolicy
 from chat.types import Message, ModelInfo, Params
 from core.branching import _path_to  # the path to a named message, as the /send API places a turn
+from core.env_numbers import number_at_least
 from core.store import FLAGGED_ERROR
 from storage import repository as repo
 from storage import summaries as stored
@@ -83,14 +84,7 @@ class SummarySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SummarySettings:
         def number(name: str, default: float, low: float) -> float:
-            raw = env.get(name, "").strip()
-            try:
-                value = float(raw) if raw else default
-            except ValueError as e:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from e
-            if not value >= low or value == float("inf"):
-                raise ValueError(f"{name} must be at least {low:g}, got {raw!r}")
-            return value
+            return number_at_least(env, name, default, low)
 
         switch = env.get("SUMMARIES", "on").strip().lower()
         if switch not in ("", "on", "off", "true", "false", "1", "0", "yes", "no"):
