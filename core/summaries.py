@@ -16,7 +16,8 @@ after it) the wait happens on one turn in `SUMMARY_AFTER_MESSAGES / 4` or fewer.
 
 Summary calls are the app's own: they are not charged to the user's rate limit (a user cannot trigger more than
 one per few turns), and each is logged on the `parley.turns` log as event "summary" with its usage, which is
-also stored with the summary.
+also stored with the summary (the dashboard does not count them yet). With the conversation's own model a summary
+uses the same key as the chat (the user's own, when they gave one); a SUMMARY_MODEL uses the server's key.
 """
 
 from __future__ import annotations
