@@ -8,6 +8,7 @@ no key, no base URL, no header. core/repro.py builds cards for chats and compari
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 from typing import Any, TypedDict
@@ -39,11 +40,18 @@ def sdk_version(provider: Any) -> str | None:
     for cls in type(provider).__mro__:
         dist = _SDKS.get(cls.__module__)
         if dist is not None:
-            try:
-                return f"{dist} {importlib.metadata.version(dist)}"
-            except importlib.metadata.PackageNotFoundError:
-                return dist
+            return _installed(dist)
     return None
+
+
+@functools.cache
+def _installed(dist: str) -> str:
+    """`openai 3.57.0`: read once per process; importlib.metadata parses the package's METADATA file on every
+    call (~5-12 ms), and each turn asks for its card twice (python -m bench.turns)."""
+    try:
+        return f"{dist} {importlib.metadata.version(dist)}"
+    except importlib.metadata.PackageNotFoundError:
+        return dist
 
 
 def clean_request_id(value: Any) -> str | None:
