@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.moderation")
 
 #: The notice that replaces a flagged reply (in the chat, the API, compare panes and the store).
-WITHHELD = ("🛡️ This reply was withheld: the moderation check flagged it ({categories}). What was shown of it "
+WITHHELD = ("This reply was withheld: the moderation check flagged it ({categories}). What was shown of it "
             "while it streamed has been removed. Rephrase your message, or ask something else.")
 
 
