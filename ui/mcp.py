@@ -106,7 +106,7 @@ def register_tools(services: Services, turns: ChatTurns) -> None:
             system_prompt: Instructions every model gets (optional).
             blind: Hide which model wrote which reply: panes are labelled Model A, Model B... in a random order, with no names or costs.
         Returns:
-            JSON: blind and panes: per model its text, time to first token, tokens per second, tokens, duration,
+            JSON: blind and panes: per model its text, time to first token, tokens per second, tokens, duration
             finish reason, error and (not blind) model, cost and pane position.
         """
         owner = owner_of(request)
