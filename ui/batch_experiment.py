@@ -62,8 +62,8 @@ def _change(row: dict[str, Any]) -> str:
 
 
 def diff_frame(d: dict[str, Any]) -> pd.DataFrame:
-    rows = [{"Prompt id": r["prompt_id"], "Model": r["model"], "Change": _change(r), "Old output": _cut(r["old_text"]),
-             "New output": _cut(r["new_text"]), "Old score": r["old_score"], "New score": r["new_score"]} for r in d["rows"]]
+    rows = [{"Prompt id": r["prompt_id"], "Model": r["model"], "Change": _change(r), "Old output": _cut(r["old_text"], 120),
+             "New output": _cut(r["new_text"], 120), "Old score": r["old_score"], "New score": r["new_score"]} for r in d["rows"]]
     return pd.DataFrame(rows, columns=DIFF_COLUMNS)
 
 
