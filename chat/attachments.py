@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chat.tokens import estimate_tokens
 from chat.types import IMAGE_MIMES, PDF_MIME, TEXT_MIME, Attachment
 
 MiB = 1024 * 1024
@@ -335,7 +336,7 @@ def gemini_image_tokens(width: int, height: int) -> int:
 
 
 def _text_tokens(text: str) -> int:
-    return (len(text) + 3) // 4  # chat.context.estimate_tokens's rule: about four characters a token
+    return estimate_tokens(text)  # a Chinese or Japanese file is not a quarter of its characters
 
 
 def attachment_tokens(att: Attachment, provider: str) -> int:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chat.tokens import estimate_tokens as _estimate_text
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -266,8 +268,9 @@ def tokens_per_second(output_tokens: int | None, ttft_ms: float | None, duration
 
 
 def estimate_tokens(text: str, pieces: int = 0) -> int:
-    """A rough token count of streamed text: at least one per streamed piece, else about 4 characters each."""
-    return max(pieces, round(len(text) / 4))
+    """A rough token count of streamed text: at least one per streamed piece, else chat.tokens' estimate (which
+    counts a CJK character as most of a token, not a quarter)."""
+    return max(pieces, _estimate_text(text))
 
 
 @dataclass(slots=True, frozen=True)

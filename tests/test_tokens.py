@@ -114,3 +114,20 @@ def test_calibration_is_the_clamped_ratio_per_conversation_and_model():
     calibration.scale("c1", "anthropic:claude-x")  # c1 used again: c2 is now the least recently used
     calibration.learn("c3", "anthropic:claude-x", 100, 100)  # over its size: the least recently used goes
     assert calibration.scale("c2", "anthropic:claude-x") == 1.0 and calibration.scale("c1", "anthropic:claude-x") == 1.3
+
+
+@pytest.mark.parametrize("text", [CHINESE, JAPANESE], ids=["chinese", "japanese"])
+def test_a_stopped_cjk_replys_estimated_output_and_a_cjk_text_file_are_not_a_quarter_of_the_real_count(text):
+    """The live "~N tokens" of a reply the provider never counted (Stop) and a text file's budget use the same
+    CJK-aware estimate as the context budget (they used four characters a token: a quarter of the real count)."""
+    from chat.attachments import attachment_tokens
+    from chat.turn import TurnResult
+    from chat.types import Attachment
+
+    real = len(bpe_openai.get_encoding("o200k_base").encode_ordinary(text))
+    reply = TurnResult(provider="openai", model="gpt-4o")
+    reply.add_text(text)
+    assert reply.usage.estimated and abs(reply.usage.output_tokens - real) / real <= 0.3
+    data = text.encode()
+    file = Attachment(name="notes.txt", mime="text/plain", data=data, size=len(data), text=text)
+    assert abs(attachment_tokens(file, "anthropic") - real) / real <= 0.3
