@@ -17,6 +17,7 @@ from storage import repository as repo
 from storage.attachments import AttachmentIn
 from storage.errors import NotFound
 from storage.models import AttachmentData, MessagePublic, TurnIds
+from storage.tree import get_path_user_messages
 
 #: How the stored error of a reply refused by moderation starts (so a reopened conversation marks it too).
 FLAGGED_ERROR = "flagged by moderation"
@@ -68,11 +69,10 @@ def start_turn(
     """
     if conversation_id:
         try:
-            detail = repo.get_conversation(session=session, owner=owner, conversation_id=conversation_id)
+            users = get_path_user_messages(session=session, owner=owner, conversation_id=conversation_id)
         except NotFound:
             conversation_id = None
         else:
-            users = [m for m in detail.messages if m.role == "user"]
             keep = len(history_user_texts)
             if not _same_turns(history_user_texts, [m.content for m in users[:keep]]):
                 conversation_id = None

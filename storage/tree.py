@@ -149,6 +149,21 @@ def get_path(*, session: Session, owner: str, conversation_id: uuid.UUID | str) 
     return path_detail(session, owner, owned_conversation(session, owner, conversation_id))
 
 
+@guarded
+def get_path_user_messages(*, session: Session, owner: str, conversation_id: uuid.UUID | str) -> list[MessagePublic]:
+    """The user messages of the current path, root first: all a new turn checks the chat against (core/store.py).
+
+    get_path's rows without the replies: a turn in a 1,000-message chat built all 700 messages of its path
+    (python -m bench.turns)."""
+    owner = check_owner(owner)
+    conversation = owned_conversation(session, owner, conversation_id)
+    tree = load_tree(session, owner, conversation.id, conversation.current_leaf_id)
+    path = tree.path()
+    if len(path) == len(tree.parent):  # no branches: no id list
+        return _rows_of(session, owner, conversation.id, None, role="user")
+    return _rows_of(session, owner, conversation.id, path, role="user")
+
+
 def messages_of(session: Session, owner: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[MessagePublic]]:
     """Every message of these conversations (whole trees) by position, with their files' refs (never bytes).
 
@@ -172,14 +187,15 @@ def tree_of(session: Session, owner: str, conversation_ids: list[uuid.UUID]) -> 
     return messages_of(session, owner, conversation_ids)
 
 
-def _rows_of(session: Session, owner: str, conversation_id: uuid.UUID, path: list[uuid.UUID]) -> list[MessagePublic]:
+def _rows_of(session: Session, owner: str, conversation_id: uuid.UUID, path: list[uuid.UUID] | None,
+             role: str | None = None) -> list[MessagePublic]:  # fmt: skip
+    """The rows of `path` (None: every message of the conversation), of one `role` if given, by position."""
     found: dict[uuid.UUID, list[MessagePublic]] = {conversation_id: []}
-    for start in range(0, len(path), CHUNK):
-        query = _select_public().where(
-            _messages.c.conversation_id == conversation_id,
-            _messages.c.owner == owner,
-            _messages.c.id.in_(path[start : start + CHUNK]),
-        )
+    chunks = [None] if path is None else [path[start : start + CHUNK] for start in range(0, len(path), CHUNK)]
+    for chunk in chunks:
+        query = _select_public().where(_messages.c.conversation_id == conversation_id, _messages.c.owner == owner)
+        query = query if chunk is None else query.where(_messages.c.id.in_(chunk))
+        query = query if role is None else query.where(_messages.c.role == role)
         _fill(session, owner, query.order_by(_messages.c.position), found, conversation_id)
     return found[conversation_id]
 
