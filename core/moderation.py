@@ -107,8 +107,8 @@ class Moderator:
         return tuple(sorted(set(flagged))) or None
 
     def guard(self) -> OutputGuard | None:
-        """A guard for one streaming reply, or None when moderation is off."""
-        return OutputGuard(self) if self.on else None
+        """A guard for one streaming reply, or None when moderation is off (or cannot check anything)."""
+        return OutputGuard(self) if self.on and self._checker() is not None else None
 
 
 Result = TurnResult | ToolLoopResult
