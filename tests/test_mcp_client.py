@@ -147,6 +147,9 @@ def test_their_tools_are_listed_beside_the_built_in_ones(app):
     assert spec.parameters["properties"].keys() == {"a", "b"} and spec.parameters["required"] == ["a", "b"]
     assert "title" not in json.dumps(spec.parameters)
     assert "Add two integers." in spec.description
+    # The sidebar's tools switch says that these servers' tools come with it.
+    switch = next(b for b in services.demo.blocks.values() if getattr(b, "elem_id", None) == "use-tools")
+    assert "MCP servers" in switch.info
 
 
 def test_a_chat_calls_a_stdio_tool_and_stores_the_call(app, fake_server):

@@ -148,7 +148,10 @@ def build_ui(services: Services) -> gr.Blocks:
             if missing:
                 with gr.Accordion("More providers", open=False):
                     gr.Markdown(missing, elem_classes=["parley-muted"])
-            use_tools = gr.Checkbox(False, label="🛠 Let the model use tools", info="Calculator, time zones, search your chats", elem_id="use-tools")
+            tools_info = "Calculator, time zones, search your chats"
+            if services.toolbox is not None and services.toolbox.sources:  # [[mcp_servers]] in models.toml
+                tools_info += ", and the tools of this server's MCP servers"
+            use_tools = gr.Checkbox(False, label="🛠 Let the model use tools", info=tools_info, elem_id="use-tools")
             system_prompt = gr.Textbox(value="", label="System prompt", lines=2, max_lines=8, placeholder="You are a helpful assistant.")
             with gr.Accordion("Parameters", open=False):
                 temperature = _slider("temperature", "Temperature", 1.0, 0.05, "Higher is more varied")
