@@ -32,6 +32,7 @@ from core.attachments import FileProblem, limits_of, read_uploads
 from core.compare_board import ROUNDS, Board, build_board
 from core.compare_export import to_csv, to_jsonl
 from core.compare_run import CompareRun, Pane, metrics_of
+from core.experiment import comparisons_experiment
 from core.params import params_error
 from core.services import Services
 from storage import repository as repo
@@ -41,7 +42,7 @@ from storage.models import MAX_PANES, MIN_PANES, ComparisonIds
 Verdict = Literal["slot", "tie", "both_bad"]
 #: Puts a new comparison's models in random panes (in place). Tests that check a fixed display order pin it.
 shuffle = random.SystemRandom().shuffle
-ExportFormat = Literal["jsonl", "csv"]
+ExportFormat = Literal["jsonl", "csv", "experiment"]
 
 
 class CompareProblem(Exception):
@@ -108,7 +109,8 @@ def unavailable_pane(ref: str, error: ChatError, system_prompt: str) -> Pane:
 
 
 def export_name(fmt: ExportFormat) -> str:
-    return f"parley-comparisons-{datetime.now(UTC):%Y%m%d-%H%M%S}.{fmt}"
+    extension = "experiment.json" if fmt == "experiment" else fmt
+    return f"parley-comparisons-{datetime.now(UTC):%Y%m%d-%H%M%S}.{extension}"
 
 
 class Comparisons:
@@ -310,6 +312,9 @@ class Comparisons:
         return Standings(votes=len(records), shared=shared, result=board)
 
     async def export(self, *, owner: str, fmt: ExportFormat) -> tuple[str, str]:
-        """The owner's runs and votes as (file name, text): JSONL or CSV (core/compare_export.py); StorageError passes through."""
+        """The owner's runs and votes as (file name, text): JSONL, CSV (core/compare_export.py) or an experiment file
+        (core/experiment.py); StorageError passes through."""
         details = await self.s.db(repo.export_comparisons, owner=owner)
+        if fmt == "experiment":
+            return export_name(fmt), comparisons_experiment(details)
         return export_name(fmt), to_jsonl(details) if fmt == "jsonl" else to_csv(details)

@@ -20,6 +20,8 @@ from chat.errors import ChatError
 from chat.types import Params
 from compare.batch import BatchSummary
 from compare.experiment import ExperimentError, build, diff, dumps, loads, models_of, prompts_of, summary_doc
+from core.compare_export import comparison_records
+from storage.models import ComparisonDetail
 
 if TYPE_CHECKING:
     from core.batch import Batches, BatchJob
@@ -41,6 +43,13 @@ def of_run(job: BatchJob, summary: BatchSummary, *, replay_of: str | None = None
     return build(prompts=job.prompts, models=job.models, params=job.params.model_dump(exclude_none=True),
                  system=job.system, rows=summary.rows, summary=summary_doc(summary), concurrency=job.concurrency,
                  comparisons=comparisons, judges=judges, replay_of=replay_of)
+
+
+def comparisons_experiment(details: Sequence[ComparisonDetail]) -> str:
+    """The owner's comparisons as an experiment file's text: its `comparisons` section holds the compare export
+    records (prompts, panes with their position and card, votes); no batch prompts or results."""
+    doc = build(prompts=[], models=[], params={}, system=None, rows=[], comparisons=comparison_records(details))
+    return dumps(doc).decode("utf-8")
 
 
 def judges_in(directory: Path) -> list[dict[str, Any]] | None:
@@ -133,9 +142,25 @@ def results_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 def describe(doc: Mapping[str, Any]) -> str:
     """One line about a file: its size, app version and time."""
     m = doc["manifest"]
-    return (f"{len(doc['prompts'])} prompt(s) × {len(models_of(doc))} model(s), {len(doc['results'])} result(s); "
+    compared = f", {len(doc['comparisons'])} comparison(s)" if doc.get("comparisons") else ""
+    return (f"{len(doc['prompts'])} prompt(s) × {len(models_of(doc))} model(s), {len(doc['results'])} result(s){compared}; "
             f"made by Parley {m.get('app_version')} at {m.get('created_at')}. Every hash checks out.")
 
 
-__all__ = ["DIFF_NAME", "FILE_NAME", "JUDGES_NAME", "ExperimentError", "describe", "diff", "dumps", "file_sha256", "judges_in", "of_run", "open_file",
-           "replay_job", "results_rows", "summary_doc"]
+__all__ = [
+    "DIFF_NAME",
+    "ExperimentError",
+    "FILE_NAME",
+    "JUDGES_NAME",
+    "comparisons_experiment",
+    "describe",
+    "diff",
+    "dumps",
+    "file_sha256",
+    "judges_in",
+    "of_run",
+    "open_file",
+    "replay_job",
+    "results_rows",
+    "summary_doc",
+]

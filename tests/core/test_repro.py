@@ -173,3 +173,29 @@ def test_batch_rows_carry_the_card_without_secrets(fake_server: Any, tmp_path: A
     # Where the provider gave an id it is the one the fake server sent (x-request-id), never one made up.
     assert oai["request_id"] is None or oai["request_id"].startswith("req_")
     assert_no_secret((tmp_path / "r.jsonl").read_text(encoding="utf-8"), fake_server)
+
+
+def test_the_users_comparisons_export_as_an_experiment_file(services: Services, tmp_path: Any) -> None:
+    from compare.experiment import ExperimentError, dumps, loads
+    from core.experiment import describe, open_file
+
+    comparisons = Comparisons(services, PriceTable())
+    items = asyncio.run(comparisons.compare(owner="user:cy", request=None, message="Name a prime.",
+                                            models=["openai:gpt-test", "demo:parley-demo"], system_prompt=SYSTEM))
+    record = comparison_records(asyncio.run(services.db(repo.export_comparisons, owner="user:cy")))[0]
+    asyncio.run(comparisons.vote(owner="user:cy", comparison_id=record["comparison_id"], choice="1", panes=2))
+    name, text = asyncio.run(comparisons.export(owner="user:cy", fmt="experiment"))
+    assert name.endswith(".experiment.json")
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    doc = open_file(str(path), 10_000_000)
+    assert dumps(doc).decode() == text, "byte-identical after reading"
+    (run,) = doc["comparisons"]
+    assert run["vote"]["verdict"] == "slot" and run["vote"]["winner_slot"] == 1
+    assert sorted((p["model"], p["position"]) for p in run["panes"]) == sorted((i["model"], i["position"]) for i in items)
+    assert all(p["system_prompt_sha256"] == SYSTEM_SHA and p["sdk_version"] for p in run["panes"])
+    assert "1 comparison(s)" in describe(doc)
+    forged = json.loads(text)
+    forged["comparisons"][0]["vote"]["winner_slot"] = 0
+    with pytest.raises(ExperimentError, match="comparisons section"):
+        loads(dumps(forged))

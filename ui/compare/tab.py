@@ -169,10 +169,11 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
             judges_board = build_judges_board()
             with gr.Accordion("⬇️ Export comparisons and votes", open=False):
                 gr.Markdown("Your comparisons, every pane's reply and metrics, and your votes. JSONL: one comparison "
-                            "a line; CSV: one pane a row.", elem_classes=["parley-muted"])
+                            "a line; CSV: one pane a row; the experiment file (compare/README.md) opens in the Batch tab.", elem_classes=["parley-muted"])
                 with gr.Row():
                     export_jsonl = gr.Button("Export JSONL", size="sm", elem_id="cmp-export-jsonl")
                     export_csv = gr.Button("Export CSV", size="sm", elem_id="cmp-export-csv")
+                    export_experiment = gr.Button("Export experiment file", size="sm", elem_id="cmp-export-experiment")
                 download = gr.File(label="Download", visible=False, interactive=False, elem_id="cmp-download")
 
     prices_state = gr.State(None)
@@ -188,7 +189,7 @@ def build_compare_tab(ctx: TabContext) -> CompareUI:
     )  # fmt: skip
     handlers = CompareHandlers(Comparisons(ctx.services, prices), ui)
     _wire(handlers, ui, _Controls(send, stop, new, apply_prices, reset_prices, board_tab, blind_only, refresh, export_jsonl,
-                                  export_csv, style_control))
+                                  export_csv, style_control, export_experiment))
     wire_judges(ctx, session, judges_panel, judges_board, board_tab, refresh)  # ui/compare/judges.py
     return CompareTab(**vars(ui), handlers=handlers)
 
@@ -208,6 +209,7 @@ class _Controls:
     export_jsonl: gr.Button
     export_csv: gr.Button
     style_control: gr.Checkbox
+    export_experiment: gr.Button | None = None
 
 
 def _vote_fn(tab: CompareHandlers, choice: str) -> Callable[..., Awaitable[dict[Any, Any]]]:
@@ -268,5 +270,7 @@ def _wire(tab: CompareHandlers, ui: CompareUI, c: _Controls) -> None:
         picker.input(tab.board, board_inputs, board_outputs, **private)
     export_jsonl.click(_export_fn(tab, "jsonl"), [ctx.owner], [ui.download], **private)
     export_csv.click(_export_fn(tab, "csv"), [ctx.owner], [ui.download], **private)
+    if c.export_experiment is not None:
+        c.export_experiment.click(_export_fn(tab, "experiment"), [ctx.owner], [ui.download], **private)
     api(tab.api_compare, api_name="compare", concurrency_limit=None)
     api(tab.api_leaderboard, api_name="leaderboard")
