@@ -26,6 +26,7 @@ from chat.errors import ChatError, SafetyBlocked
 from chat.toolloop import ToolLoopResult
 from chat.turn import TurnResult
 from chat.types import FinishReason
+from core.env_numbers import number_at_least
 from core.store import FLAGGED_ERROR
 
 if TYPE_CHECKING:
@@ -49,18 +50,8 @@ class ModerationSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ModerationSettings:
-        def number(name: str, default: float, low: float) -> float:
-            raw = env.get(name, "").strip()
-            try:
-                value = float(raw) if raw else default
-            except ValueError as e:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from e
-            if not value >= low or value == float("inf"):
-                raise ValueError(f"{name} must be at least {low:g}, got {raw!r}")
-            return value
-
-        return cls(every_chars=int(number("MODERATION_EVERY_CHARS", 2000, 0)),
-                   timeout=number("MODERATION_TIMEOUT", 10.0, 0.1))
+        return cls(every_chars=int(number_at_least(env, "MODERATION_EVERY_CHARS", 2000, 0)),
+                   timeout=number_at_least(env, "MODERATION_TIMEOUT", 10.0, 0.1))
 
 
 class _Checker(Protocol):

@@ -51,6 +51,7 @@ def test_a_flagged_reply_streamed_to_chat_is_replaced_by_the_notice_and_stored_f
     assert all("FLAGME" not in v and "tail" not in v for v in streamed[first_notice:]), \
         "once the verdict is in, no value carries the reply's text"
     record = [r for r in fake_server.stream_log if r.model == name][-1]
+    fake_server.wait_for(lambda: record.ended is not None, timeout=10)  # the fake sees the hang-up a moment later
     assert record.client_closed and record.tokens_sent < 301, "the flagged reply was stopped"
     [stored] = [r for r in assistant_rows(services) if r["model"] == name]
     assert stored["finish_reason"] == "content_filter" and stored["error"] == f"{FLAGGED_ERROR}: harassment"

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from chat.types import Params
 from core.chat import ChatTurns, Flagged, Update
 from core.compare_run import CompareRun, Pane
-from core.moderation import Moderator
+from core.moderation import ModerationSettings, Moderator
 from core.ratelimit import Identity
 from core.services import Services
 from core.store import FLAGGED_ERROR
@@ -100,6 +100,7 @@ async def test_an_in_stream_check_stops_the_reply_and_replaces_what_was_shown(fa
         assert isinstance(last, Flagged) and "withheld" in last.reply
         assert streamed and streamed[0][0].startswith("FLAGME"), "what streamed before the verdict was shown..."
         record = [r for r in fake_server.stream_log if r.model == bad.split(":")[1]][-1]
+        fake_server.wait_for(lambda: record.ended is not None, timeout=10)  # the fake sees the hang-up a moment later
         assert record.client_closed and record.tokens_sent < len(words), "...and the verdict stopped the stream"
         [stored] = replies(services, who)
         assert stored["content"] == last.reply and stored["finish_reason"] == "content_filter"
@@ -173,3 +174,11 @@ async def test_a_flagged_compare_pane_is_withheld_and_the_other_pane_is_not(fake
         assert not any("FLAGME" in content for content in stored)
     finally:
         services.close()
+
+
+def test_moderation_settings_read_from_the_environment():
+    assert ModerationSettings.from_env({}) == ModerationSettings(every_chars=2000, timeout=10.0)
+    assert ModerationSettings.from_env({"MODERATION_EVERY_CHARS": "0", "MODERATION_TIMEOUT": "2.5"}) == \
+        ModerationSettings(every_chars=0, timeout=2.5)
+    with pytest.raises(ValueError, match="MODERATION_EVERY_CHARS"):
+        ModerationSettings.from_env({"MODERATION_EVERY_CHARS": "-1"})
