@@ -30,6 +30,7 @@ from compare.batch_files import load_prompt_files
 from compare.engine import file_refusal
 from compare.pricing import PriceTable
 from core.attachments import limits_of
+from core.moderation import Moderator
 from core.ratelimit import Verdict
 from core.services import Services
 
@@ -245,10 +246,18 @@ class Batches:
             raise BatchInputError("A batch of yours is already running (perhaps in another tab): stop it or wait for it to finish.")
 
     async def charge(self, request: Any, owner: str, job: BatchJob) -> None:
-        """Every call of the run is counted before it starts, against the batch budget (BATCH_RATE_LIMIT), or none is."""
+        """Every call of the run is counted before it starts, against the batch budget (BATCH_RATE_LIMIT), or none is;
+        then its prompts are moderated (MODERATION=openai): one flagged prompt refuses the run (BatchInputError)."""
         verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=job.calls, budget="batch")
         if not verdict.allowed:
             raise BatchInputError(budget_message(job, verdict))
+        # MODERATION=openai checks every prompt as the chat checks a message; one flagged refuses the run whole.
+        flagged = await Moderator.of(self.s).flagged_prompts([(p.id, p.prompt) for p in job.prompts])
+        if flagged:
+            named = "; ".join(f"{pid} ({', '.join(cats)})" for pid, cats in flagged[:5])
+            more = f" and {len(flagged) - 5} more" if len(flagged) > 5 else ""
+            raise BatchInputError(f"{len(flagged)} prompt(s) were flagged by the moderation check: {named}{more}. "
+                                  "Nothing was run: change or remove them and start again.")
 
     # -- running -------------------------------------------------------------------------------
 

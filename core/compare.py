@@ -33,6 +33,7 @@ from core.compare_board import ROUNDS, Board, build_board
 from core.compare_export import to_csv, to_jsonl
 from core.compare_run import CompareRun, Pane, metrics_of
 from core.experiment import comparisons_experiment
+from core.moderation import Moderator
 from core.params import params_error
 from core.services import Services
 from storage import repository as repo
@@ -242,8 +243,10 @@ class Comparisons:
 
     # -- running ----------------------------------------------------------------------------------
 
-    async def charge(self, request: Any, owner: str, panes: Sequence[Pane], attachments: Sequence[Attachment] = ()) -> None:
-        """Every pane that runs is a provider call: all are charged before any starts, or none runs (CompareProblem).
+    async def charge(self, request: Any, owner: str, panes: Sequence[Pane], attachments: Sequence[Attachment] = (),
+                     prompt: str = "") -> None:
+        """Every pane that runs is a provider call: all are charged before any starts, or none runs (CompareProblem);
+        then the `prompt` is moderated (MODERATION=openai): a flagged one is refused whole (CompareProblem).
 
         A pane whose model cannot read the prompt's files calls nothing and is not charged.
         """
@@ -251,6 +254,11 @@ class Comparisons:
         verdict = await self.s.limiter.charge(self.s.limiter.identity(request, owner), calls=calls)
         if not verdict.allowed:
             raise CompareProblem(verdict.message)
+        # MODERATION=openai checks the prompt as the chat checks a message: refused, it reaches no model.
+        flagged = await Moderator.of(self.s).check(prompt, "compare prompt") if prompt else None
+        if flagged:
+            raise CompareProblem(f"This prompt was flagged by the moderation check ({', '.join(flagged)}): it was not "
+                                 "sent to any model. Please rephrase it.")
 
     def start(self, owner: str, prompt: str, panes: Sequence[Pane], *, blind: bool = False,
               prices: PriceTable | None = None, tools: bool = False, attachments: Sequence[Attachment] = ()) -> CompareRun:
@@ -268,7 +276,7 @@ class Comparisons:
         shuffle(order)
         panes = [asked[i] for i in order]
         attachments = await self.read_files(files, panes)
-        await self.charge(request, owner, panes, attachments)
+        await self.charge(request, owner, panes, attachments, prompt=text)
         run = self.start(owner, text, panes, tools=tools, attachments=attachments)
         await run.run()
         # The stored comparison's id (None when it could not be saved): what `/judge` takes.

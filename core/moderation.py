@@ -1,6 +1,7 @@
 """Moderation of what goes in and what comes out (MODERATION=openai: OpenAI's moderation endpoint).
 
-A user's message is checked before anything is sent (core.chat refuses it, stored flagged). A reply is
+A user's message is checked before anything is sent (core.chat refuses it, stored flagged; a compare
+prompt and a batch's prompts are refused whole, nothing stored or sent: core.compare, core.batch). A reply is
 checked while it streams, every MODERATION_EVERY_CHARS characters, and once more when it ends. The
 in-stream checks run as tasks beside the stream: tokens never wait for them; their verdict is acted on
 when it comes. A flagged reply is stopped and withheld: its text is replaced by a notice (what the
@@ -96,6 +97,19 @@ class Moderator:
             log.warning("moderation check of a %s failed (%s); it was let through", what, e.kind)
             return None
         return tuple(sorted(set(flagged))) or None
+
+    async def flagged_prompts(self, prompts: Sequence[tuple[str, str]], at_once: int = 8) -> list[tuple[str, tuple[str, ...]]]:
+        """(id, categories) of each (id, text) that is flagged, in the given order; a few checks run at once."""
+        if not self.on or not prompts:
+            return []
+        gate = asyncio.Semaphore(at_once)
+
+        async def one(text: str) -> tuple[str, ...] | None:
+            async with gate:
+                return await self.check(text, "prompt")
+
+        verdicts = await asyncio.gather(*(one(text) for _, text in prompts))
+        return [(pid, cats) for (pid, _), cats in zip(prompts, verdicts, strict=True) if cats]
 
     def guard(self) -> OutputGuard | None:
         """A guard for one streaming reply, or None when moderation is off (or cannot check anything)."""

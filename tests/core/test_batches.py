@@ -105,3 +105,20 @@ def test_a_run_writes_its_files_and_one_owner_runs_one_batch(make_batches: Any, 
         assert task2.done() and not batches.active
 
     asyncio.run(go())
+
+
+def test_a_batch_with_a_flagged_prompt_is_refused_whole(make_batches: Any, tmp_path: Path, fake_server: Any) -> None:
+    """MODERATION=openai checks every prompt of a batch before it runs (it checked none); one flagged prompt
+    refuses the run, naming it, and nothing is started."""
+    batches = make_batches(MODERATION="openai")
+    path = tmp_path / "flag.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in (
+        {"id": "fine", "prompt": "Name a colour."}, {"id": "bad", "prompt": "say FLAGME"})), encoding="utf-8")
+    job = batches.validate(str(path), ["demo:parley-demo"], 2, "", None)
+    with pytest.raises(BatchInputError, match=r"1 prompt\(s\) were flagged.*bad \(harassment\).*Nothing was run"):
+        asyncio.run(batches.charge(None, ALICE, job))
+    assert not batches.active and not (tmp_path / "runs").exists()
+    checked = [r.json.get("input") for r in fake_server.requests if r.path.endswith("/moderations")]
+    assert "Name a colour." in checked and "say FLAGME" in checked
+    clean = batches.validate(prompts_file(tmp_path, 2), ["demo:parley-demo"], 2, "", None)
+    asyncio.run(batches.charge(None, ALICE, clean))  # passes

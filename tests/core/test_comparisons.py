@@ -158,3 +158,22 @@ def test_bad_inputs_are_refused_before_any_call(make_comparisons: Callable[..., 
     # A comma-separated string is a list of models, as the API has always taken it.
     items = run(comparisons.compare(owner=ALICE, request=None, message="hi", models="demo:parley-demo,demo:parley-demo"))
     assert len(items) == 2
+
+
+def test_a_flagged_prompt_is_refused_whole_and_reaches_no_model(make_comparisons: Callable[..., Comparisons],
+                                                               fake_server: Any) -> None:
+    """MODERATION=openai checks a compare prompt as it checks a chat message (it did not: the prompt went to
+    every pane); refused, nothing is stored or sent, through the API path and the tab's (charge with the prompt)."""
+    comparisons = make_comparisons(MODERATION="openai")
+    models = ["openai:gpt-cmp-four-0", "openai:gpt-cmp-four-1"]
+    names = [m.split(":", 1)[1] for m in models]
+    before = [posts(fake_server, n) for n in names]
+    with pytest.raises(CompareProblem, match=r"flagged by the moderation check \(harassment\).*not sent"):
+        run(comparisons.compare(owner=ALICE, request=None, message="please FLAGME now", models=models))
+    assert [posts(fake_server, n) for n in names] == before
+    assert not [c for c in exported(comparisons) if c.prompt == "please FLAGME now"]
+    panes = comparisons.api_panes(models)
+    with pytest.raises(CompareProblem, match="flagged"):
+        run(comparisons.charge(None, ALICE, panes, prompt="FLAGME in the tab"))
+    items = run(comparisons.compare(owner=ALICE, request=None, message="a harmless prompt", models=models))
+    assert [posts(fake_server, n) - b for n, b in zip(names, before, strict=True)] == [1, 1] and all(i["text"] for i in items)

@@ -180,7 +180,7 @@ class CompareHandlers:
             _count, inputs, base, system_prompt = self.read_inputs(data)
             panes = self.comparisons.session_panes(session, inputs, base, system_prompt, blind)
             attachments = await self.comparisons.read_files(files, panes)
-            await self.comparisons.charge(request, owner, panes, attachments)
+            await self.comparisons.charge(request, owner, panes, attachments, prompt=text)
         except CompareProblem as e:
             yield {ui.status: f"⚠️ {e.message}"}
             return
