@@ -34,7 +34,7 @@ from core.repro import CARD_KEYS, card_markdown, card_of
 from core.services import Services
 from storage import repository as repo
 
-SECRET_KEY = "sk-test-SECRET-do-not-leak-4242"
+SECRET_KEY = "test-key"  # the fake server's key, so the calls succeed; it must appear nowhere Parley writes
 SYSTEM = "Answer in one short line."
 SYSTEM_SHA = hashlib.sha256(SYSTEM.encode()).hexdigest()[:16]
 OPENAI_SDK = f"openai {importlib.metadata.version('openai')}"
@@ -76,6 +76,7 @@ def test_a_chat_reply_keeps_its_card_and_exports_it_without_secrets(services: Se
 
     last = asyncio.run(go())[-1]
     assert isinstance(last, Update) and last.result.done and last.saved is not None
+    assert last.result.error is None and last.result.text, "the call succeeded"
     detail = asyncio.run(services.db(repo.get_conversation, owner=who, conversation_id=last.conversation_id))
     reply = detail.messages[-1]
     card = card_of(reply)
@@ -87,6 +88,7 @@ def test_a_chat_reply_keeps_its_card_and_exports_it_without_secrets(services: Se
     assert card["sdk_version"] == OPENAI_SDK
     # The provider's id where it gives one (the OpenAI provider reads it from x-request-id); never made up.
     assert card["request_id"] == last.result.request_id
+    assert card["request_id"] in {r.request_id for r in fake_server.requests}, "the id the server sent (x-request-id)"
     assert card["time"]
     shown = card_markdown(card)
     assert SYSTEM_SHA in shown and OPENAI_SDK in shown
@@ -117,10 +119,12 @@ def test_compare_panes_keep_their_card_and_the_exports_carry_it_and_the_position
     (record,) = comparison_records(details)
     by_model = {p["model"]: p for p in record["panes"]}
     for item in items:
+        assert item["error"] is None, "the calls succeeded"
         pane = by_model[item["model"]]
         assert pane["position"] == item["position"] == pane["slot"]
         assert pane["system_prompt_sha256"] == SYSTEM_SHA
     assert by_model["openai:gpt-test"]["sdk_version"] == OPENAI_SDK
+    assert by_model["openai:gpt-test"]["request_id"] in {r.request_id for r in fake_server.requests}
     assert by_model["demo:parley-demo"]["sdk_version"] == "demo"
     assert by_model["demo:parley-demo"]["request_id"] is None  # the demo has no request id: none is invented
 
@@ -165,13 +169,14 @@ def test_batch_rows_carry_the_card_without_secrets(fake_server: Any, tmp_path: A
     summary = asyncio.run(go())
     rows = {(r["prompt_id"], r["model"]): r for r in summary.rows}
     oai = rows[("q1", "openai:gpt-test")]
+    assert all(r["error"] is None for r in summary.rows), "the calls succeeded"
     assert oai["sdk_version"] == OPENAI_SDK and oai["system_prompt_sha256"] == SYSTEM_SHA
     assert oai["params"] == {"max_tokens": 64, "temperature": 0.2}
     assert rows[("q2", "openai:gpt-test")]["system_prompt_sha256"] == hashlib.sha256(b"Own system.").hexdigest()[:16]
     demo = rows[("q1", "demo:parley-demo")]
     assert demo["sdk_version"] == "demo" and demo["request_id"] is None and demo["model_version"] == "demo/parley-demo"
-    # Where the provider gave an id it is the one the fake server sent (x-request-id), never one made up.
-    assert oai["request_id"] is None or oai["request_id"].startswith("req_")
+    # The id the server sent (x-request-id), never one made up.
+    assert oai["request_id"] in {r.request_id for r in fake_server.requests}
     assert_no_secret((tmp_path / "r.jsonl").read_text(encoding="utf-8"), fake_server)
 
 
