@@ -161,10 +161,13 @@ def build_experiment_part(batches: Batches, owner: gr.State, run_state: gr.State
         file = gr.File(label="Experiment file (.json)", file_types=[".json"], type="filepath",
                        elem_id="batch-experiment-file", height=110)
         status = gr.Markdown("", elem_id="batch-experiment-status")
+        # Widths of their own: wrapped, Gradio squeezed the short columns to a letter a line ("Sc/or/e").
         shown = gr.Dataframe(headers=SHOWN_COLUMNS, interactive=False, wrap=True, max_height=420, visible=False,
+                             column_widths=["100px", "170px", "70px", "220px", "380px", "140px", "120px", "120px"],
                              label="Prompts × models", elem_id="batch-experiment-table")
         replay_button = gr.Button("↻ Replay", visible=False, elem_id="batch-experiment-replay")
         diff_table = gr.Dataframe(headers=DIFF_COLUMNS, interactive=False, wrap=True, max_height=420, visible=False,
+                                  column_widths=["100px", "170px", "120px", "90px", "90px", "340px", "340px"],
                                   label="Replay: old vs new", elem_id="batch-experiment-diff")
         downloads = gr.File(label="Replay files", file_count="multiple", interactive=False, visible=False,
                             elem_id="batch-experiment-downloads")
