@@ -8,9 +8,11 @@ BatchJob from the file (the same prompts, models, system prompt and parameters) 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,7 @@ from core.compare_export import comparison_records
 from storage.models import ComparisonDetail
 
 if TYPE_CHECKING:
-    from core.batch import Batches, BatchJob
+    from core.batch import Batches, BatchJob, BatchRun
 
 #: The name of a run's experiment file among its downloads.
 FILE_NAME = "batch-experiment.json"
@@ -129,6 +131,42 @@ def replay_job(batches: Batches, doc: Mapping[str, Any], label: str = "experimen
     return BatchJob(prompts, refs, concurrency, params, system if isinstance(system, str) and system else None, label)
 
 
+def open_text(text: str | bytes | None, limit: int) -> dict[str, Any]:
+    """An experiment file sent as its JSON text (the API), checked as an upload is; ExperimentError says what is wrong."""
+    if not text:
+        raise ExperimentError("Send the experiment file's JSON text.")
+    if len(text) > limit:
+        raise ExperimentError(f"The file is {len(text) / 1e6:.1f} MB; files are limited to {limit / 1e6:.1f} MB.")
+    return loads(text)
+
+
+@dataclass
+class Replay:
+    """A replay under way: the batch it runs, its run and the task running it, and the file it replays."""
+
+    doc: Mapping[str, Any]
+    job: BatchJob
+    run: BatchRun
+    task: asyncio.Task[BatchSummary]
+
+
+async def start_replay(batches: Batches, *, owner: str, request: Any, doc: Mapping[str, Any],
+                       previous: BatchRun | None = None) -> Replay:
+    """Check the file's batch, charge it to the batch budget and start it, as any batch (BatchInputError)."""
+    job = replay_job(batches, doc)
+    batches.check_idle(owner)
+    await batches.charge(request, owner, job)
+    run, task = batches.start(owner, job, previous)
+    return Replay(doc, job, run, task)
+
+
+def finish_replay(batches: Batches, replay: Replay, summary: BatchSummary) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The finished replay's new experiment file and its per-prompt diff against the replayed one."""
+    batches.finished(replay.run, summary)
+    new = of_run(replay.job, summary, replay_of=file_sha256(replay.doc))
+    return new, diff(replay.doc, new)
+
+
 def results_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What the tab shows of a file: one row per prompt and model (its output, score, version and card)."""
     prompts = {str(p["id"]): p for p in doc["prompts"]}
@@ -152,15 +190,19 @@ __all__ = [
     "ExperimentError",
     "FILE_NAME",
     "JUDGES_NAME",
+    "Replay",
     "comparisons_experiment",
     "describe",
     "diff",
     "dumps",
     "file_sha256",
+    "finish_replay",
     "judges_in",
     "of_run",
     "open_file",
+    "open_text",
     "replay_job",
     "results_rows",
+    "start_replay",
     "summary_doc",
 ]

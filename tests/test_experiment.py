@@ -224,3 +224,29 @@ def test_judge_verdicts_are_a_hashed_section(experiment: bytes, tmp_path: Path) 
     judged["judges"][0]["final"] = "a"
     with pytest.raises(ExperimentError, match="judges section"):
         loads(dumps(judged))
+
+
+def test_the_api_opens_a_file_read_only_and_replays_it(experiment: bytes, fake_server: Any, tmp_path: Path) -> None:
+    """`/experiment` through the running app: the file's JSON text opens read-only (a tampered one is refused);
+    `replay` runs it again on the demo provider, charged to the batch budget, and answers the diff and the new file."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from tests.apphelpers import app_env, in_process_app
+
+    text = experiment.decode("utf-8")
+    env = app_env(fake_server, f"sqlite:///{tmp_path / 'parley.db'}", BATCH_RATE_LIMIT="6/hour")
+    with in_process_app(env) as (url, services):
+        client = Client(url, verbose=False)
+        opened = client.predict(experiment=text, replay=False, api_name="/experiment")
+        assert "Every hash checks out" in opened["description"] and len(opened["rows"]) == 4
+        assert "diff" not in opened, "opening runs nothing"
+        with pytest.raises(AppError, match="does not match"):
+            client.predict(experiment=text.replace("Say hello.", "Say hullo."), api_name="/experiment")
+        replayed = client.predict(experiment=text, replay=True, api_name="/experiment")
+        assert (replayed["diff"]["unchanged"], replayed["diff"]["changed"]) == (4, 0)
+        again = loads(replayed["experiment"])  # the new file is a valid experiment file of the same prompts
+        assert [p["id"] for p in again["prompts"]] == ["q1", "q2"] and len(again["results"]) == 4
+        # 6 calls an hour: the replay took 4, a second needs 4 more and is refused before anything runs.
+        with pytest.raises(AppError, match="Nothing was run"):
+            client.predict(experiment=text, replay=True, api_name="/experiment")

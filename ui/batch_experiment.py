@@ -17,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from gradio.events import api
 
 from chat.errors import ChatError
 from core.batch import Batches, BatchInputError, BatchRun, ResultsTail
@@ -24,13 +25,12 @@ from core.experiment import (
     DIFF_NAME,
     ExperimentError,
     describe,
-    diff,
     dumps,
-    file_sha256,
-    of_run,
+    finish_replay,
     open_file,
-    replay_job,
+    open_text,
     results_rows,
+    start_replay,
 )
 from core.identity import owner_for
 from ui.exports import exports_for
@@ -110,13 +110,11 @@ class ExperimentHandlers:
             yield {**idle, v.status: "Open an experiment file first.", v.replay_button: gr.skip()}
             return
         try:
-            job = replay_job(self.batches, doc)
-            self.batches.check_idle(owner)
-            await self.batches.charge(request, owner, job)
+            replay = await start_replay(self.batches, owner=owner, request=request, doc=doc, previous=previous)
         except BatchInputError as e:
             yield {**idle, v.status: f"⚠️ {html.escape(e.message)}", v.replay_button: gr.update(interactive=True)}
             return
-        run, task = self.batches.start(owner, job, previous)
+        run, task = replay.run, replay.task
         tail = ResultsTail(run.out_path)
         try:
             while not task.done():
@@ -131,9 +129,7 @@ class ExperimentHandlers:
                 yield {**idle, self.run_state: run, v.status: f"⚠️ {html.escape(message)}",
                        v.replay_button: gr.update(interactive=True)}
                 return
-            self.batches.finished(run, summary)
-            new = of_run(job, summary, replay_of=file_sha256(doc))
-            d = diff(doc, new)
+            new, d = finish_replay(self.batches, replay, summary)
             files = await asyncio.to_thread(self._write, run, new, d)
             status = (f"✅ **Replayed**: {d['pairs']} pair(s), {d['unchanged']} unchanged, {d['changed']} changed. "
                       "The new experiment file and the diff are below.")
@@ -142,6 +138,40 @@ class ExperimentHandlers:
                    v.downloads: gr.update(value=files, visible=True)}
         finally:
             await self.batches.end(run.id)
+
+    async def api_experiment(self, experiment: str, replay: bool = False,
+                             request: gr.Request = None,  # type: ignore[assignment]  # Gradio fills it in
+                             profile: gr.OAuthProfile | None = None) -> dict[str, Any]:
+        """Open an experiment file read-only, or replay it.
+
+        `experiment` is the file's JSON text; it is checked (manifest, hashes) and a bad or tampered file is
+        refused. Returns `description` and `rows` (prompt_id, model, prompt, text, score, error, model_version,
+        request_id, sdk_version). With `replay`, the same prompts and models run again, charged to the batch
+        budget like any batch, and the answer adds `diff` (pairs, unchanged, changed, and per prompt and model
+        the old and new output and score) and `experiment` (the new file's JSON text).
+        """
+        owner = owner_for(request, profile, None)
+        try:
+            doc = open_text(experiment, self.batches.s.config.max_upload_bytes)
+        except ExperimentError as e:
+            raise gr.Error(e.message) from e
+        answer: dict[str, Any] = {"description": describe(doc), "rows": results_rows(doc)}
+        if not replay:
+            return answer
+        try:
+            started = await start_replay(self.batches, owner=owner, request=request, doc=doc)
+        except BatchInputError as e:
+            raise gr.Error(e.message) from e
+        try:
+            try:
+                summary = await started.task
+            except ChatError as e:
+                raise gr.Error(e.message) from e
+            new, d = finish_replay(self.batches, started, summary)
+        finally:
+            await self.batches.end(started.run.id)
+            self.batches.discard(started.run)  # an API caller gets everything in the answer: no files kept
+        return {**answer, "diff": d, "experiment": dumps(new).decode("utf-8")}
 
     def _write(self, run: BatchRun, new: dict[str, Any], d: dict[str, Any]) -> list[str]:
         experiment, diff_path = run.experiment_path, run.directory / DIFF_NAME
@@ -179,4 +209,5 @@ def build_experiment_part(batches: Batches, owner: gr.State, run_state: gr.State
     file.upload(handlers.open, [file], outputs, api_visibility="private", show_progress="hidden")
     replay_button.click(handlers.replay, [doc, run_state, owner], [*outputs, run_state], api_visibility="private",
                         concurrency_limit=4, concurrency_id="batch", show_progress="hidden")
+    api(handlers.api_experiment, api_name="experiment", concurrency_limit=4, concurrency_id="batch")
     return handlers
