@@ -7,8 +7,10 @@ NULL means the newest message (a writer that forgets it still shows its messages
 conversation's own id means nothing is shown (Undo of the first turn), and a leaf that no longer
 exists falls back to the newest message.
 
-Opening a conversation reads one light row (id, parent_id, position) per message, walks the tree in
-Python, then reads the full rows of the path only: a long tree costs little more than its path.
+Opening a conversation reads its messages in one query and walks their parent links in Python (most chats
+have no branches, and a light query first cost them more than the rows of other versions cost a branched
+one); moving between branches, Undo, fork and delete walk one light row (id, parent_id, position) per
+message, then read the full rows of the path only.
 """
 
 from __future__ import annotations
