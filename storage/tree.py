@@ -174,9 +174,7 @@ def get_path_user_messages(*, session: Session, owner: str, conversation_id: uui
     conversation = owned_conversation(session, owner, conversation_id)
     tree = load_tree(session, owner, conversation.id, conversation.current_leaf_id)
     path = tree.path()
-    if len(path) == len(tree.parent):  # no branches: no id list
-        return _rows_of(session, owner, conversation.id, None, role="user")
-    return _rows_of(session, owner, conversation.id, path, role="user")
+    return _rows_of(session, owner, conversation.id, None if len(path) == len(tree.parent) else path, role="user")
 
 
 def messages_of(session: Session, owner: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[MessagePublic]]:
