@@ -37,7 +37,7 @@ def test_reload_reopens_the_highlighted_conversation_and_delete_names_it(reload_
     SHOTS.mkdir(parents=True, exist_ok=True)
     open_app(page, proc.url)
     pick_model(page, "openai:echo")
-    page.get_by_label("System prompt").fill("Answer like a pirate.")
+    page.get_by_role("textbox", name="System prompt", exact=True).fill("Answer like a pirate.")
     send(page, "Trip plan to Lisbon")
     page.locator("[data-testid='bot']", has_text="You said: Trip plan to Lisbon").first.wait_for()
     # A new chat is highlighted once it is saved, and its id is in the address.
@@ -68,7 +68,7 @@ def test_reload_reopens_the_highlighted_conversation_and_delete_names_it(reload_
     wait_until(lambda: highlighted(page) == "Packing list for Oslo", what="the reopened chat highlighted")
     assert open_in_address(page) == second
     assert "echo" in page.locator("#model-picker input").input_value().lower()
-    assert page.get_by_label("System prompt").input_value() == "Answer like a pirate."
+    assert page.get_by_role("textbox", name="System prompt", exact=True).input_value() == "Answer like a pirate."
     page.locator("#manage").get_by_text("Manage conversation").click()
     assert page.locator("#conv-title input, #conv-title textarea").first.input_value() == "Packing list for Oslo"
     page.screenshot(path=str(SHOTS / "reload-sidebar.png"))
