@@ -57,6 +57,8 @@ class Apps:
         self.parts = parts or {}  # module name -> its part, on a pytest-xdist worker (tests/parallel.py)
         self.spawned: dict[tuple[str, str], tuple[AppProcess, str]] = {}
         self.taken: set[tuple[str, str]] = set()
+        #: The databases of the apps each module is using now (module name -> URLs): a rerun wipes them.
+        self.databases: dict[str, list[str]] = {}
 
     def spawn(self, module: ModuleType) -> None:
         """Start every app `module` declares (those not started yet) without waiting for them."""
@@ -79,10 +81,14 @@ class Apps:
     def app(self, module: ModuleType, name: str) -> Iterator[tuple[AppProcess, str]]:
         """The app `name` of `module`, ready: (process, database URL); stopped when the block ends."""
         key = (module.__name__, name)
-        assert key not in self.taken, f"{key} was already used: each app serves one module"
+        # Asked again after its module's fixtures were torn down (pytest-rerunfailures does that when a
+        # module's last test fails): the rerun gets a new process and an empty database, a fresh start.
+        self.taken.discard(key)
         self.spawn(module)
         proc, db = self.spawned.pop(key)
         self.taken.add(key)
+        using = self.databases.setdefault(module.__name__, [])
+        using.append(db)
         try:
             proc.wait_ready()
             # This module's app is up: the next module's may start now (not sooner: two cold starts
@@ -90,6 +96,7 @@ class Apps:
             self.spawn_after(module)
             yield proc, db
         finally:
+            using.remove(db)
             proc.stop()
 
     def close(self) -> None:
@@ -172,11 +179,13 @@ def wipe_database(url: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fresh_state_on_rerun(request):
+def fresh_state_on_rerun(request, apps):
     """A rerun starts from an empty database, so that it must pass on its own and not on top of
     (or against) the rows of the failed first attempt: the app process is module-scoped."""
     if getattr(request.node, "execution_count", 1) > 1:
-        for name in ("server", "users_server", "cluster"):  # the module-scoped apps: (process..., database URL)
+        for url in list(apps.databases.get(request.module.__name__, ())):  # every app the module is using
+            wipe_database(url)
+        for name in ("server", "users_server", "cluster"):  # module-scoped apps made without Apps.app
             if name in request.fixturenames:
                 value = request.getfixturevalue(name)
                 for url in value if isinstance(value, tuple) else ():
