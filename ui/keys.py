@@ -26,7 +26,7 @@ class Shortcut(NamedTuple):
 SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("Ctrl + Shift + O", "New chat", "Control+Shift+O Meta+Shift+O"),
     Shortcut("Shift + Esc", "Go to the message box", "Shift+Escape"),
-    Shortcut("Esc", "Stop the reply (while one streams)", "Escape"),
+    Shortcut("Esc", "Stop the reply or the comparison (while one streams)", "Escape"),
     Shortcut("Ctrl + Shift + Y", "Copy the last reply", "Control+Shift+Y Meta+Shift+Y"),
     Shortcut("Alt + ↑ / Alt + ↓", "Previous / next saved conversation", "Alt+ArrowUp Alt+ArrowDown"),
     Shortcut("Ctrl + K", "Search your conversations", "Control+K Meta+K"),
@@ -197,7 +197,11 @@ KEYS_JS = """
       if (e.shiftKey) act = focusBox;
       else if (!(t && t.matches("[role='combobox']"))) {  // a list's own Escape closes the list
         const stop = $("#msg button.stop-button");
+        // The Compare tab's status says "Streaming into every pane" exactly while its panes stream.
+        const comparing = $("#cmp-status");
         if (shown(stop) && shown($("#chatbot"))) act = () => { stop.click(); announce("Reply stopped"); };
+        else if (shown(comparing) && comparing.textContent.includes("Streaming into every pane"))
+          act = () => { $("#cmp-stop")?.click(); announce("Comparison stopped"); };
       }
     } else if (ctrl && e.shiftKey && !e.altKey && key === "o") {
       act = () => { $("#new-chat")?.click(); closeSidebarOnPhone(); focusBox(); announce("New chat"); };
