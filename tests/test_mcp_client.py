@@ -85,7 +85,7 @@ timeout = 5
     try:
         with in_process_app(env) as (url, services):
             hub = services.mcp
-            wait_for(lambda: all(c.session is not None or c.error for c in hub.connections), what="the MCP servers")
+            hub.wait_ready(60.0)  # every server connected or failed (the hub's own wait)
             wait_for(lambda: all(c.session is not None for c in hub.connections if c.name != "broken"), what="local and web")
             yield url, services
     finally:
