@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from storage.errors import StorageUnavailable
+from storage.sqlite_writes import connection_factory
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -101,6 +102,9 @@ def make_engine(
             Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         # Gradio calls handlers from worker threads; each session still uses one connection at a time.
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000, **kwargs.pop("connect_args", {})}
+        if database and database != ":memory:" and serial_writes_from_env():
+            # Writers in this process wait for each other as long as SQLite would let them wait.
+            connect_args.setdefault("factory", connection_factory(database, busy_timeout_ms / 1000))
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", functools.partial(_sqlite_on_connect, busy_timeout_ms=busy_timeout_ms))
         return engine
@@ -118,6 +122,12 @@ def make_engine(
         connect_args["options"] = f"{timeouts} {extra}".strip()
         kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
+
+
+def serial_writes_from_env() -> bool:
+    """SQLite writers queue on a lock in this process (storage/sqlite_writes.py) unless
+    PARLEY_SQLITE_SERIAL_WRITES=off, which is there to measure the difference (bench.cpu --ab)."""
+    return os.environ.get("PARLEY_SQLITE_SERIAL_WRITES", "").strip().lower() not in ("off", "0", "false", "no")
 
 
 def db_threads(engine: Engine, wanted: int = DB_THREADS) -> int:
