@@ -62,6 +62,8 @@ async def measure(parley: Parley, users: int, spread: float, runs: int, workdir:
             print(f"{users} users over {spread:.0f} s{' (under py-spy, not counted)' if sampler else ''}: "
                   f"{per:.3f} s per 1,000 tokens, server CPU {cpu:.2f} s in {seconds:.1f} s, errors {len(lr.errors)}, "
                   f"TTFT p95 {pct(lr.ttfts(), 95) or 0:.3f} s")
+            for error in sorted(set(lr.errors)):  # a burst's errors are rare and need their text to be explained
+                print(f"  error ×{lr.errors.count(error)}: {error}")
             if sampler is not None:
                 out = sampler.stop()
                 print(profile.markdown(profile.summarise(out), seconds, 100))
@@ -86,7 +88,10 @@ async def ab(apps: dict[str, Parley], users: int, spread: float, runs: int) -> N
                 lr = await load(lambda chat=chat: chat.turn(CHAT), users, spread)
                 ok = users - len(lr.errors)
                 per[name].append((app.cpu() - c0) / (TOKENS * ok / 1000) if ok else float("nan"))
-                print(f"  {name}: {per[name][-1]:.3f} s per 1,000 tokens, errors {len(lr.errors)}")
+                print(f"  {name}: {per[name][-1]:.3f} s per 1,000 tokens, errors {len(lr.errors)}, "
+                      f"TTFT p95 {pct(lr.ttfts(), 95) or 0:.3f} s")
+                for error in sorted(set(lr.errors)):
+                    print(f"    error ×{lr.errors.count(error)}: {error}")
         for name, values in per.items():
             print(f"{name}: median {median(values):.3f} s per 1,000 tokens over {runs} runs {[round(v, 3) for v in values]}")
 

@@ -36,6 +36,8 @@ class Result:
     messages: int = 0
     joined: float | None = None  # the join POST answered
     started: float | None = None  # process_starts: the queue handed the event to a worker
+    streaming: float | None = None  # the queue/data stream's response headers arrived
+    at: float = 0.0  # time.perf_counter() when the turn began (to line up with a server's own clock)
 
 
 @dataclass
@@ -118,7 +120,8 @@ class GradioChat:
         data[self.message_i] = message
         data[self.model_i] = model.split(":", 1)[-1] if self.bare_model else model
         session = uuid.uuid4().hex
-        start = time.perf_counter()
+        start = result.at = time.perf_counter()
+        phase = "join"
         try:
             r = await self.client.post(f"{self.url}/gradio_api/queue/join",
                                        json={"data": data, "fn_index": self.fn_index, "session_hash": session})
@@ -126,7 +129,9 @@ class GradioChat:
             if r.status_code != 200:
                 result.error = f"join {r.status_code}: {r.text[:200]}"
                 return result
+            phase = "data"
             async with self.client.stream("GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": session}) as s:
+                result.streaming = time.perf_counter() - start
                 async for line in s.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -152,7 +157,7 @@ class GradioChat:
             if result.ttlt is None and result.error is None:
                 result.error = "stream ended without process_completed"
         except (httpx.HTTPError, OSError) as e:
-            result.error = f"{type(e).__name__}: {e}"
+            result.error = f"{phase} (after {result.messages} messages, {time.perf_counter() - start:.1f} s): {type(e).__name__}: {e}"
         return result
 
 
