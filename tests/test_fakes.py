@@ -50,7 +50,9 @@ async def ant(srv: FakeServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
 
 @pytest_asyncio.fixture
 async def gem(srv: FakeServer) -> AsyncIterator[genai.client.AsyncClient]:
-    client = genai.Client(api_key=KEY, http_options=gtypes.HttpOptions(base_url=srv.gemini_base_url))
+    # httpx2 as Parley's adapter uses it (chat/providers/gemini.py); google-genai would pick aiohttp when installed.
+    options = gtypes.HttpOptions(base_url=srv.gemini_base_url, async_client_args={"transport": httpx2.AsyncHTTPTransport()})
+    client = genai.Client(api_key=KEY, http_options=options)
     yield client.aio
     await client.aio.aclose()
 

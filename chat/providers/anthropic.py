@@ -26,6 +26,7 @@ from chat.providers._common import (
     system_text,
     transport_failure,
 )
+from chat.providers._http import sdk_http_client
 from chat.providers.anthropic_stream import EventReader, ThinkingCall
 from chat.providers.base import Provider
 from chat.types import (
@@ -128,11 +129,13 @@ class AnthropicProvider(Provider):
         import httpx2
 
         connect, read = self._timeouts
+        timeout = httpx2.Timeout(connect=connect, read=read, write=30.0, pool=30.0)
         return anthropic.AsyncAnthropic(
             api_key=self._api_key,
             base_url=self.base_url,  # explicit, so the SDK does not read ANTHROPIC_BASE_URL behind our back
             max_retries=0,
-            timeout=httpx2.Timeout(connect=connect, read=read, write=30.0, pool=30.0),
+            timeout=timeout,
+            **sdk_http_client(anthropic, timeout),
         )
 
     def warm(self) -> None:

@@ -124,13 +124,17 @@ class GeminiProvider(Provider):
 
     def _build_client(self) -> Any:
         genai = import_sdk("google.genai", "google-genai", self.label)
+        import httpx2
         from google.genai import types
 
         options = types.HttpOptions(
             base_url=self.base_url,  # explicit, so the SDK does not read GOOGLE_GEMINI_BASE_URL behind our back
             api_version=self.api_version,
             timeout=None,  # milliseconds when set; the turn runner owns timeouts
-            async_client_args={"event_hooks": {"response": [_track_response]}},
+            # An explicit httpx2 transport: google-genai switches to aiohttp by itself when it is installed
+            # (Parley installs it for the OpenAI and Anthropic SDKs), and its aiohttp path has no response
+            # hooks, which this adapter closes an abandoned stream's response with.
+            async_client_args={"event_hooks": {"response": [_track_response]}, "transport": httpx2.AsyncHTTPTransport()},
         )
         return genai.Client(api_key=self._api_key, vertexai=False, http_options=options)
 

@@ -28,6 +28,7 @@ from chat.providers._common import (
     sdk_missing,
     transport_failure,
 )
+from chat.providers._http import sdk_http_client
 from chat.providers.base import Provider
 from chat.providers.openai_models import (
     _NOT_CHAT,
@@ -171,11 +172,13 @@ class OpenAIProvider(Provider):
         import httpx2
 
         connect, read = self._timeouts
+        timeout = httpx2.Timeout(connect=connect, read=read, write=30.0, pool=30.0)
         return openai.AsyncOpenAI(
             api_key=self._api_key,
             base_url=self.base_url,
             max_retries=0,  # the turn runner owns retries
-            timeout=httpx2.Timeout(connect=connect, read=read, write=30.0, pool=30.0),
+            timeout=timeout,
+            **sdk_http_client(openai, timeout),
         )
 
     def warm(self) -> None:
