@@ -103,13 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="sample one extra loaded run with py-spy")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for Parley's environment")
-    parser.add_argument("--ab", help="KEY=VALUE: compare against a second Parley with this setting")
+    parser.add_argument("--ab", help="KEY=VALUE[ KEY=VALUE...]: compare against a second Parley with these settings")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-cpu-"))
     extra = dict(kv.split("=", 1) for kv in args.env)
     fake = FakeProvider(workdir).start()
     parley = Parley(fake, workdir, **extra)
-    other = Parley(fake, workdir, name="parley-b", **{**extra, **dict([args.ab.split("=", 1)])}) if args.ab else None
+    # "--ab 'A=1 B=2'": several settings changed together
+    other = Parley(fake, workdir, name="parley-b", **{**extra, **dict(kv.split("=", 1) for kv in args.ab.split())}) if args.ab else None
     try:
         parley.start()
         if other is not None:

@@ -178,6 +178,9 @@ class Bench:
                 rep.note(f"{m.rss_sessions} sessions of {FAST} on {name}: RSS {before / 1024:.0f} → {rss[name][1] / 1024:.0f} MB, "
                          f"server CPU {cpu:.2f} s ({1000 * cpu / (200 * m.rss_sessions):.3f} s per 1,000 tokens), "
                          f"wall {lr.wall:.1f} s, errors {len(lr.errors)}" + (f"; first error: {lr.errors[0]}" if lr.errors else ""))
+            # The tutorial talks to one provider. Parley imports the SDK of every provider it has a key for (the
+            # Anthropic SDK alone is ~40 MB), so the like-for-like figure is Parley with only OpenAI's key.
+            rss["parley, OpenAI only"] = await self.rss_openai_only(client)
 
             # One stream at a time, the three targets interleaved so that noise hits them alike.
             async def one_at_a_time(model: str, runs: int) -> dict[str, list]:
@@ -338,8 +341,34 @@ class Bench:
                 f"{rss['parley'][0] / 1024:.0f} → {rss['parley'][1] / 1024:.0f} MB",
                 f"{rss['parley'][1] / rss['tutorial'][1]:.2f}× tutorial", "report", "–",
             ))
+            one = rss["parley, OpenAI only"]
+            rep.rows.append(Row(
+                f"resident memory after {m.rss_sessions} sessions, Parley with only OpenAI's key (as the tutorial)",
+                "–", f"{rss['tutorial'][0] / 1024:.0f} → {rss['tutorial'][1] / 1024:.0f} MB",
+                f"{one[0] / 1024:.0f} → {one[1] / 1024:.0f} MB", f"{one[1] / rss['tutorial'][1]:.2f}× tutorial", "report", "–",
+            ))
             rep.note(f"RSS at the end of the load phases: tutorial {self.tutorial.rss_kb() / 1024:.0f} MB, parley {self.parley.rss_kb() / 1024:.0f} MB")
             await self.raw.close()
+
+    async def rss_openai_only(self, client: httpx.AsyncClient) -> tuple[int, int, float, int]:
+        """RSS before/after the sessions load on a Parley whose only provider key is OpenAI's (started and stopped here)."""
+        m = self.mode
+        app = Parley(self.fake, self.workdir, name="parley-openai-only", ANTHROPIC_API_KEY="", GEMINI_API_KEY="", GOOGLE_API_KEY="")
+        self.cleanup.append(app)
+        app.start()
+        app.settle()
+        try:
+            chat = await GradioChat(client, app.url).discover()
+            await load(lambda: chat.turn("openai:rate-2000-tokens-200"), 1)
+            app.settle()
+            before = app.rss_kb()
+            lr, cpu, _ = await self.timed(app, load(lambda: chat.turn(FAST), m.rss_sessions))
+            after = app.rss_kb()
+            self.report.note(f"{m.rss_sessions} sessions of {FAST} on Parley with only OpenAI's key: RSS {before / 1024:.0f} → "
+                             f"{after / 1024:.0f} MB, errors {len(lr.errors)}")
+            return before, after, cpu, len(lr.errors)
+        finally:
+            app.stop()
 
     async def upload_row(self, client: httpx.AsyncClient, gp: GradioChat) -> None:
         m, rep = self.mode, self.report
