@@ -203,3 +203,33 @@ def test_listed_components_are_processed_inline_and_the_others_in_a_thread(monke
         "Textbox.preprocess": True, "Textbox.postprocess": True,  # listed: inline, on the event loop
         "ColorPicker.preprocess": False, "ColorPicker.postprocess": False,  # not listed: a worker thread, as Gradio does
     }
+
+
+def test_tracked_states_match_gradios_own_for_every_event(fake_server, tmp_path):
+    from tests.apphelpers import app_env, in_process_app
+    from ui.gradio_patch_states import tracked_states_once
+
+    assert tracked_states_once(gradio_patches._version_ok)
+    patched = gr.Blocks.get_state_ids_to_track
+    original = patched._parley_original
+    with in_process_app(app_env(fake_server, f"sqlite:///{tmp_path / 'p.db'}")) as (_, services):
+        demo = services.demo
+        state = SessionState(demo)
+        for k, block in demo.blocks.items():  # values to hash, different per state
+            if isinstance(block, gr.State):
+                state[k] = [{"role": "user", "content": f"state {k}"}]
+        watched = 0
+        for fn in demo.fns.values():
+            for _ in range(2):  # computed, then from what was kept
+                assert patched(demo, fn, state) == original(demo, fn, state), fn.name
+            watched += bool(original(demo, fn, state)[0])
+        assert watched, "no event of the app watches a state: the comparison above proved nothing"
+        # A `change` listener added to a session's events (as gr.render does) is seen at once.
+        fn, unwatched = next((fn, b) for fn in demo.fns.values() for b in fn.outputs
+                             if b.stateful and b._id not in original(demo, fn, state)[0])
+        patched(demo, fn, state)  # kept from before the listener exists
+        extra = copy(next(iter(state.blocks_config.fns.values())))
+        extra.targets = [(unwatched._id, "change")]
+        state.blocks_config.fns[-1] = extra
+        assert unwatched._id in patched(demo, fn, state)[0]
+        assert patched(demo, fn, state) == original(demo, fn, state)

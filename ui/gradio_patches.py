@@ -36,6 +36,8 @@ FastAPI app (~80 routes, ~0.1 s each) in its constructor (through `queue()`), ag
 `with` block, and again on each `queue()` call; `launch()` then builds the one that serves. With the
 ChatInterface nested in Parley's Blocks that is five apps nobody uses, about a sixth of the cold
 start. Those builds are now deferred: `blocks.app` builds its app when something reads it first.
+
+6. A scan of every listener per streamed update (`tracked_states_once`, in ui/gradio_patch_states.py).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio
+
+from ui.gradio_patch_states import tracked_states_once
 
 log = logging.getLogger("parley.patches")
 
@@ -67,6 +71,7 @@ def apply_all() -> dict[str, bool]:
         "no_matplotlib_per_call": no_matplotlib_per_call(),
         "inline_simple_processing": inline_simple_processing(),
         "app_built_at_launch": app_built_at_launch(),
+        "tracked_states_once": tracked_states_once(_version_ok),
     }
 
 
