@@ -1,7 +1,8 @@
 """The Gradio patches: the lazy session config gives the dict Gradio would build; the idle queue waits
 instead of polling and still starts every event; the matplotlib wrapper is a no-op without matplotlib;
 the listed components are pre/postprocessed inline, the others in a worker thread; Blocks build their
-FastAPI app only when it is needed."""
+FastAPI app only when it is needed; the watched states are Gradio's own; the SSE disconnect check reads
+uvicorn's flags and still sees a client leave."""
 
 from __future__ import annotations
 
@@ -233,3 +234,44 @@ def test_tracked_states_match_gradios_own_for_every_event(fake_server, tmp_path)
         state.blocks_config.fns[-1] = extra
         assert unwatched._id in patched(demo, fn, state)[0]
         assert patched(demo, fn, state) == original(demo, fn, state)
+
+
+def test_the_disconnect_check_reads_uvicorns_flags_and_still_sees_a_client_leave(fake_server, tmp_path, monkeypatch):
+    """The SSE stream's per-message check takes the flag path for a real queue/data request, and a client that
+    leaves mid-reply is still noticed: Gradio stops sending to it and ends the event, as with Starlette's check."""
+    import httpx
+
+    from bench.loadgen import GradioChat
+    from tests.apphelpers import app_env, in_process_app
+    from ui import gradio_patch_sse
+    from ui.gradio_patch_sse import flag_disconnect_check
+
+    assert flag_disconnect_check(gradio_patches._version_ok)
+    seen: list[bool] = []
+    real = gradio_patch_sse.uvicorn_cycle
+    monkeypatch.setattr(gradio_patch_sse, "uvicorn_cycle", lambda receive: seen.append(real(receive) is not None) or real(receive))
+
+    async def scenario(url: str, services: Any) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            chat = await GradioChat(client, url).discover()
+            result = await chat.turn("openai:rate-2000-tokens-50")
+            assert result.error is None and result.ttlt is not None
+            assert seen and all(seen), "the queue stream's checks did not reach uvicorn's flags"
+            # A slow reply, left after its first token: the server must see the client go.
+            session = "leaver" + str(time.time_ns())
+            data = list(chat.template)
+            data[chat.message_i], data[chat.model_i] = "hello", "openai:rate-5-tokens-200"
+            r = await client.post(f"{url}/gradio_api/queue/join", json={"data": data, "fn_index": chat.fn_index, "session_hash": session})
+            assert r.status_code == 200
+            async with client.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as s:
+                async for line in s.aiter_lines():
+                    if "process_generating" in line:
+                        break
+            for _ in range(200):  # Gradio drops a gone session's pending messages once its stream notices
+                if session not in services.demo._queue.pending_messages_per_session:
+                    break
+                await asyncio.sleep(0.05)
+            assert session not in services.demo._queue.pending_messages_per_session
+
+    with in_process_app(app_env(fake_server, f"sqlite:///{tmp_path / 'p.db'}")) as (url, services):
+        asyncio.run(scenario(url, services))

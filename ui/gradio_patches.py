@@ -38,6 +38,9 @@ ChatInterface nested in Parley's Blocks that is five apps nobody uses, about a s
 start. Those builds are now deferred: `blocks.app` builds its app when something reads it first.
 
 6. A scan of every listener per streamed update (`tracked_states_once`, in ui/gradio_patch_states.py).
+
+7. A loop trip per SSE message to ask whether the client is still there (`flag_disconnect_check`, in
+ui/gradio_patch_sse.py).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from typing import Any
 
 import gradio
 
+from ui.gradio_patch_sse import flag_disconnect_check
 from ui.gradio_patch_states import tracked_states_once
 
 log = logging.getLogger("parley.patches")
@@ -72,6 +76,7 @@ def apply_all() -> dict[str, bool]:
         "inline_simple_processing": inline_simple_processing(),
         "app_built_at_launch": app_built_at_launch(),
         "tracked_states_once": tracked_states_once(_version_ok),
+        "flag_disconnect_check": flag_disconnect_check(_version_ok),
     }
 
 
