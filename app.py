@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -74,16 +75,32 @@ def create_app(env: dict[str, str] | None = None, *, warm: bool = True) -> tuple
     return demo, services
 
 
-def start_warming(services: Services) -> None:
-    """SDK imports take seconds: do them in a thread, never on the event loop."""
-    threading.Thread(target=_warm, args=(services,), name="parley-warm", daemon=True).start()
+def start_warming(services: Services, *, freeze: bool = False) -> None:
+    """SDK imports take seconds: do them in a thread, never on the event loop. `freeze`: then `freeze_heap()`."""
+    threading.Thread(target=_warm, args=(services, freeze), name="parley-warm", daemon=True).start()
 
 
-def _warm(services: Services) -> None:
+def _warm(services: Services, freeze: bool = False) -> None:
     try:
         services.registry.warm()
     finally:
+        if freeze:
+            freeze_heap()
         services.warmed.set()
+
+
+def freeze_heap() -> None:
+    """Leave what start-up built out of Python's full garbage collections from now on.
+
+    Gradio, the UI and the SDKs are a few million objects that live as long as the process, and every
+    full collection walked all of them: 50-250 ms with every stream paused, growing as the heap grew,
+    which put 0.3 s on the first token of 20 users who arrived during one (bench/README.md, "Issue 20").
+    One collection first, so that start-up's garbage is not kept for good; then `gc.freeze()` moves
+    every object alive into a generation the collector never scans. Only for the server process
+    (`main`): a test process builds many apps, and freezing each one's objects would keep them all.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def launch_kwargs(services: Services) -> dict[str, Any]:
@@ -145,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     app.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True, quiet=True,
                **launch_kwargs(services))
     print(start_up_help(app.local_url, app.share_url), flush=True)
-    start_warming(services)
+    start_warming(services, freeze=True)
     try:
         app.block_thread()
     finally:
