@@ -25,8 +25,9 @@ ACTIVITIES = [
     ("Gradio queue loop and other tasks", re.compile(r"queueing\.py")),
 ]
 # Leaf frames that mean "waiting", which py-spy's --nonblocking sampling does not always drop.
+# SerialWriteConnection.take_for is a storage thread waiting for SQLite's writer lock (storage/sqlite_writes.py).
 IDLE_LEAVES = re.compile(r"^(EpollSelector\.select|Condition\.wait|Event\.wait|Blocks\.block_thread|_worker|sleep|Thread\.join|"
-                         r"SimpleQueue\.get|Queue\.get|_wait_for_tstate_lock|select) ")
+                         r"SimpleQueue\.get|Queue\.get|_wait_for_tstate_lock|select|SerialWriteConnection\.take_for) ")
 # Frames every sample of a thread shares (loop, server, middleware): left out of the inclusive list.
 GENERIC = re.compile(r"\((threading|asyncio/|selectors|contextlib|uvicorn/|starlette/|fastapi/|anyio/|concurrent/|<frozen)|<module>|"
                      r"^(Handle\._run|Runner\.run|main) ")
