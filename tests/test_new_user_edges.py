@@ -218,6 +218,8 @@ def test_start_up_help_names_the_share_flag_not_launch(fake_server, tmp_path, mo
         monkeypatch.setenv(key, value)
     # Instead of serving until Ctrl-C, close at once (main's `finally` still closes the services).
     monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: self.close())
+    # main freezes the heap once warm (app.freeze_heap): not this test process's, which goes on to other tests.
+    monkeypatch.setattr(app_module, "freeze_heap", lambda: None)
     port = free_port()
     app_module.main(["--port", str(port)])
     out = capsys.readouterr().out

@@ -12,7 +12,7 @@ def test_warming_for_the_server_freezes_the_start_up_heap(fake_server, tmp_path)
 
     demo, services = app.create_app(app_env(fake_server, f"sqlite:///{tmp_path / 'p.db'}"), warm=False)
     try:
-        gc.unfreeze()  # an earlier test in this process may have frozen (mypy's API does)
+        gc.unfreeze()  # in case an earlier test in this process froze it
         assert gc.get_freeze_count() == 0
         app.start_warming(services, freeze=True)
         assert services.warmed.wait(60)
