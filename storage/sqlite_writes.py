@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +45,17 @@ def connection_factory(database: str, timeout_s: float) -> type[sqlite3.Connecti
 
 class SerialWriteCursor(sqlite3.Cursor):
     def execute(self, sql: str, parameters: Any = (), /) -> SerialWriteCursor:
+        return self._writing(super().execute, sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> SerialWriteCursor:
+        return self._writing(super().executemany, sql, seq_of_parameters)
+
+    def _writing(self, run: Callable[[str, Any], Any], sql: str, parameters: Any) -> SerialWriteCursor:
+        """Run one statement with the write lock taken first when it writes, and given back once no transaction is open."""
         connection: SerialWriteConnection = self.connection  # type: ignore[assignment]  # our factory made it
         connection.take_for(sql)
         try:
-            super().execute(sql, parameters)
-        finally:
-            connection.release_if_done()
-        return self
-
-    def executemany(self, sql: str, seq_of_parameters: Any, /) -> SerialWriteCursor:
-        connection: SerialWriteConnection = self.connection  # type: ignore[assignment]
-        connection.take_for(sql)
-        try:
-            super().executemany(sql, seq_of_parameters)
+            run(sql, parameters)
         finally:
             connection.release_if_done()
         return self
@@ -100,15 +99,13 @@ class SerialWriteConnection(sqlite3.Connection):
         try:
             super().commit()
         finally:
-            if not self.in_transaction:
-                self._release()
+            self.release_if_done()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            if not self.in_transaction:
-                self._release()
+            self.release_if_done()
 
     def close(self) -> None:
         try:
