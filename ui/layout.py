@@ -110,7 +110,28 @@ def _build_chat(services: Services, chat_handler: ChatHandler, models: ModelChoi
     )
     # `/send`: a turn placed in a conversation's tree by id (continue, retry, branch); see ChatHandler.api_send.
     api(chat_handler.api_send, api_name="send", concurrency_limit=None)
+    _follow_server_value(chat)
     return chat, chatbot
+
+
+def _follow_server_value(chat: gr.ChatInterface) -> None:
+    """Setting the chat's value (opening a conversation, Stop's redraw, a version switch) runs Gradio's chain
+    `chatbot_value.change` -> show it -> copy the chat back into `chatbot_state` and `chatbot_value`. That copy
+    took the chat as the page had it when the copy was sent: when another conversation was opened in between
+    (Alt+down right after Stop's redraw, or two opens in quick succession), the copy put the older value back
+    and the chat showed one conversation while another was open (the sidebar, the address and the next turn
+    all going to the newer one). The copy now takes the value the server holds, which is always the newest.
+    """
+    root = gr.context.Context.root_block
+    if root is None:  # pragma: no cover - ChatInterface is only built inside the app's Blocks
+        raise RuntimeError("the chat must be built inside a gr.Blocks")
+    value, shown = chat.chatbot_value._id, chat.chatbot
+    shows = {f._id for f in root.fns.values() if (value, "change") in [tuple(t) for t in f.targets]}
+    copies = [f for f in root.fns.values() if f.trigger_after in shows]
+    if len(shows) != 1 or len(copies) != 1 or copies[0].inputs != [shown]:
+        # Not Gradio's chain as this was written for: fail at start-up rather than show the wrong conversation.
+        raise RuntimeError("gradio.ChatInterface no longer syncs chatbot_value as ui/layout.py expects")
+    copies[0].inputs = [chat.chatbot_value]
 
 
 def build_ui(services: Services) -> gr.Blocks:

@@ -209,3 +209,31 @@ def test_layout_at_1400(server, page):
         assert per_row in ([4], [2, 2]), f"{prefix}: panes per row {per_row} ({boxes})"
         assert all(right <= 1400 for _, _, right in boxes), f"{prefix}: a pane is cut off ({boxes})"
     page.screenshot(path="/tmp/shots/x2-desktop-compare4.png", full_page=True)
+
+
+def test_quick_steps_show_the_open_conversation(server, page):
+    """Alt+↑/↓ pressed in quick succession: the chat shows the conversation that ends up open (highlighted, in
+    the address), never one opened a moment before. Gradio copied the chat back into its state as the page had
+    it, so an open landing between the copy's send and its run put the older chat back over the newer one."""
+    open_app(page, server[0].url)
+    pick_model(page, "openai:kb-long")
+    topics = ["Topic alpha", "Topic bravo", "Topic charlie"]
+    for n, topic in enumerate(topics):
+        if n:
+            page.keyboard.press("Control+Shift+O")
+            wait_until(lambda: page.locator("[data-testid='bot']").count() == 0, what="the new chat")
+        send(page, topic)
+        page.locator("#conv-list label", has_text=topic).locator("input:checked").wait_for()
+        wait_until(lambda: page.locator("#msg button.stop-button").count() == 0, what="the reply finished")
+    shown = lambda: " ".join(page.locator("[data-testid='user']").all_inner_texts())  # noqa: E731
+    checked = lambda: page.locator("#conv-list label:has(input:checked)").inner_text().strip()  # noqa: E731
+    for gap in (0, 40, 80, 120):  # before the fix: 40 and 80 ms failed (4 runs of 4)
+        for key in ("Alt+ArrowDown", "Alt+ArrowDown", "Alt+ArrowUp"):
+            page.keyboard.press(key)
+            page.wait_for_timeout(gap)
+        page.wait_for_timeout(1200)  # every event of the steps has run
+        # Where the steps end depends on which redraws they met; what is shown must be what is open.
+        open_id = page.locator("#conv-list input:checked").get_attribute("value")
+        assert shown() == checked() and f"c={open_id}" in page.url, f"{gap} ms apart: {checked()!r} open, {shown()!r} shown"
+        page.locator("#conv-list label", has_text=topics[2]).click()  # back to the newest, for the next round
+        wait_until(lambda: shown() == topics[2], what="the newest conversation")
