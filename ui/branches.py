@@ -206,6 +206,7 @@ class BranchHandlers:
             gr.Warning(e.message)
             return skip
         if action.op == "fork":
+            self.side.changed(request)
             gr.Info(f"Branched into a new conversation: “{c.title}”.")
         elif action.op == "delete":
             gr.Info("Version deleted.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import gradio as gr
@@ -26,6 +27,8 @@ log = logging.getLogger("parley.sidebar")
 STOPPED_REDRAW_DELAY = 0.3
 #: How many outputs opening a conversation sets (SidebarHandlers.opened_values).
 OPENED_VALUES = 11
+#: Pages whose count of opens is kept (for Stop's redraw: see SidebarHandlers.changed); the oldest go first.
+PAGES = 50_000
 
 def files_read(info: ModelInfo) -> str:
     """What a model does with attachments, said before anything is sent (core refuses what it cannot read)."""
@@ -44,6 +47,18 @@ class SidebarHandlers:
         # Made at start-up, so that exports an earlier process left behind are swept now.
         self.exports = exports_for(services)
         self.conversations = Conversations(services, self.exports)
+        self._changes: OrderedDict[str, int] = OrderedDict()
+
+    def changed(self, request: gr.Request | None) -> None:
+        """Note that this page opened another conversation (open, new chat, delete, a version forked off)."""
+        page = getattr(request, "session_hash", None)
+        if page:
+            self._changes[page] = self._changes.pop(page, 0) + 1
+            while len(self._changes) > PAGES:
+                self._changes.popitem(last=False)
+
+    def changes(self, request: gr.Request | None) -> int:
+        return self._changes.get(getattr(request, "session_hash", None) or "", 0)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -149,6 +164,7 @@ class SidebarHandlers:
         owner = owner_for(request, None, owner)
         if not conversation_id:
             return (gr.skip(),) * OPENED_VALUES
+        self.changed(request)
         try:
             c = await self.conversations.open(owner, conversation_id)
         except ConversationError as e:
@@ -207,9 +223,12 @@ class SidebarHandlers:
         (Gradio cancels the stream before its last update).
 
         Waits until the reply is saved, then a moment more: Gradio ends the cancelled stream with its
-        last value, and this must reach the page after that, not before.
+        last value, and this must reach the page after that, not before. When the page opened another
+        conversation meanwhile (a click right after Stop), nothing is redrawn: the stopped one is saved, and
+        showing it would take the user back to it.
         """
         owner = owner_for(request, None, owner)
+        changes = self.changes(request)
         conversation_id = await chat.settled(owner) or conversation_id
         if not conversation_id:
             return (gr.skip(),) * 4
@@ -219,6 +238,8 @@ class SidebarHandlers:
         except ConversationError:
             return (gr.skip(),) * 4  # the partial text stays on screen; it is saved or it was never shown
         value = stored_to_chatbot(c.messages, self._label_for, await shown_files(self.s, owner, c.messages))
+        if self.changes(request) != changes:
+            return (gr.skip(),) * 4  # another conversation was opened meanwhile: the redraw would hide it
         return value, value, value, c.id
 
     def _label_for(self, provider: str | None, model: str | None) -> str:
@@ -230,7 +251,8 @@ class SidebarHandlers:
         except ChatError:
             return f"{provider}:{model}"
 
-    def new_chat(self) -> tuple[Any, ...]:
+    def new_chat(self, request: gr.Request) -> tuple[Any, ...]:
+        self.changed(request)
         return [], None, gr.update(value=None), gr.update(value="")
 
     async def rename(self, conversation_id: str | None, title: str, owner: str, request: gr.Request) -> Any:
@@ -269,6 +291,7 @@ class SidebarHandlers:
         except ConversationError as e:
             gr.Warning(e.message)
             return gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False)
+        self.changed(request)
         gr.Info("Conversation deleted.")
         return (await self.focus_list(owner, None))[0], [], None, gr.update(visible=False)
 

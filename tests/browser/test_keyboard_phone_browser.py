@@ -101,8 +101,7 @@ def test_keyboard_only_journey(server, page, fake_server):
     page.keyboard.press("Enter")
     wait_until(lambda: streaming(page), what="the second reply streaming")
     page.keyboard.press("Escape")
-    # The stopped reply is redrawn as saved (its Stopped note) before the next step: a conversation opened while
-    # that redraw is on its way is drawn over by it (noted in the closing note of issue 17).
+    # The stopped reply is redrawn as saved, with its Stopped note (an open before that: the test below).
     page.locator("[data-testid='bot']", has_text="Stopped").first.wait_for()
     page.locator("#conv-list label", has_text="A second conversation").locator("input:checked").wait_for()  # highlighted: open
     wait_until(lambda: "?c=" in page.url, what="the open conversation in the address")
@@ -237,3 +236,26 @@ def test_quick_steps_show_the_open_conversation(server, page):
         assert shown() == checked() and f"c={open_id}" in page.url, f"{gap} ms apart: {checked()!r} open, {shown()!r} shown"
         page.locator("#conv-list label", has_text=topics[2]).click()  # back to the newest, for the next round
         wait_until(lambda: shown() == topics[2], what="the newest conversation")
+
+
+def test_open_right_after_stop_stays_open(server, page):
+    """Stop, then at once another conversation: Stop's redraw (the stopped reply as saved, a moment later) does
+    not take the user back to the stopped conversation."""
+    open_app(page, server[0].url)
+    shown = lambda: " ".join(page.locator("[data-testid='user']").all_inner_texts())  # noqa: E731
+    for n, topic in enumerate(["Stopped first", "Stopped then left"]):
+        if n:
+            page.keyboard.press("Control+Shift+O")
+            wait_until(lambda: page.locator("[data-testid='bot']").count() == 0, what="the new chat")
+        send(page, topic)
+        wait_until(lambda: streaming(page), what="the reply streaming")
+        page.locator("#conv-list label", has_text=topic).locator("input:checked").wait_for()
+        page.keyboard.press("Escape")
+        if not n:
+            page.locator("[data-testid='bot']", has_text="Stopped").first.wait_for()
+    page.locator("#conv-list label", has_text="Stopped first").click()
+    wait_until(lambda: shown() == "Stopped first", what="the older conversation opened")
+    page.wait_for_timeout(1500)  # Stop's redraw has come and gone
+    open_id = page.locator("#conv-list input:checked").get_attribute("value")
+    assert shown() == "Stopped first" and f"c={open_id}" in page.url
+    assert page.locator("#conv-list label:has(input:checked)").inner_text().strip() == "Stopped first"
