@@ -27,3 +27,35 @@ def test_warming_for_the_server_freezes_the_start_up_heap(fake_server, tmp_path)
         gc.unfreeze()  # this is a test process: its later apps and tests must stay collectable
         services.close()
         services.engine.dispose()
+
+
+def test_the_server_runs_no_full_collection_until_the_heap_is_frozen(fake_server, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import app
+    from tests.apphelpers import app_env
+
+    # `python app.py`: the oldest generation is not collected while start-up builds the app ...
+    code = ("import gc, json, runpy, sys; default = gc.get_threshold(); sys.argv = ['app.py', '--help']\n"
+            "try:\n    runpy.run_path('app.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps([default, gc.get_threshold()]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(app.__file__).parent)
+    default, server = json.loads(run.stdout.strip().splitlines()[-1])
+    assert server[:2] == default[:2] and server[2] >= 1_000_000 > default[2], (default, server)
+    # ... and is again once freeze_heap has frozen what start-up built (an import of app changes nothing).
+    assert app.GC_THRESHOLDS == gc.get_threshold()
+    demo, services = app.create_app(app_env(fake_server, f"sqlite:///{tmp_path / 'p.db'}"), warm=False)
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(before[0], before[1], 1_000_000_000)
+        app.start_warming(services, freeze=True)
+        assert services.warmed.wait(60)
+        assert gc.get_threshold() == app.GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+        services.close()
+        services.engine.dispose()
