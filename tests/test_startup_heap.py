@@ -59,3 +59,15 @@ def test_the_server_runs_no_full_collection_until_the_heap_is_frozen(fake_server
         gc.set_threshold(*before)
         services.close()
         services.engine.dispose()
+
+
+def test_the_server_caps_malloc_arenas_unless_the_environment_says(monkeypatch):
+    import sys
+
+    import app
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert app.cap_malloc_arenas() is False  # glibc read the environment's own setting at start
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    if sys.platform.startswith("linux"):
+        assert app.cap_malloc_arenas() is True  # glibc took it (mallopt answers 0 for a parameter it does not know)
