@@ -115,7 +115,7 @@ def freeze_heap() -> None:
 
 
 def cap_malloc_arenas(arenas: int = 2) -> bool:
-    """Let glibc's malloc use at most `arenas` arenas; True when it took the setting.
+    """Let glibc's malloc use at most `arenas` arenas; True when the setting was given to glibc.
 
     glibc gives threads that allocate at the same time arenas of their own (up to 8 per core), and memory
     freed inside one is seldom given back to the system: with 2, the server held 242 -> 235 MB after 100

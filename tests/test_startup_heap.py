@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
 
 def test_warming_for_the_server_freezes_the_start_up_heap(fake_server, tmp_path):
     import app
@@ -61,13 +63,51 @@ def test_the_server_runs_no_full_collection_until_the_heap_is_frozen(fake_server
         services.engine.dispose()
 
 
+ARENAS = """
+import ctypes, os, sys, tempfile, threading
+import app
+if sys.argv[1] == "cap":
+    assert app.cap_malloc_arenas()
+together = threading.Barrier(8)
+def work():
+    # malloc'd by glibc (over Python's small-object size), by eight threads alive at once
+    chunks = [bytearray(200_000) for _ in range(5)]
+    together.wait()
+    chunks += [bytearray(200_000) for _ in range(5)]
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+path = os.path.join(tempfile.mkdtemp(), "malloc.xml")
+fp = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(fp))
+libc.fclose(ctypes.c_void_p(fp))
+print(open(path).read().count("<heap nr="))
+"""
+
+
 def test_the_server_caps_malloc_arenas_unless_the_environment_says(monkeypatch):
+    import os
+    import subprocess
     import sys
+    from pathlib import Path
 
     import app
 
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's malloc arenas: Linux only")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    root = Path(app.__file__).parent
+
+    def arenas(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True, cwd=root, env=env)
+        return int(run.stdout.split()[-1])
+
+    # Eight threads allocating: an arena each, as glibc does by default; two at most once capped.
+    assert arenas("default") > 2
+    assert arenas("cap") <= 2
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert app.cap_malloc_arenas() is False  # glibc read the environment's own setting at start
-    monkeypatch.delenv("MALLOC_ARENA_MAX")
-    if sys.platform.startswith("linux"):
-        assert app.cap_malloc_arenas() is True  # glibc took it (mallopt answers 0 for a parameter it does not know)
+    assert app.cap_malloc_arenas() is False  # glibc has read the environment's own setting
