@@ -23,6 +23,7 @@ from storage.models import (
     DEFAULT_TITLE,
     FINISH_REASONS,
     INTERRUPTED,
+    MESSAGE_PUBLIC_COLUMNS,
     PENDING,
     Conversation,
     Message,
@@ -277,20 +278,28 @@ def finish_turn(
             values[name] = check_name(value, name)
     if params is not None:
         values["params"] = check_params(params)
-    row = owned_message(session, owner, message_id)
-    if row.role != "assistant":
-        raise InvalidInput("Only an assistant reply can be finished.")
-    if row.finish_reason not in (PENDING, INTERRUPTED):
+    mid = parse_id(message_id, "message")
+    messages = table_of(Message)
+    # One statement writes the reply and reads it back: the checks below are its WHERE (a round trip less
+    # on the path every reply takes; PostgreSQL's append was over its 5 ms at a million messages).
+    row = session.execute(
+        sa.update(messages)
+        .where(messages.c.id == mid, messages.c.owner == owner, messages.c.role == "assistant",
+               messages.c.finish_reason.in_((PENDING, INTERRUPTED)))
+        .values(**values)
+        .returning(*(messages.c[name] for name in MESSAGE_PUBLIC_COLUMNS))
+    ).first()  # fmt: skip
+    if row is None:  # nothing written: say why (no such message of this owner, not a reply, or finished)
+        found = owned_message(session, owner, mid)
+        if found.role != "assistant":
+            raise InvalidInput("Only an assistant reply can be finished.")
         raise InvalidInput("This reply is already finished.")
-    for name, value in values.items():
-        setattr(row, name, value)
     session.execute(
         sa.update(table_of(Conversation))
         .where(table_of(Conversation).c.id == row.conversation_id)
         .values(updated_at=utcnow())
     )
-    session.flush()
-    public = message_public(row)
+    public = MessagePublic.model_validate(dict(row._mapping))
     session.commit()
     return public
 
