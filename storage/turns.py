@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -125,20 +125,18 @@ def add_turn(
     table, messages = table_of(Conversation), table_of(Message)
     # Writing the conversation first takes its lock (the row on PostgreSQL, the database write lock
     # on SQLite) before the next position is read, so two turns can never claim the same position.
-    # The newest message gives the next position, and is the current leaf unless one was chosen: read in the
-    # same statement (RETURNING runs once the row is written, so under its lock), a round trip less per turn.
-    newest_of = sa.select(messages.c.id).where(messages.c.conversation_id == cid).order_by(messages.c.position.desc()).limit(1)
-    newest_id = newest_of.scalar_subquery()
     locked = session.execute(
         sa.update(table).where(table.c.id == cid, table.c.owner == owner).values(**values)
-        .returning(table.c.current_leaf_id, table.c.title, newest_id.label("newest_id"),
-                   newest_of.with_only_columns(messages.c.position).scalar_subquery().label("newest_position"),
-                   newest_of.with_only_columns(messages.c.role).scalar_subquery().label("newest_role"))
+        .returning(table.c.current_leaf_id, table.c.title)
     ).first()  # fmt: skip
     if locked is None:
         raise NotFound(f"No conversation with id {str(cid)!r}.")
-    stored_leaf, title = locked.current_leaf_id, locked.title
-    newest = None if locked.newest_id is None else Newest(locked.newest_id, locked.newest_position, locked.newest_role)
+    stored_leaf, title = locked
+    # The newest message gives the next position, and is the current leaf unless one was chosen.
+    newest = session.execute(
+        sa.select(messages.c.id, messages.c.position, messages.c.role)
+        .where(messages.c.conversation_id == cid).order_by(messages.c.position.desc()).limit(1)
+    ).first()  # fmt: skip
     position = 0 if newest is None else newest.position + 1
     parent, parent_role = _parent(session, owner, cid, parent_id, wanted, stored_leaf, newest)
     if content is None and parent_role != "user":
@@ -183,14 +181,6 @@ def add_turn(
         attachment_ids=attachment_ids,
         parent_id=parent,
     )
-
-
-class Newest(NamedTuple):
-    """A conversation's newest message (the highest position), as add_turn reads it."""
-
-    id: uuid.UUID
-    position: int
-    role: str
 
 
 def _parent(
