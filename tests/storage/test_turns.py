@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session
 
 from storage import repository as repo
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import InvalidInput, NotFound
 from tests.storage.helpers import add_turn, chat
 
 
@@ -202,9 +202,10 @@ def test_concurrent_turns_get_distinct_positions(engine):
                 try:
                     ids = repo.begin_turn(session=session, owner="alice", conversation_id=conversation, content=f"{n}-{i}")
                     repo.finish_turn(session=session, owner="alice", message_id=ids.assistant_message_id, content="ok", finish_reason="stop")
-                except Conflict:  # allowed, but must be the only failure and leave no trace
-                    pass
                 except BaseException as e:  # noqa: BLE001
+                    # A Conflict too: the conversation's row lock is taken before the next position is read, so
+                    # turns queue instead of colliding (a position read under an older snapshot collided in most
+                    # turns on PostgreSQL).
                     errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
@@ -216,7 +217,7 @@ def test_concurrent_turns_get_distinct_positions(engine):
     with Session(engine) as session:
         messages = repo.get_conversation(session=session, owner="alice", conversation_id=conversation).messages
     assert [m.position for m in messages] == list(range(len(messages)))
-    assert len(messages) >= 2 and len(messages) % 2 == 0
+    assert len(messages) == 4 * 10 * 2
     assert all(m.role == ("user" if m.position % 2 == 0 else "assistant") for m in messages)
 
 
