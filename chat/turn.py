@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from chat.context import trim_messages
 from chat.errors import ChatError, FirstTokenTimeout, IdleTimeout, SafetyBlocked, StreamError
+from chat.pace import PACE, Pace
 from chat.providers.base import Provider
 from chat.tokens import TokenCounter
 from chat.types import (
@@ -153,20 +154,21 @@ T = TypeVar("T")
 
 
 async def coalesce(task: asyncio.Task[object], changed: asyncio.Event, value: T,
-                   interval: float | Callable[[], float]) -> AsyncGenerator[T, None]:
+                   interval: float | Callable[[], float], pace: Pace | None = None) -> AsyncGenerator[T, None]:
     """Yield `value` (updated in place by `task`) after each change: at once the first time, then at
     most once per `interval`, and always once more when `task` ends. Closing the iterator early
     cancels `task`; an unexpected error in `task` is raised here. `interval` may be a function,
-    read before every wait, so that a server under load can space updates out.
+    read before every wait, so that a server under load can space updates out. `pace`, when given, is
+    told when the next update is due, so that the task's stream can leave tokens unread until then.
     """
-    pace = interval if callable(interval) else (lambda: interval)
+    pace_of = interval if callable(interval) else (lambda: interval)
     task.add_done_callback(lambda _t: changed.set())
     loop = asyncio.get_running_loop()
     last = float("-inf")
     try:
         while not task.done():
             await changed.wait()
-            wait = last + pace() - loop.time()
+            wait = last + pace_of() - loop.time()
             if wait > 0 and not task.done():
                 # Let more tokens gather; wake early only when the task ends.
                 try:
@@ -177,6 +179,8 @@ async def coalesce(task: asyncio.Task[object], changed: asyncio.Event, value: T,
             if task.done():
                 break
             last = loop.time()
+            if pace is not None:
+                pace.due = last + pace_of()
             yield value
         task.result()
         yield value
@@ -351,8 +355,15 @@ class Turn:
                 async for _ in events:
                     changed.set()
 
+        # The pump's stream reads at this pace (chat.pace); the task takes a copy of the context as it is now.
+        pace = Pace()
+        token = PACE.set(pace)
         try:
-            async with aclosing(coalesce(asyncio.create_task(pump()), changed, r, interval)) as updates:
+            task = asyncio.create_task(pump())
+        finally:
+            PACE.reset(token)
+        try:
+            async with aclosing(coalesce(task, changed, r, interval, pace)) as updates:
                 async for value in updates:
                     yield value
         finally:

@@ -275,3 +275,37 @@ def test_the_disconnect_check_reads_uvicorns_flags_and_still_sees_a_client_leave
 
     with in_process_app(app_env(fake_server, f"sqlite:///{tmp_path / 'p.db'}")) as (url, services):
         asyncio.run(scenario(url, services))
+
+
+class _CountingDict(dict):
+    """A session's listeners dict that counts how often all of it is read (the scan the patch keeps)."""
+
+    scans = 0
+
+    def values(self):  # type: ignore[override]
+        type(self).scans += 1
+        return super().values()
+
+
+def test_tracked_states_are_scanned_once_while_sessions_take_turns(fake_server, tmp_path):
+    """Regression: each session holds its own copy of the listeners, and keying the kept answer by the copy
+    redid the scan whenever another session's update came between two of one session's (any concurrent streams)."""
+    from tests.apphelpers import app_env, in_process_app
+    from ui.gradio_patch_states import tracked_states_once
+
+    assert tracked_states_once(gradio_patches._version_ok)
+    patched = gr.Blocks.get_state_ids_to_track
+    original = patched._parley_original
+    with in_process_app(app_env(fake_server, f"sqlite:///{tmp_path / 'p.db'}")) as (_, services):
+        demo = services.demo
+        chat = next(fn for fn in demo.fns.values() if fn.api_name == "chat")
+        sessions = [SessionState(demo) for _ in range(3)]
+        for state in sessions:
+            state.blocks_config.fns = _CountingDict(state.blocks_config.fns)
+        expected = [original(demo, chat, state) for state in sessions]
+        assert expected[0][0], "/chat watches no state: nothing to keep"
+        _CountingDict.scans = 0
+        for _ in range(4):
+            for state, want in zip(sessions, expected, strict=True):
+                assert patched(demo, chat, state) == want
+        assert _CountingDict.scans <= 1, f"{_CountingDict.scans} scans for 12 updates"

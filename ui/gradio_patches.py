@@ -37,7 +37,8 @@ FastAPI app (~80 routes, ~0.1 s each) in its constructor (through `queue()`), ag
 ChatInterface nested in Parley's Blocks that is five apps nobody uses, about a sixth of the cold
 start. Those builds are now deferred: `blocks.app` builds its app when something reads it first.
 
-6. A scan of every listener per streamed update (`tracked_states_once`, in ui/gradio_patch_states.py).
+6. A scan of every listener and two hashes of the chat per streamed update (`tracked_states_once`,
+`states_fingerprinted`, in ui/gradio_patch_states.py).
 
 7. A loop trip per SSE message to ask whether the client is still there (`flag_disconnect_check`, in
 ui/gradio_patch_sse.py).
@@ -57,7 +58,7 @@ from typing import Any
 import gradio
 
 from ui.gradio_patch_sse import flag_disconnect_check
-from ui.gradio_patch_states import tracked_states_once
+from ui.gradio_patch_states import states_fingerprinted, tracked_states_once
 
 log = logging.getLogger("parley.patches")
 
@@ -76,6 +77,7 @@ def apply_all() -> dict[str, bool]:
         "inline_simple_processing": inline_simple_processing(),
         "app_built_at_launch": app_built_at_launch(),
         "tracked_states_once": tracked_states_once(_version_ok),
+        "states_fingerprinted": states_fingerprinted(_version_ok),
         "flag_disconnect_check": flag_disconnect_check(_version_ok),
     }
 

@@ -40,7 +40,7 @@ from chat.providers.openai_models import (
     reasoning_params,
 )
 from chat.providers.openai_responses import EventReader, StreamFailed, responses_body
-from chat.providers.openai_stream import ChunkReader, sse_data
+from chat.providers.openai_stream import Body, ChunkReader, sse_data
 from chat.types import (
     Message,
     ModelInfo,
@@ -337,7 +337,7 @@ class OpenAIProvider(Provider):
                 )
             reader.request_id = response.headers.get("x-request-id") or None
             try:
-                async for data in sse_data(response):
+                async for data in sse_data(response, direct_body(response)):
                     chunk = json.loads(data)
                     if isinstance(chunk, dict) and chunk.get("error"):
                         raise _stream_error(chunk["error"], response)
@@ -382,7 +382,7 @@ class OpenAIProvider(Provider):
                 response = await self._client.get().post("/responses", body=self._summary_fits(body),
                                                          cast_to=httpx2.Response, stream=True)
             try:
-                async for data in sse_data(response):
+                async for data in sse_data(response, direct_body(response)):
                     event = json.loads(data)
                     if not isinstance(event, dict):
                         continue
@@ -502,5 +502,50 @@ def _openai_messages(messages: Sequence[Message], info: ModelInfo | None, label:
     return out
 
 
-__all__ = ["API_STYLES", "OpenAIProvider", "ChunkReader", "compatible_params", "reasoning_params", "sse_data",
+class _AiohttpBody:
+    """The body of a response the SDK's aiohttp client received, read from aiohttp itself (`sse_data`'s `body`).
+
+    The SDK hands back an httpx2 response whose body is aiohttp's: reading it through httpx2 costs four
+    generator layers per network read, and only aiohttp can say when the body has ended, which is what lets
+    a slow stream rest between reads (chat.pace) without finishing late. aiohttp's errors are mapped to
+    httpx2's as the SDK's own stream maps them, so a connection lost mid-reply fails as it did.
+    """
+
+    __slots__ = ("content", "ended", "errors")
+
+    def __init__(self, content: Any, errors: Any):
+        self.content = content
+        self.errors = errors
+        self.ended = asyncio.Event()
+        content.on_eof(self.ended.set)
+
+    async def read(self) -> bytes:
+        with self.errors():
+            data: bytes = await self.content.readany()
+            return data
+
+    async def rest(self, until: float) -> None:
+        try:
+            async with asyncio.timeout_at(until):
+                await self.ended.wait()
+        except TimeoutError:
+            pass
+
+
+def direct_body(response: Any) -> Body | None:
+    """The response's body as aiohttp has it, when it came through the SDK's aiohttp client unencoded; else None
+    (httpx2's own client, a compressed body, or an SDK whose stream is built differently: read through httpx2)."""
+    inner = getattr(getattr(response, "stream", None), "_stream", None)
+    aiohttp_response = getattr(inner, "_aiohttp_response", None)
+    content = getattr(aiohttp_response, "content", None)
+    if content is None or not hasattr(content, "readany") or not hasattr(content, "on_eof"):
+        return None
+    if response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+        return None  # aiohttp was told not to decompress (httpx2 decodes): leave it to httpx2
+    from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
+
+    return _AiohttpBody(content, map_aiohttp_exceptions)
+
+
+__all__ = ["API_STYLES", "direct_body", "OpenAIProvider", "ChunkReader", "compatible_params", "reasoning_params", "sse_data",
            "to_openai_messages", "OFFICIAL_BASE_URL"]

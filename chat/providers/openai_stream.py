@@ -7,9 +7,10 @@ the SDK's, see sse_data) and the decoded chunks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
+from chat.pace import PACE
 from chat.types import (
     Finish,
     FinishReason,
@@ -146,50 +147,112 @@ def _count(value: Any) -> int | None:
 
 #: How long to read the rest of a body after `[DONE]` so that the connection goes back to the pool.
 _DRAIN_SECONDS = 1.0
+#: A read this large means the body arrives faster than it is read: stop resting between reads (chat.pace).
+_FAST_READ = 32 * 1024
+#: Rests shorter than this are not worth a timer.
+_MIN_REST = 0.005
 
 
-async def sse_data(response: Any) -> AsyncIterator[bytes]:
-    """The `data` of each server-sent event in an httpx response body, up to `[DONE]` (not included).
+class Body(Protocol):
+    """A response body read straight from the HTTP client underneath the SDK (chat.providers.openai)."""
 
-    Comments (`: keep-alive`, OpenRouter's `: OPENROUTER PROCESSING`) and other fields are skipped;
-    several `data:` lines of one event are joined with newlines, as the SSE spec says. After
-    `[DONE]` the rest of the body is read (briefly) so an HTTP/1.1 connection can be reused.
-    """
-    body = response.aiter_bytes()
-    buf = b""
-    data: list[bytes] = []
-    async for piece in body:
-        buf += piece
+    async def read(self) -> bytes:
+        """What has arrived (waiting for some); b"" at the end."""
+
+    async def rest(self, until: float) -> None:
+        """Wait until loop time `until`, or less if the body ends first."""
+
+
+class _Framing:
+    """The SSE framing: bytes in, each event's `data` out; `done` once `[DONE]` came."""
+
+    __slots__ = ("buf", "data", "done")
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.data: list[bytes] = []
+        self.done = False
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        self.buf += piece
         if b"\n" not in piece:
-            continue
-        *lines, buf = buf.split(b"\n")
+            return []
+        *lines, self.buf = self.buf.split(b"\n")
+        out: list[bytes] = []
+        data = self.data
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:  # the end of an event
                 if data:
                     joined = b"\n".join(data)
-                    data = []
+                    data = self.data = []
                     if joined.startswith(b"[DONE]"):
-                        await _drain(body)
-                        return
-                    yield joined
+                        self.done = True
+                        return out
+                    out.append(joined)
                 continue
             field, _, value = line.partition(b":")
             if field == b"data":
                 data.append(value[1:] if value.startswith(b" ") else value)
-    if buf.rstrip(b"\r"):  # a last line without its newline
-        field, _, value = buf.rstrip(b"\r").partition(b":")
-        if field == b"data":
-            data.append(value[1:] if value.startswith(b" ") else value)
-    if data and not data[0].startswith(b"[DONE]"):
-        yield b"\n".join(data)
+        return out
+
+    def end(self) -> bytes | None:
+        """The last event of a body that ended without its blank line (or a last line without its newline)."""
+        if self.done:
+            return None
+        last = self.buf.rstrip(b"\r")
+        if last:
+            field, _, value = last.partition(b":")
+            if field == b"data":
+                self.data.append(value[1:] if value.startswith(b" ") else value)
+        if self.data and not self.data[0].startswith(b"[DONE]"):
+            return b"\n".join(self.data)
+        return None
 
 
-async def _drain(body: AsyncIterator[bytes]) -> None:
+async def sse_data(response: Any, body: Body | None = None) -> AsyncIterator[bytes]:
+    """The `data` of each server-sent event in an httpx response body, up to `[DONE]` (not included).
+
+    Comments (`: keep-alive`, OpenRouter's `: OPENROUTER PROCESSING`) and other fields are skipped;
+    several `data:` lines of one event are joined with newlines, as the SSE spec says. After
+    `[DONE]` the rest of the body is read (briefly) so an HTTP/1.1 connection can be reused.
+
+    `body`, when the caller can read the response's body directly, is read instead of the httpx
+    response's iterators; between reads of a slow stream it rests until the reader's next update (chat.pace).
+    """
+    framing = _Framing()
+    if body is None:
+        pieces = response.aiter_bytes()
+        async for piece in pieces:
+            for data in framing.feed(piece):
+                yield data
+            if framing.done:
+                await _drain(pieces.__anext__)
+                return
+    else:
+        pace = PACE.get()
+        loop = asyncio.get_running_loop()
+        while piece := await body.read():
+            for data in framing.feed(piece):
+                yield data
+            if framing.done:
+                await _drain(body.read)
+                return
+            if pace is not None:
+                if len(piece) >= _FAST_READ:
+                    pace = None  # a fast stream: every read already brings many events
+                elif pace.due - loop.time() > _MIN_REST:
+                    await body.rest(pace.due)
+    last = framing.end()
+    if last is not None:
+        yield last
+
+
+async def _drain(read: Callable[[], Awaitable[bytes]]) -> None:
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
-            async for _ in body:
+            while await read():
                 pass
     except Exception:  # noqa: BLE001 - the reply is complete; a failing tail only costs the connection
         pass

@@ -1,0 +1,145 @@
+"""Reading a slow stream at the reader's pace (chat/pace.py): the OpenAI reader takes the body straight from aiohttp,
+rests between reads until the chat's next update, and still reads the first token and the end at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from chat.pace import PACE, Pace
+from chat.providers.openai import OpenAIProvider, _AiohttpBody, direct_body
+from chat.providers.openai_stream import sse_data
+from chat.turn import Turn, TurnPolicy
+from chat.types import Message, Params
+from tests.fakes.scenarios import default_tokens
+
+MSGS = [Message(role="user", content="hi")]
+
+
+class Pieces:
+    """A Body that hands out scripted reads and records the rests it is asked for."""
+
+    def __init__(self, *pieces: bytes):
+        self.pieces = list(pieces)
+        self.rests: list[float] = []
+
+    async def read(self) -> bytes:
+        return self.pieces.pop(0) if self.pieces else b""
+
+    async def rest(self, until: float) -> None:
+        self.rests.append(until)
+
+
+def event(text: str) -> bytes:
+    return b'data: {"t": "' + text.encode() + b'"}\n\n'
+
+
+async def _read(body, pace=None):
+    token = PACE.set(pace)
+    try:
+        return [d async for d in sse_data(None, body)]
+    finally:
+        PACE.reset(token)
+
+
+async def test_without_a_pace_nothing_rests():
+    body = Pieces(event("a"), event("b") + event("c"), b"data: [DONE]\n\n")
+    assert await _read(body) == [b'{"t": "a"}', b'{"t": "b"}', b'{"t": "c"}']
+    assert body.rests == []
+
+
+async def test_a_slow_stream_rests_until_the_next_update_and_a_fast_one_stops_resting():
+    pace = Pace()
+    pace.due = asyncio.get_running_loop().time() + 60
+    big = event("x" * 40_000)
+    body = Pieces(event("a"), event("b"), big, event("c"), b"data: [DONE]\n\n")
+    assert len(await _read(body, pace)) == 4
+    assert body.rests == [pace.due, pace.due]  # after "a" and "b"; after the 40 kB read, never again
+
+
+async def test_a_due_time_already_past_reads_on():
+    pace = Pace()  # due 0: before the first update
+    body = Pieces(event("a"), event("b"), b"data: [DONE]\n\n")
+    assert len(await _read(body, pace)) == 2
+    assert body.rests == []
+
+
+async def test_framing_keeps_split_lines_multi_line_data_and_a_last_event_without_its_blank_line():
+    body = Pieces(b"data: {\"a\"", b": 1}\r\n\r\n: keep-alive\n\nevent: x\ndata: one\ndata: two\n\n", b"data: last")
+    assert await _read(body) == [b'{"a": 1}', b"one\ntwo", b"last"]
+
+
+def test_only_an_unencoded_aiohttp_body_is_read_directly():
+    class Content:
+        def readany(self): ...
+
+        def on_eof(self, callback): ...
+
+    present = Content()
+
+    def response(encoding=None, content=present):
+        inner = type("S", (), {"_aiohttp_response": type("R", (), {"content": content})()})()
+        headers = {"content-encoding": encoding} if encoding else {}
+        return type("Resp", (), {"stream": type("B", (), {"_stream": inner})(), "headers": headers})()
+
+    assert isinstance(direct_body(response()), _AiohttpBody)
+    assert isinstance(direct_body(response("identity")), _AiohttpBody)
+    assert direct_body(response("gzip")) is None
+    assert direct_body(response(content=None)) is None
+    assert direct_body(type("Resp", (), {"stream": object(), "headers": {}})()) is None
+
+
+async def _updates(fake_server, model, interval):
+    provider = OpenAIProvider(api_key="test-key", base_url=fake_server.openai_base_url)
+    turn = Turn(provider, provider.model_info(model), MSGS, Params(), policy=TurnPolicy())
+    seen, started = [], time.perf_counter()
+    async for r in turn.updates(interval):
+        seen.append((time.perf_counter() - started, r.text))
+    return turn.result, seen
+
+
+async def test_a_slow_reply_is_read_in_fewer_reads_and_ends_on_time(fake_server, monkeypatch):
+    """20 tokens at 20 a second, updates every 0.25 s: a handful of reads instead of one per token, the first
+    token shown at once and the last update right after the stream ends (not a rest later)."""
+    reads = []
+    read = _AiohttpBody.read
+
+    async def counting(self):
+        data = await read(self)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(_AiohttpBody, "read", counting)
+    result, seen = await _updates(fake_server, "rate-20-tokens-20", 0.25)
+    assert result.text == "".join(default_tokens(20))
+    assert result.finish_reason.value == "stop"
+    assert seen[0][1].startswith("lorem0") and seen[0][0] < 0.5
+    assert len(reads) <= 12, f"{len(reads)} reads for 20 tokens"
+    stream_time = 20 / 20
+    assert seen[-1][0] < stream_time + 0.2, seen[-1][0]  # the end wakes the reader from its rest
+
+
+async def test_without_updates_every_token_is_read_as_it_comes(fake_server, monkeypatch):
+    reads = []
+    read = _AiohttpBody.read
+
+    async def counting(self):
+        data = await read(self)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(_AiohttpBody, "read", counting)
+    provider = OpenAIProvider(api_key="test-key", base_url=fake_server.openai_base_url)
+    turn = Turn(provider, provider.model_info("rate-20-tokens-20"), MSGS, Params(), policy=TurnPolicy())
+    result = await turn.run()
+    assert len(result.text.split()) == 20
+    assert len(reads) >= 20  # no pace: one read per token, as before
+
+
+async def test_the_end_of_the_body_wakes_a_resting_reader(fake_server):
+    """5 tokens at 10 a second with updates 2 s apart: the reader rests after the first token, and the body's end
+    (about 0.5 s in) must wake it, not the 2 s rest running out."""
+    result, seen = await _updates(fake_server, "rate-10-tokens-5", 2.0)
+    assert result.text == "".join(default_tokens(5))
+    assert len(seen) >= 2 and seen[0][1] == default_tokens(1)[0]  # the first token at once, alone
+    assert seen[-1][0] < 1.2, seen  # not the 2 s rest
