@@ -42,6 +42,10 @@ start. Those builds are now deferred: `blocks.app` builds its app when something
 
 7. A loop trip per SSE message to ask whether the client is still there (`flag_disconnect_check`, in
 ui/gradio_patch_sse.py).
+
+8-9. A traffic summary recomputed after every event for a monitoring page Parley turns off, and a thread round
+trip per queue request for the login check (`analytics_only_when_monitored`, `login_check_inline`, in
+ui/gradio_patch_queue.py).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from typing import Any
 
 import gradio
 
+from ui.gradio_patch_queue import analytics_only_when_monitored, login_check_inline
 from ui.gradio_patch_sse import flag_disconnect_check
 from ui.gradio_patch_states import states_fingerprinted, tracked_states_once
 
@@ -75,10 +80,12 @@ def apply_all() -> dict[str, bool]:
         "queue_waits_for_work": queue_waits_for_work(),
         "no_matplotlib_per_call": no_matplotlib_per_call(),
         "inline_simple_processing": inline_simple_processing(),
+        "login_check_inline": login_check_inline(_version_ok),  # before app_built_at_launch: see its docstring
         "app_built_at_launch": app_built_at_launch(),
         "tracked_states_once": tracked_states_once(_version_ok),
         "states_fingerprinted": states_fingerprinted(_version_ok),
         "flag_disconnect_check": flag_disconnect_check(_version_ok),
+        "analytics_only_when_monitored": analytics_only_when_monitored(_version_ok),
     }
 
 

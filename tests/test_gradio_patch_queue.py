@@ -1,0 +1,78 @@
+"""ui/gradio_patch_queue.py: the traffic summary is kept, not recomputed, while monitoring is off (and recomputed
+as before when it is on), and Gradio's login check runs on the event loop while still refusing a caller with no
+login."""
+
+from __future__ import annotations
+
+import inspect
+
+import gradio as gr
+import httpx
+from fastapi.dependencies import utils as fastapi_deps
+from gradio import queueing
+
+from tests.apphelpers import free_port
+from ui.gradio_patch_queue import analytics_only_when_monitored, login_check_inline
+from ui.gradio_patches import _version_ok
+
+
+def _queue(monitoring: bool) -> queueing.Queue:
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        box.submit(lambda x: x, box, box, api_name="echo")
+    demo.queue()
+    demo.enable_monitoring = monitoring
+    queue = demo._queue
+    queue.events_recorded = 5  # events since the last summary: due for a new one
+    return queue
+
+
+RECORDS = [{"time": 1.0, "status": "success", "function": "echo", "process_time": 0.1, "session_hash": "s"}]
+
+
+async def test_no_summary_is_computed_while_monitoring_is_off(monkeypatch):
+    assert analytics_only_when_monitored(_version_ok)
+    frames = []
+    get_df = queueing.Queue._get_df
+    monkeypatch.setattr(queueing.Queue, "_get_df", staticmethod(lambda records: frames.append(1) or get_df(records)))
+    queue = _queue(monitoring=False)
+    kept = queue.cached_event_analytics_summary
+    assert await queueing.run_sync(queue.compute_analytics_summary, RECORDS) is kept
+    assert frames == []
+
+
+async def test_with_monitoring_on_the_summary_is_computed_as_gradio_does():
+    assert analytics_only_when_monitored(_version_ok)
+    queue = _queue(monitoring=True)
+    summary = await queueing.run_sync(queue.compute_analytics_summary, RECORDS)
+    assert summary["functions"]["echo"]["total_requests"] == 1
+    # Any other function still goes to a worker thread as before.
+    assert await queueing.run_sync(lambda: "other") == "other"
+
+
+def test_the_login_check_runs_inline_and_still_refuses_a_caller_without_a_login(monkeypatch):
+    assert login_check_inline(_version_ok)
+    threaded = []
+    real = fastapi_deps.run_in_threadpool
+
+    async def spy(func, *args, **kwargs):
+        threaded.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(fastapi_deps, "run_in_threadpool", spy)
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        box.submit(lambda x: x, box, box, api_name="echo")
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=("ann", "secret"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        overrides = list(demo.server_app.dependency_overrides.values())
+        assert overrides and all(inspect.iscoroutinefunction(f) for f in overrides)
+        assert httpx.get(f"{url}/config").status_code == 401
+        with httpx.Client(base_url=url) as client:
+            assert client.post("/login", data={"username": "ann", "password": "secret"}).status_code == 200
+            assert client.get("/config").status_code == 200
+        assert "login_check" not in threaded, threaded
+    finally:
+        demo.close()

@@ -1,0 +1,91 @@
+"""8-9. Work Gradio does for every event and request that Parley never uses (`analytics_only_when_monitored`,
+`login_check_inline`).
+
+8. When an event ends, Gradio 6.31's queue recomputes its traffic summary in a worker thread: a pandas DataFrame
+of the last 10,000 events, grouped per function, with percentiles (`Queue.compute_analytics_summary`, recomputed
+after every event: GRADIO_ANALYTICS_CACHE_FREQUENCY=1). That is 2.5 ms of CPU per chat turn with 100 events
+recorded and 9 ms with 10,000, holding the GIL against the event loop, and it grows as the server runs. The only
+reader of the summary is the `/monitoring` page, which Parley turns off (`enable_monitoring=False`); with
+monitoring off the queue now keeps its last summary instead (with monitoring on, nothing changes).
+
+9. Every queue request (`/queue/join`, `/queue/data`, each file) depends on Gradio's `login_check`, a plain `def`,
+which FastAPI runs in a worker thread: two thread round trips per chat turn before its first token, each a
+wake-up and a switch, and in a burst 100 users' worth of them queue for threads. It is a few comparisons (is
+there a login, did this request come with a user), so it now runs inline, through FastAPI's own
+`dependency_overrides`: the same function, called from an `async` wrapper with the same dependency.
+Both are part of `ui.gradio_patches.apply_all` (same version check, same PARLEY_GRADIO_PATCHES=off switch).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+
+def analytics_only_when_monitored(version_ok: Any) -> bool:
+    """Patch the queue's `run_sync` so that the analytics summary is not recomputed while monitoring is off."""
+    from gradio import queueing
+
+    module: Any = queueing
+    if getattr(module.run_sync, "_parley_monitored", False):
+        return True
+    if not version_ok("analytics-when-monitored"):
+        return False
+    real_run_sync = module.run_sync
+
+    async def run_sync(func: Any, *args: Any, **kwargs: Any) -> Any:
+        queue = getattr(func, "__self__", None)
+        if (getattr(func, "__name__", "") == "compute_analytics_summary" and isinstance(queue, queueing.Queue)
+                and not getattr(queue.blocks, "enable_monitoring", True)):
+            return queue.cached_event_analytics_summary
+        return await real_run_sync(func, *args, **kwargs)
+
+    run_sync._parley_monitored = True  # type: ignore[attr-defined]  # marks the patch as applied
+    run_sync._parley_original = real_run_sync  # type: ignore[attr-defined]  # the tests compare with it
+    module.run_sync = run_sync
+    return True
+
+
+def login_check_inline(version_ok: Any) -> bool:
+    """Patch `routes.App.create_app` so that each app it builds runs `login_check` on the event loop.
+
+    Must be applied before `app_built_at_launch`, which keeps the `create_app` it finds for the apps it builds later.
+    """
+    from gradio import routes
+
+    app_cls: Any = routes.App
+    if getattr(app_cls.create_app, "_parley_login_inline", False):
+        return True
+    if not version_ok("login-check-inline"):
+        return False
+    real_create = app_cls.create_app
+
+    def create_app(*args: Any, **kwargs: Any) -> Any:
+        app = real_create(*args, **kwargs)
+        check = login_check_of(app)
+        if check is not None and not inspect.iscoroutinefunction(check):
+            app.dependency_overrides[check] = inline(check)
+        return app
+
+    create_app._parley_login_inline = True  # type: ignore[attr-defined]  # marks the patch as applied
+    app_cls.create_app = staticmethod(create_app)
+    return True
+
+
+def login_check_of(app: Any) -> Any:
+    """The `login_check` dependency of `app`'s routes (`/config` has it, as every queue route does), or None."""
+    for route in getattr(app, "routes", ()):
+        for dependency in getattr(getattr(route, "dependant", None), "dependencies", ()):
+            if getattr(dependency.call, "__name__", "") == "login_check":
+                return dependency.call
+    return None
+
+
+def inline(check: Any) -> Any:
+    """`check` (a sync dependency taking `user` from another dependency) as an async dependency doing the same."""
+    user_dependency = inspect.signature(check).parameters["user"].default  # Depends(get_current_user)
+
+    async def login_check(user: str | None = user_dependency) -> Any:
+        return check(user)
+
+    return login_check
