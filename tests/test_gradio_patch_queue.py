@@ -76,3 +76,41 @@ def test_the_login_check_runs_inline_and_still_refuses_a_caller_without_a_login(
         assert "login_check" not in threaded, threaded
     finally:
         demo.close()
+
+
+def test_type_hints_are_gradios_own_and_evaluated_once_per_function(monkeypatch):
+    import typing
+
+    from gradio import utils
+
+    from ui.gradio_patch_queue import type_hints_once
+
+    assert type_hints_once(_version_ok)
+    original = utils.get_type_hints._parley_original
+    evaluated = []
+    real = typing.get_type_hints
+    monkeypatch.setattr(typing, "get_type_hints", lambda fn, *a, **k: evaluated.append(fn) or real(fn, *a, **k))
+
+    def handler(message: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:  # noqa: ARG001
+        return message
+
+    class Handler:
+        async def respond(self, message: "str", request: "gr.Request") -> "str":  # noqa: ARG002, UP037
+            return message
+
+        def __call__(self, x: int) -> int:
+            return x
+
+    obj = Handler()
+    for fn in (handler, obj.respond, Handler().respond, obj, print):
+        first, again = utils.get_type_hints(fn), utils.get_type_hints(fn)
+        assert first == again == original(fn), fn
+        again.clear()  # a caller's change to its copy is not kept
+        assert utils.get_type_hints(fn) == original(fn)
+    evaluated.clear()
+    for _ in range(3):
+        utils.get_type_hints(handler)
+        utils.get_type_hints(obj.respond)
+    assert evaluated == []
+    handler.__annotations__ = {"message": int}  # a function given new annotations is looked at again
+    assert utils.get_type_hints(handler) == {"message": int}

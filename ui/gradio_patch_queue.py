@@ -1,5 +1,5 @@
-"""8-9. Work Gradio does for every event and request that Parley never uses (`analytics_only_when_monitored`,
-`login_check_inline`).
+"""8-10. Work Gradio does for every event and request that Parley never uses or that gives the same answer each
+time (`analytics_only_when_monitored`, `login_check_inline`, `type_hints_once`).
 
 8. When an event ends, Gradio 6.31's queue recomputes its traffic summary in a worker thread: a pandas DataFrame
 of the last 10,000 events, grouped per function, with percentiles (`Queue.compute_analytics_summary`, recomputed
@@ -13,12 +13,17 @@ which FastAPI runs in a worker thread: two thread round trips per chat turn befo
 wake-up and a switch, and in a burst 100 users' worth of them queue for threads. It is a few comparisons (is
 there a login, did this request come with a user), so it now runs inline, through FastAPI's own
 `dependency_overrides`: the same function, called from an `async` wrapper with the same dependency.
-Both are part of `ui.gradio_patches.apply_all` (same version check, same PARLEY_GRADIO_PATCHES=off switch).
+10. Before every call of an event's function Gradio looks for its special parameters (`gr.Request`, OAuth) in
+`typing.get_type_hints(fn)`, which evaluates every string annotation again (modules with `from __future__ import
+annotations`, ChatInterface's among them): about 30 `eval`s per chat turn. The hints of a function are kept
+(per function, while its `__annotations__` is the same dict of the same size), and a copy is handed out.
+All three are part of `ui.gradio_patches.apply_all` (same version check, same PARLEY_GRADIO_PATCHES=off switch).
 """
 
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any
 
 
@@ -89,3 +94,31 @@ def inline(check: Any) -> Any:
         return check(user)
 
     return login_check
+
+
+def type_hints_once(version_ok: Any) -> bool:
+    """Patch `gradio.utils.get_type_hints` to keep each function's hints (see the module docstring)."""
+    from gradio import utils
+
+    module: Any = utils
+    if getattr(module.get_type_hints, "_parley_once", False):
+        return True
+    if not version_ok("type-hints-once"):
+        return False
+    original = module.get_type_hints
+    kept: weakref.WeakKeyDictionary[Any, tuple[Any, int, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+    def get_type_hints(fn: Any) -> Any:
+        function = getattr(fn, "__func__", fn)  # a bound method's hints are its function's
+        if not inspect.isfunction(function):
+            return original(fn)  # a callable object or a builtin: as Gradio does, each time
+        annotations = function.__annotations__
+        hit = kept.get(function)
+        if hit is None or hit[0] is not annotations or hit[1] != len(annotations):
+            hit = kept[function] = (annotations, len(annotations), original(fn))
+        return dict(hit[2])
+
+    get_type_hints._parley_once = True  # type: ignore[attr-defined]  # marks the patch as applied
+    get_type_hints._parley_original = original  # type: ignore[attr-defined]  # the tests compare with it
+    module.get_type_hints = get_type_hints
+    return True

@@ -43,9 +43,9 @@ start. Those builds are now deferred: `blocks.app` builds its app when something
 7. A loop trip per SSE message to ask whether the client is still there (`flag_disconnect_check`, in
 ui/gradio_patch_sse.py).
 
-8-9. A traffic summary recomputed after every event for a monitoring page Parley turns off, and a thread round
-trip per queue request for the login check (`analytics_only_when_monitored`, `login_check_inline`, in
-ui/gradio_patch_queue.py).
+8-10. A traffic summary recomputed after every event for a monitoring page Parley turns off, a thread round
+trip per queue request for the login check, and the handler's type hints evaluated again per call
+(`analytics_only_when_monitored`, `login_check_inline`, `type_hints_once`, in ui/gradio_patch_queue.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from typing import Any
 
 import gradio
 
-from ui.gradio_patch_queue import analytics_only_when_monitored, login_check_inline
+from ui.gradio_patch_queue import analytics_only_when_monitored, login_check_inline, type_hints_once
 from ui.gradio_patch_sse import flag_disconnect_check
 from ui.gradio_patch_states import states_fingerprinted, tracked_states_once
 
@@ -86,6 +86,7 @@ def apply_all() -> dict[str, bool]:
         "states_fingerprinted": states_fingerprinted(_version_ok),
         "flag_disconnect_check": flag_disconnect_check(_version_ok),
         "analytics_only_when_monitored": analytics_only_when_monitored(_version_ok),
+        "type_hints_once": type_hints_once(_version_ok),
     }
 
 
@@ -318,8 +319,10 @@ def no_matplotlib_per_call() -> bool:
 
 #: Built-in components whose preprocess/postprocess are pure Python with no I/O for Parley's values
 #: (text, numbers, choices, JSON, text chat messages). Checked by exact type: a subclass may do more.
+# State passes its value through both ways; MultimodalTextbox maps uploads to their paths, checking file types by
+# name only (mimetypes, no file read): the chat's four non-listed inputs, four thread round trips a turn until listed.
 INLINE_COMPONENTS = ("Textbox", "Number", "Slider", "Checkbox", "Radio", "Dropdown", "JSON", "Markdown", "HTML",
-                     "Chatbot")
+                     "Chatbot", "State", "MultimodalTextbox")
 
 
 def _inline_types() -> tuple[type, ...]:
