@@ -213,3 +213,24 @@ def test_backoff_grows_and_caps():
     assert p.backoff(1, None) <= 0.5 and p.backoff(3, None) <= 2.0
     assert 3.0 <= p.backoff(10, None) <= 4.0
     assert p.backoff(1, 100.0) is None and p.backoff(1, 5.0) == 5.0
+
+
+async def test_a_rest_between_updates_ends_at_its_time_or_when_the_task_ends_and_never_cancels_the_task():
+    from chat.turn import _rest
+
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+    task = asyncio.create_task(release.wait())
+    t0 = loop.time()
+    await _rest(loop, task, 0.05)
+    assert 0.04 <= loop.time() - t0 < 1 and not task.done()
+    resting = asyncio.create_task(_rest(loop, task, 30))
+    await asyncio.sleep(0.01)
+    resting.cancel()  # the consumer goes away (Stop): the task keeps running
+    with pytest.raises(asyncio.CancelledError):
+        await resting
+    assert not task.cancelled() and not task.done()
+    t0 = loop.time()
+    loop.call_later(0.05, release.set)
+    await _rest(loop, task, 30)  # woken by the task's end, not after 30 s
+    assert loop.time() - t0 < 5 and task.done()
