@@ -98,10 +98,9 @@ async def _updates(fake_server, model, interval):
     return turn.result, seen
 
 
-async def test_a_slow_reply_is_read_in_fewer_reads_and_ends_on_time(fake_server, monkeypatch):
-    """20 tokens at 20 a second, updates every 0.25 s: a handful of reads instead of one per token, the first
-    token shown at once and the last update right after the stream ends (not a rest later)."""
-    reads = []
+def _count_reads(monkeypatch) -> list[int]:
+    """The size of every read of an aiohttp body from now on (the test's monkeypatch undoes it)."""
+    reads: list[int] = []
     read = _AiohttpBody.read
 
     async def counting(self):
@@ -110,6 +109,13 @@ async def test_a_slow_reply_is_read_in_fewer_reads_and_ends_on_time(fake_server,
         return data
 
     monkeypatch.setattr(_AiohttpBody, "read", counting)
+    return reads
+
+
+async def test_a_slow_reply_is_read_in_fewer_reads_and_ends_on_time(fake_server, monkeypatch):
+    """20 tokens at 20 a second, updates every 0.25 s: a handful of reads instead of one per token, the first
+    token shown at once and the last update right after the stream ends (not a rest later)."""
+    reads = _count_reads(monkeypatch)
     result, seen = await _updates(fake_server, "rate-20-tokens-20", 0.25)
     assert result.text == "".join(default_tokens(20))
     assert result.finish_reason.value == "stop"
@@ -120,15 +126,7 @@ async def test_a_slow_reply_is_read_in_fewer_reads_and_ends_on_time(fake_server,
 
 
 async def test_without_updates_every_token_is_read_as_it_comes(fake_server, monkeypatch):
-    reads = []
-    read = _AiohttpBody.read
-
-    async def counting(self):
-        data = await read(self)
-        reads.append(len(data))
-        return data
-
-    monkeypatch.setattr(_AiohttpBody, "read", counting)
+    reads = _count_reads(monkeypatch)
     provider = OpenAIProvider(api_key="test-key", base_url=fake_server.openai_base_url)
     turn = Turn(provider, provider.model_info("rate-20-tokens-20"), MSGS, Params(), policy=TurnPolicy())
     result = await turn.run()

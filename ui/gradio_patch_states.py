@@ -55,18 +55,15 @@ def fingerprint(obj: Any) -> Any:
 
 
 def _scalar(obj: Any) -> Any:
+    """A value deep_hash hashes by its repr: the repr, or the plain str for a str whose repr is a str's."""
     if isinstance(obj, str) and type(obj).__repr__ is str.__repr__:
         return str(obj)  # a str subclass whose repr is a str's
     return ("r", repr(obj))
 
 
 def _key(key: Any) -> Any:
-    """A dict key as deep_hash sees it: its repr."""
-    if type(key) is str:
-        return key
-    if isinstance(key, str) and type(key).__repr__ is str.__repr__:
-        return str(key)
-    return ("r", repr(key))
+    """A dict key as deep_hash sees it: its repr, as for a scalar whatever the key's type."""
+    return key if type(key) is str else _scalar(key)
 
 
 def states_fingerprinted(version_ok: Any) -> bool:
