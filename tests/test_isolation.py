@@ -16,6 +16,9 @@ from tests.gradio_raw import RawGradio
 
 ALICE = ("alice", "wonderland")
 BOB = ("bob", "builder")
+# Alice's secret: no letters a hex event id, a uuid or a timing could contain by chance (it was "0000", which an
+# event id in an error reply once did).
+SECRET = "quokka-wombat"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def auth_app(fake_server, tmp_path_factory):
     env = app_env(fake_server, f"sqlite:///{db}", APP_USERS="alice:wonderland,bob:builder")
     with in_process_app(env) as (url, services):
         Client(url, auth=ALICE, verbose=False).predict(
-            message="alice's launch codes are 0000", model="openai:gpt-test", system_prompt="", api_name="/chat")
+            message=f"alice's launch codes are {SECRET}", model="openai:gpt-test", system_prompt="", api_name="/chat")
         with services.engine.connect() as c:
             conv_id = c.execute(sa.select(Conversation.__table__.c.id)).scalar_one()
         yield url, services, conv_id
@@ -57,10 +60,10 @@ def test_bob_cannot_open_search_rename_delete_or_export_alices_conversation(auth
         # open: the conversation id is client-sent here, so the owner check must refuse it.
         # (Gradio also refuses a radio value that is not among this session's choices.)
         opened = bob.call("open_conversation", [alice_conv, None])
-        assert "0000" not in json.dumps(opened)
+        assert SECRET not in json.dumps(opened)
         # search, list: only Bob's rows.
         found = bob.call("list_choices_1", [None, "launch codes"])
-        assert "0000" not in json.dumps(found) and alice_conv not in json.dumps(found)
+        assert SECRET not in json.dumps(found) and alice_conv not in json.dumps(found)
         assert "No messages match" in json.dumps(found)
         listed = bob.call("list_choices", [None, ""])
         assert alice_conv not in json.dumps(listed)
