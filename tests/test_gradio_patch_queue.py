@@ -60,6 +60,9 @@ def test_the_login_check_runs_inline_and_still_refuses_a_caller_without_a_login(
         return await real(func, *args, **kwargs)
 
     monkeypatch.setattr(fastapi_deps, "run_in_threadpool", spy)
+    rebuilt = []  # sub-dependencies FastAPI builds again per request (it does for all of them once an override is set)
+    get_dependant = fastapi_deps.get_dependant
+    monkeypatch.setattr(fastapi_deps, "get_dependant", lambda **kw: rebuilt.append(kw["call"]) or get_dependant(**kw))
     with gr.Blocks() as demo:
         box = gr.Textbox()
         box.submit(lambda x: x, box, box, api_name="echo")
@@ -67,13 +70,17 @@ def test_the_login_check_runs_inline_and_still_refuses_a_caller_without_a_login(
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=("ann", "secret"))
     try:
         url = f"http://127.0.0.1:{port}"
-        overrides = list(demo.server_app.dependency_overrides.values())
-        assert overrides and all(inspect.iscoroutinefunction(f) for f in overrides)
+        checks = {d.call for route in demo.server_app.routes for d in getattr(getattr(route, "dependant", None), "dependencies", ())
+                  if getattr(d.call, "__name__", "") == "login_check"}
+        assert checks and all(inspect.iscoroutinefunction(f) for f in checks)
+        assert not demo.server_app.dependency_overrides
+        rebuilt.clear()  # what launch() built
         assert httpx.get(f"{url}/config", timeout=30).status_code == 401
         with httpx.Client(base_url=url, timeout=30) as client:  # a loaded CI machine: see test_new_user_edges
             assert client.post("/login", data={"username": "ann", "password": "secret"}).status_code == 200
             assert client.get("/config").status_code == 200
         assert "login_check" not in threaded, threaded
+        assert not rebuilt, f"dependencies rebuilt per request: {rebuilt}"
     finally:
         demo.close()
 

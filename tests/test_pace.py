@@ -141,3 +141,35 @@ async def test_the_end_of_the_body_wakes_a_resting_reader(fake_server):
     assert result.text == "".join(default_tokens(5))
     assert len(seen) >= 2 and seen[0][1] == default_tokens(1)[0]  # the first token at once, alone
     assert seen[-1][0] < 1.2, seen  # not the 2 s rest
+
+
+async def test_a_paced_body_has_no_packet_timer_and_a_stalled_one_still_ends_at_the_idle_timeout(fake_server, monkeypatch):
+    """Under a pace aiohttp's read timer is off (it was cancelled and made again for every packet): the turn's own
+    idle deadline is what ends a stream that stops, and a stream read without a pace keeps aiohttp's timer."""
+    from aiohttp import client_proto
+
+    armed: list[int] = [0]  # packets after which aiohttp's read timer was made again
+    reschedule = client_proto.ResponseHandler._reschedule_timeout
+
+    def spy(self):
+        armed[0] += self._read_timeout is not None
+        return reschedule(self)
+
+    monkeypatch.setattr(client_proto.ResponseHandler, "_reschedule_timeout", spy)
+    provider = OpenAIProvider(api_key="test-key", base_url=fake_server.openai_base_url)
+    turn = Turn(provider, provider.model_info("rate-100-tokens-20"), MSGS, Params(), policy=TurnPolicy())
+    assert len((await turn.run()).text.split()) == 20
+    assert armed[0] >= 20, "without a pace aiohttp's read timer stays, made again per packet"
+
+    armed[0] = 0
+    result, _ = await _updates(fake_server, "rate-100-tokens-20", 0.05)
+    assert len(result.text.split()) == 20
+    assert armed[0] <= 2, f"aiohttp's timer was made again {armed[0]} times for a paced body (the headers' are before it)"
+
+    started = time.perf_counter()
+    turn = Turn(provider, provider.model_info("stall-after-3"), MSGS, Params(), policy=TurnPolicy(idle_timeout=0.5))
+    async for _ in turn.updates(0.1):
+        pass
+    assert turn.result.error is not None and turn.result.error.kind == "idle_timeout"
+    assert turn.result.text == "".join(default_tokens(3))
+    assert time.perf_counter() - started < 5

@@ -11,8 +11,11 @@ monitoring off the queue now keeps its last summary instead (with monitoring on,
 9. Every queue request (`/queue/join`, `/queue/data`, each file) depends on Gradio's `login_check`, a plain `def`,
 which FastAPI runs in a worker thread: two thread round trips per chat turn before its first token, each a
 wake-up and a switch, and in a burst 100 users' worth of them queue for threads. It is a few comparisons (is
-there a login, did this request come with a user), so it now runs inline, through FastAPI's own
-`dependency_overrides`: the same function, called from an `async` wrapper with the same dependency.
+there a login, did this request come with a user), so it now runs inline: the same function, called from an
+`async` wrapper with the same dependency, put in place of it in each route's dependency tree when the app is
+built. (Not through FastAPI's `dependency_overrides`, as a first version did: with any override set, FastAPI
+rebuilds every sub-dependency of every request from its signature, `eval`s of string annotations included,
+about 0.3 ms a request.)
 10. Before every call of an event's function Gradio looks for its special parameters (`gr.Request`, OAuth) in
 `typing.get_type_hints(fn)`, which evaluates every string annotation again (modules with `from __future__ import
 annotations`, ChatInterface's among them): about 30 `eval`s per chat turn. The hints of a function are kept
@@ -22,6 +25,7 @@ All three are part of `ui.gradio_patches.apply_all` (same version check, same PA
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import weakref
 from typing import Any
@@ -69,7 +73,7 @@ def login_check_inline(version_ok: Any) -> bool:
         app = real_create(*args, **kwargs)
         check = login_check_of(app)
         if check is not None and not inspect.iscoroutinefunction(check):
-            app.dependency_overrides[check] = inline(check)
+            swap_dependency(app, check, inline(check))
         return app
 
     create_app._parley_login_inline = True  # type: ignore[attr-defined]  # marks the patch as applied
@@ -84,6 +88,30 @@ def login_check_of(app: Any) -> Any:
             if getattr(dependency.call, "__name__", "") == "login_check":
                 return dependency.call
     return None
+
+
+def swap_dependency(app: Any, old: Any, new: Any) -> int:
+    """Put `new` where `old` is a dependency of `app`'s routes (at any depth); how many places were changed.
+
+    `new` takes the same parameters as `old`, so its place in the tree is `old`'s with only the function
+    changed (FastAPI keys what it learns about a function, such as whether it is async, by the function).
+    """
+    changed = 0
+
+    def walk(dependant: Any) -> None:
+        nonlocal changed
+        for i, sub in enumerate(dependant.dependencies):
+            if sub.call is old:
+                dependant.dependencies[i] = dataclasses.replace(sub, call=new)
+                changed += 1
+            else:
+                walk(sub)
+
+    for route in getattr(app, "routes", ()):
+        dependant = getattr(route, "dependant", None)
+        if dependant is not None:
+            walk(dependant)
+    return changed
 
 
 def inline(check: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from chat.errors import ChatError
+from chat.pace import PACE
 from chat.providers import _attachments as files
 from chat.providers._common import (
     Failure,
@@ -511,13 +512,18 @@ class _AiohttpBody:
     httpx2's as the SDK's own stream maps them, so a connection lost mid-reply fails as it did.
     """
 
-    __slots__ = ("content", "ended", "errors")
+    __slots__ = ("_waiter", "content", "ended", "errors")
 
     def __init__(self, content: Any, errors: Any):
         self.content = content
         self.errors = errors
-        self.ended = asyncio.Event()
-        content.on_eof(self.ended.set)
+        self.ended = False
+        self._waiter: asyncio.Future[None] | None = None  # the rest under way, woken early by the end
+        content.on_eof(self._on_eof)
+
+    def _on_eof(self) -> None:
+        self.ended = True
+        _wake(self._waiter)
 
     async def read(self) -> bytes:
         with self.errors():
@@ -525,11 +531,23 @@ class _AiohttpBody:
             return data
 
     async def rest(self, until: float) -> None:
+        # A future and a timer: a rest happens about once per update of every slow stream, and
+        # `timeout_at` around an Event costs a timeout object, a cancellation and an exception each time.
+        if self.ended:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_at(until, _wake, waiter)
         try:
-            async with asyncio.timeout_at(until):
-                await self.ended.wait()
-        except TimeoutError:
-            pass
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def direct_body(response: Any) -> Body | None:
@@ -544,6 +562,14 @@ def direct_body(response: Any) -> Body | None:
         return None  # aiohttp was told not to decompress (httpx2 decodes): leave it to httpx2
     from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
 
+    if PACE.get() is not None:
+        # A reply shown as it streams (chat.turn.Turn.updates), under the turn's own first-token and idle
+        # deadlines: aiohttp's read timeout would only repeat the idle one, at the price of a timer cancelled
+        # and made again for every packet. The connection's next request sets its own timeout again.
+        protocol = getattr(getattr(aiohttp_response, "connection", None), "protocol", None)
+        if protocol is not None and hasattr(protocol, "read_timeout") and hasattr(protocol, "_drop_timeout"):
+            protocol.read_timeout = None
+            protocol._drop_timeout()
     return _AiohttpBody(content, map_aiohttp_exceptions)
 
 
