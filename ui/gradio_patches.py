@@ -43,6 +43,8 @@ start. Those builds are now deferred: `blocks.app` builds its app when something
 7. A loop trip per SSE message to ask whether the client is still there (`flag_disconnect_check`, in
 ui/gradio_patch_sse.py).
 
+11. A task and two loop trips per SSE message (`messages_without_tasks`, in ui/gradio_patch_sse.py).
+
 8-10. A traffic summary recomputed after every event for a monitoring page Parley turns off, a thread round
 trip per queue request for the login check, and the handler's type hints evaluated again per call
 (`analytics_only_when_monitored`, `login_check_inline`, `type_hints_once`, in ui/gradio_patch_queue.py).
@@ -62,7 +64,7 @@ from typing import Any
 import gradio
 
 from ui.gradio_patch_queue import analytics_only_when_monitored, login_check_inline, type_hints_once
-from ui.gradio_patch_sse import flag_disconnect_check
+from ui.gradio_patch_sse import flag_disconnect_check, messages_without_tasks
 from ui.gradio_patch_states import states_fingerprinted, tracked_states_once
 
 log = logging.getLogger("parley.patches")
@@ -87,6 +89,7 @@ def apply_all() -> dict[str, bool]:
         "flag_disconnect_check": flag_disconnect_check(_version_ok),
         "analytics_only_when_monitored": analytics_only_when_monitored(_version_ok),
         "type_hints_once": type_hints_once(_version_ok),
+        "messages_without_tasks": messages_without_tasks(_version_ok),
     }
 
 
