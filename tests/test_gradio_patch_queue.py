@@ -121,3 +121,34 @@ def test_type_hints_are_gradios_own_and_evaluated_once_per_function(monkeypatch)
     assert evaluated == []
     handler.__annotations__ = {"message": int}  # a function given new annotations is looked at again
     assert utils.get_type_hints(handler) == {"message": int}
+
+
+def test_the_queue_routes_are_tried_first_and_every_route_still_answers(monkeypatch):
+    from fastapi import routing
+
+    from ui.gradio_patch_queue import HOT_PATHS, hot_routes_first
+
+    assert hot_routes_first(_version_ok)
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        box.submit(lambda x: x, box, box, api_name="echo")
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    tried: list[str] = []
+    matches = routing.APIRoute.matches
+    monkeypatch.setattr(routing.APIRoute, "matches", lambda self, scope: tried.append(self.path) or matches(self, scope))
+    try:
+        [api] = [r.original_router for r in demo.server_app.router.routes if hasattr(r, "original_router")]
+        assert tuple(r.path for r in api.routes[:2]) == HOT_PATHS
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for path in ("/config", "/gradio_api/info", "/gradio_api/queue/status", "/gradio_api/app_id"):
+                assert client.get(path).status_code == 200, path
+            tried.clear()
+            joined = client.post("/gradio_api/queue/join", json={"data": ["hi"], "fn_index": 0, "session_hash": "s1"})
+            assert joined.status_code == 200 and joined.json()["event_id"]
+            # The app's own 21 routes come first, then the API's: the join is the first of those (it was the 37th).
+            assert len(tried) < 30, f"{len(tried)} routes tried for one join"
+            with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": "s1"}) as stream:
+                assert any('"process_completed"' in line and "hi" in line for line in stream.iter_lines())
+    finally:
+        demo.close()

@@ -43,6 +43,8 @@ start. Those builds are now deferred: `blocks.app` builds its app when something
 7. A loop trip per SSE message to ask whether the client is still there (`flag_disconnect_check`, in
 ui/gradio_patch_sse.py).
 
+12. The queue's routes tried after 80 others on every request (`hot_routes_first`, in ui/gradio_patch_queue.py).
+
 11. A task and two loop trips per SSE message (`messages_without_tasks`, in ui/gradio_patch_sse.py).
 
 8-10. A traffic summary recomputed after every event for a monitoring page Parley turns off, a thread round
@@ -63,7 +65,7 @@ from typing import Any
 
 import gradio
 
-from ui.gradio_patch_queue import analytics_only_when_monitored, login_check_inline, type_hints_once
+from ui.gradio_patch_queue import analytics_only_when_monitored, hot_routes_first, login_check_inline, type_hints_once
 from ui.gradio_patch_sse import flag_disconnect_check, messages_without_tasks
 from ui.gradio_patch_states import states_fingerprinted, tracked_states_once
 
@@ -83,6 +85,7 @@ def apply_all() -> dict[str, bool]:
         "no_matplotlib_per_call": no_matplotlib_per_call(),
         "inline_simple_processing": inline_simple_processing(),
         "login_check_inline": login_check_inline(_version_ok),  # before app_built_at_launch: see its docstring
+        "hot_routes_first": hot_routes_first(_version_ok),  # the same
         "app_built_at_launch": app_built_at_launch(),
         "tracked_states_once": tracked_states_once(_version_ok),
         "states_fingerprinted": states_fingerprinted(_version_ok),
@@ -389,6 +392,8 @@ def app_built_at_launch() -> bool:
         if app_blocks.__dict__.get("_parley_defer_app") and not args and kwargs == {"mcp_server": False}:
             return _PENDING
         return real_create(app_blocks, *args, **kwargs)
+
+    create_app.__dict__.update(real_create.__dict__)  # the other create_app patches' marks
 
     def _deferring(method: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
