@@ -12,7 +12,7 @@ from fastapi.dependencies import utils as fastapi_deps
 from gradio import queueing
 
 from tests.apphelpers import free_port
-from ui.gradio_patch_queue import analytics_only_when_monitored, login_check_inline
+from ui.gradio_patch_queue import all_routes, analytics_only_when_monitored, login_check_inline
 from ui.gradio_patches import _version_ok
 
 
@@ -70,15 +70,20 @@ def test_the_login_check_runs_inline_and_still_refuses_a_caller_without_a_login(
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=("ann", "secret"))
     try:
         url = f"http://127.0.0.1:{port}"
-        checks = {d.call for route in demo.server_app.routes for d in getattr(getattr(route, "dependant", None), "dependencies", ())
+        routes = {route.path: route for route in all_routes(demo.server_app)}
+        assert "/gradio_api/queue/join" in routes and "/config" in routes  # the API's routes and the app's own
+        checks = {d.call for route in routes.values() for d in getattr(getattr(route, "dependant", None), "dependencies", ())
                   if getattr(d.call, "__name__", "") == "login_check"}
         assert checks and all(inspect.iscoroutinefunction(f) for f in checks)
         assert not demo.server_app.dependency_overrides
         rebuilt.clear()  # what launch() built
         assert httpx.get(f"{url}/config", timeout=30).status_code == 401
+        assert httpx.get(f"{url}/gradio_api/queue/data", params={"session_hash": "x"}, timeout=30).status_code == 401
         with httpx.Client(base_url=url, timeout=30) as client:  # a loaded CI machine: see test_new_user_edges
             assert client.post("/login", data={"username": "ann", "password": "secret"}).status_code == 200
             assert client.get("/config").status_code == 200
+            joined = client.post("/gradio_api/queue/join", json={"data": ["hi"], "fn_index": 0, "session_hash": "s1"})
+            assert joined.status_code == 200, joined.text
         assert "login_check" not in threaded, threaded
         assert not rebuilt, f"dependencies rebuilt per request: {rebuilt}"
     finally:

@@ -138,7 +138,7 @@ def move_first(router: Any, paths: tuple[str, ...]) -> list[str]:
 
 def login_check_of(app: Any) -> Any:
     """The `login_check` dependency of `app`'s routes (`/config` has it, as every queue route does), or None."""
-    for route in getattr(app, "routes", ()):
+    for route in all_routes(app):
         for dependency in getattr(getattr(route, "dependant", None), "dependencies", ()):
             if getattr(dependency.call, "__name__", "") == "login_check":
                 return dependency.call
@@ -162,11 +162,29 @@ def swap_dependency(app: Any, old: Any, new: Any) -> int:
             else:
                 walk(sub)
 
-    for route in getattr(app, "routes", ()):
+    for route in all_routes(app):
         dependant = getattr(route, "dependant", None)
         if dependant is not None:
             walk(dependant)
+        # A route of an included router is served from a copy FastAPI builds from these declarations.
+        declared = getattr(route, "dependencies", None)
+        if isinstance(declared, list):
+            declared[:] = [dataclasses.replace(d, dependency=new) if getattr(d, "dependency", None) is old else d
+                           for d in declared]
+    for router in [getattr(app, "router", None), *(getattr(r, "original_router", None) for r in getattr(app, "routes", ()))]:
+        if router is not None and hasattr(router, "_mark_routes_changed"):
+            router._mark_routes_changed()  # any copy built already is built again
     return changed
+
+
+def all_routes(app: Any) -> list[Any]:
+    """`app`'s routes, with those of the routers it includes (Gradio's API routes are one: FastAPI 0.165 keeps an
+    included router as one entry of `app.routes`)."""
+    out: list[Any] = []
+    for route in getattr(app, "routes", ()):
+        router = getattr(route, "original_router", None)
+        out.extend(all_routes(router) if router is not None else [route])
+    return out
 
 
 def inline(check: Any) -> Any:
