@@ -206,6 +206,45 @@ def test_listed_components_are_processed_inline_and_the_others_in_a_thread(monke
     }
 
 
+def test_an_async_generator_handler_is_called_on_the_loop_and_a_sync_function_in_a_thread(monkeypatch):
+    """Calling an async generator function only builds the generator: it needs no worker thread (Gradio sent it to
+    one before every streamed event's first update). A plain function still runs in a thread, as Gradio does."""
+    from anyio._backends._asyncio import AsyncIOBackend
+
+    assert gradio_patches.inline_simple_processing()
+    threaded: list[str] = []
+    real = AsyncIOBackend.run_sync_in_worker_thread
+
+    async def spy(func: Any, *args: Any, **kwargs: Any) -> Any:
+        threaded.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncIOBackend, "run_sync_in_worker_thread", classmethod(lambda cls, *a, **k: spy(*a, **k)))
+
+    async def stream(text: str):
+        yield text + "1"
+        yield text + "2"
+
+    def plain(text: str) -> str:
+        return text.upper()
+
+    with gr.Blocks() as demo:
+        box, out = gr.Textbox(), gr.Textbox()
+        box.submit(stream, box, out, api_name="stream")
+        box.change(plain, box, out, api_name="plain")
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        from gradio_client import Client
+
+        client = Client(url, verbose=False)
+        assert client.predict("ab", api_name="/stream") == "ab2"
+        assert client.predict("ab", api_name="/plain") == "AB"
+    finally:
+        demo.close()
+    assert "plain" in threaded, threaded  # the control: a plain function still goes to a worker thread
+    assert "stream" not in threaded, threaded
+
+
 def test_tracked_states_match_gradios_own_for_every_event(fake_server, tmp_path):
     from tests.apphelpers import app_env, in_process_app
     from ui.gradio_patch_states import tracked_states_once

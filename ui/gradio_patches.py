@@ -30,6 +30,8 @@ When matplotlib is not installed the wrapper does nothing, which is what it did 
 built-in components listed in `INLINE_COMPONENTS` these are a few lines of pure Python that hold
 the GIL anyway, so the thread buys no concurrency and costs a wake-up, a switch and a call back
 into the event loop each time. They now run inline; every other component still gets its thread.
+So does the call of an async generator function (the chat's handler), which Gradio also sent to a
+thread, one more round trip before each turn's first token: that call only builds the generator.
 
 5. FastAPI apps built to be thrown away (`app_built_at_launch`). Every `gr.Blocks` builds its
 FastAPI app (~80 routes, ~0.1 s each) in its constructor (through `queue()`), again on leaving its
@@ -57,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import importlib.util
+import inspect
 import logging
 import types
 import weakref
@@ -355,6 +358,10 @@ def inline_simple_processing() -> bool:
     async def run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         owner = getattr(func, "__self__", None)
         if type(owner) in inline and getattr(func, "__name__", "") in ("preprocess", "postprocess"):
+            return func(*args)
+        if inspect.isasyncgenfunction(func):
+            # Gradio sends every function that is not a coroutine function to a thread, an async generator
+            # function (the chat's handler) too, where calling it only builds the generator: none of its code runs.
             return func(*args)
         return await real_run_sync(func, *args, **kwargs)
 
