@@ -94,6 +94,7 @@ def start_turn(
         conv = repo.create_conversation(
             session=session, owner=owner, first_prompt=first,
             model=f"{provider}:{model}", system_prompt=system_prompt or None, params=params,
+            commit=False,  # committed with the turn below: one transaction, and no empty chat if the turn fails
         )
         conversation_id = str(conv.id)
     # Under the current leaf: the next turn of the path shown (a new root when Undo emptied it).

@@ -38,8 +38,14 @@ def create_conversation(
     model: str | None = None,
     system_prompt: str | None = None,
     params: dict[str, Any] | None = None,
+    commit: bool = True,
 ) -> ConversationPublic:
-    """A new empty conversation; its title is `title`, else cut from `first_prompt`, else "New chat"."""
+    """A new empty conversation; its title is `title`, else cut from `first_prompt`, else "New chat".
+
+    `commit=False` leaves it in the session's transaction (written, not committed): a chat's first turn saves
+    the conversation and the turn in one commit (core.store.start_turn), so a turn that fails to save leaves
+    no empty conversation behind.
+    """
     owner = check_owner(owner)
     data = ConversationCreate(
         title=clean_title(title) if title is not None else auto_title(first_prompt),
@@ -48,9 +54,14 @@ def create_conversation(
         params=check_params(params),
     )
     row = Conversation.model_validate(data, update={"owner": owner})
-    session.add(row)
     public = conversation_public(row)
-    session.commit()
+    if commit:
+        session.add(row)
+        session.commit()
+    else:
+        # One INSERT, without the ORM's unit of work (a third of a first turn's storage time): the row is
+        # not kept in the session, which the caller never reads it from.
+        session.execute(sa.insert(table_of(Conversation)).values(**row.model_dump()))
     return public
 
 

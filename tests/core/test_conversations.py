@@ -175,3 +175,20 @@ def test_undo_and_feedback(conversations: Conversations, engine: sa.Engine) -> N
     assert run(conversations.undo(ALICE, trip, ["one"], "two")) == 2
     assert [m.content for m in run(conversations.open(ALICE, trip)).messages] == ["one", "re: one"]
     assert run(conversations.undo(ALICE, None, [], "one")) == 0
+
+
+def test_a_first_turn_that_cannot_be_saved_leaves_no_empty_conversation(engine):
+    """A new chat's conversation and its first turn are one transaction: when the turn is refused (here a message
+    over the store's limit), there is no "New chat" left behind with nothing in it."""
+    from storage.errors import InvalidInput
+    from storage.models import MAX_CONTENT_CHARS
+
+    with Session(engine) as session, pytest.raises(InvalidInput):
+        start_turn(session=session, owner="ann", conversation_id=None, history_user_texts=[],
+                   content="x" * (MAX_CONTENT_CHARS + 1), provider="openai", model="m", system_prompt="", params={})
+    with Session(engine) as session:
+        assert repo.list_conversations(session=session, owner="ann") == []
+    assert add_turn(engine, "ann", None, [], "hello")  # and the next first turn is saved as usual
+    with Session(engine) as session:
+        [conv] = repo.list_conversations(session=session, owner="ann")
+        assert conv.title == "hello"
