@@ -67,26 +67,13 @@ def login_check_inline(version_ok: Any) -> bool:
 
     Must be applied before `app_built_at_launch`, which keeps the `create_app` it finds for the apps it builds later.
     """
-    from gradio import routes
 
-    app_cls: Any = routes.App
-    if getattr(app_cls.create_app, "_parley_login_inline", False):
-        return True
-    if not version_ok("login-check-inline"):
-        return False
-    real_create = app_cls.create_app
-
-    def create_app(*args: Any, **kwargs: Any) -> Any:
-        app = real_create(*args, **kwargs)
+    def fix(app: Any) -> None:
         check = login_check_of(app)
         if check is not None and not inspect.iscoroutinefunction(check):
             swap_dependency(app, check, inline(check))
-        return app
 
-    create_app.__dict__.update(real_create.__dict__)  # the other create_app patches' marks
-    create_app._parley_login_inline = True  # type: ignore[attr-defined]  # marks the patch as applied
-    app_cls.create_app = staticmethod(create_app)
-    return True
+    return after_create_app("_parley_login_inline", "login-check-inline", version_ok, fix)
 
 
 #: The routes a chat turn requests, tried first (patch 12).
@@ -94,33 +81,42 @@ HOT_PATHS = ("/gradio_api/queue/join", "/gradio_api/queue/data")
 
 
 def hot_routes_first(version_ok: Any) -> bool:
-    """Patch `routes.App.create_app` so that the queue's two routes are tried first among Gradio's API routes."""
+    """Patch `routes.App.create_app` so that the queue's two routes are tried first among Gradio's API routes.
+
+    Applied before `app_built_at_launch`, as `login_check_inline` is."""
+
+    def fix(app: Any) -> None:
+        for router in routers(app):
+            move_first(router, HOT_PATHS)
+
+    return after_create_app("_parley_hot_routes", "hot-routes-first", version_ok, fix)
+
+
+def after_create_app(mark: str, name: str, version_ok: Any, fix: Any) -> bool:
+    """Patch `routes.App.create_app` so that `fix(app)` runs on each app it builds; `mark` says it is applied."""
     from gradio import routes
 
     app_cls: Any = routes.App
-    if getattr(app_cls.create_app, "_parley_hot_routes", False):
+    if getattr(app_cls.create_app, mark, False):
         return True
-    if not version_ok("hot-routes-first"):
+    if not version_ok(name):
         return False
     real_create = app_cls.create_app
 
     def create_app(*args: Any, **kwargs: Any) -> Any:
         app = real_create(*args, **kwargs)
-        for route in app.router.routes:
-            router = getattr(route, "original_router", None)  # FastAPI's included router: Gradio's API routes
-            if router is not None:
-                move_first(router, HOT_PATHS)
+        fix(app)
         return app
 
     create_app.__dict__.update(real_create.__dict__)  # the other create_app patches' marks
-    create_app._parley_hot_routes = True  # type: ignore[attr-defined]  # marks the patch as applied
+    setattr(create_app, mark, True)
     app_cls.create_app = staticmethod(create_app)
     return True
 
 
-def move_first(router: Any, paths: tuple[str, ...]) -> list[str]:
+def move_first(router: Any, paths: tuple[str, ...]) -> None:
     """Move the routes of `paths` to the front of `router`, those whose path no other route's pattern also matches
-    (so the first match of every request stays the same route); the paths moved."""
+    (so the first match of every request stays the same route)."""
     hot = []
     for path in paths:
         found = [r for r in router.routes if getattr(r, "path", None) == path]
@@ -133,7 +129,6 @@ def move_first(router: Any, paths: tuple[str, ...]) -> list[str]:
     if hot:
         router.routes[:] = hot + [r for r in router.routes if not any(r is h for h in hot)]
         router._mark_routes_changed()  # FastAPI keeps a routing table per version of the routes
-    return [r.path for r in hot]
 
 
 def login_check_of(app: Any) -> Any:
@@ -145,20 +140,17 @@ def login_check_of(app: Any) -> Any:
     return None
 
 
-def swap_dependency(app: Any, old: Any, new: Any) -> int:
-    """Put `new` where `old` is a dependency of `app`'s routes (at any depth); how many places were changed.
+def swap_dependency(app: Any, old: Any, new: Any) -> None:
+    """Put `new` where `old` is a dependency of `app`'s routes (at any depth).
 
     `new` takes the same parameters as `old`, so its place in the tree is `old`'s with only the function
     changed (FastAPI keys what it learns about a function, such as whether it is async, by the function).
     """
-    changed = 0
 
     def walk(dependant: Any) -> None:
-        nonlocal changed
         for i, sub in enumerate(dependant.dependencies):
             if sub.call is old:
                 dependant.dependencies[i] = dataclasses.replace(sub, call=new)
-                changed += 1
             else:
                 walk(sub)
 
@@ -171,20 +163,25 @@ def swap_dependency(app: Any, old: Any, new: Any) -> int:
         if isinstance(declared, list):
             declared[:] = [dataclasses.replace(d, dependency=new) if getattr(d, "dependency", None) is old else d
                            for d in declared]
-    for router in [getattr(app, "router", None), *(getattr(r, "original_router", None) for r in getattr(app, "routes", ()))]:
-        if router is not None and hasattr(router, "_mark_routes_changed"):
-            router._mark_routes_changed()  # any copy built already is built again
-    return changed
+    for router in routers(app):
+        router._mark_routes_changed()  # any copy built already is built again
+
+
+def routers(app: Any) -> list[Any]:
+    """`app`'s router and every router it includes, at any depth (FastAPI 0.165 keeps an included router, Gradio's
+    API routes among them, as one entry of its includer's routes)."""
+    found: list[Any] = []
+    pending = [getattr(app, "router", app)]
+    while pending:
+        router = pending.pop(0)
+        found.append(router)
+        pending += [r.original_router for r in router.routes if getattr(r, "original_router", None) is not None]
+    return found
 
 
 def all_routes(app: Any) -> list[Any]:
-    """`app`'s routes, with those of the routers it includes (Gradio's API routes are one: FastAPI 0.165 keeps an
-    included router as one entry of `app.routes`)."""
-    out: list[Any] = []
-    for route in getattr(app, "routes", ()):
-        router = getattr(route, "original_router", None)
-        out.extend(all_routes(router) if router is not None else [route])
-    return out
+    """`app`'s routes, with those of the routers it includes (an included router itself is not a route to serve)."""
+    return [r for router in routers(app) for r in router.routes if getattr(r, "original_router", None) is None]
 
 
 def inline(check: Any) -> Any:

@@ -45,13 +45,13 @@ start. Those builds are now deferred: `blocks.app` builds its app when something
 7. A loop trip per SSE message to ask whether the client is still there (`flag_disconnect_check`, in
 ui/gradio_patch_sse.py).
 
-12. The queue's routes tried after 80 others on every request (`hot_routes_first`, in ui/gradio_patch_queue.py).
-
-11. A task and two loop trips per SSE message (`messages_without_tasks`, in ui/gradio_patch_sse.py).
-
 8-10. A traffic summary recomputed after every event for a monitoring page Parley turns off, a thread round
 trip per queue request for the login check, and the handler's type hints evaluated again per call
 (`analytics_only_when_monitored`, `login_check_inline`, `type_hints_once`, in ui/gradio_patch_queue.py).
+
+11. A task and two loop trips per SSE message (`messages_without_tasks`, in ui/gradio_patch_sse.py).
+
+12. The queue's routes tried after 80 others on every request (`hot_routes_first`, in ui/gradio_patch_queue.py).
 """
 
 from __future__ import annotations
