@@ -173,3 +173,17 @@ async def test_a_paced_body_has_no_packet_timer_and_a_stalled_one_still_ends_at_
     assert turn.result.error is not None and turn.result.error.kind == "idle_timeout"
     assert turn.result.text == "".join(default_tokens(3))
     assert time.perf_counter() - started < 5
+
+
+async def test_a_connection_lost_while_the_reader_rests_keeps_the_tokens_before_it(fake_server):
+    """Tokens 2-5 arrive during the rest after the first, then the server drops the socket: aiohttp raises the lost
+    connection ahead of the bytes it holds, and those are the reply's last words. They stay, then the error ends the
+    turn (it cut the partial reply to the first token before)."""
+    from tests.fakes.scenarios import Scenario
+
+    fake_server.set_scenario("rate-50-drop-5", Scenario(rate=50, tokens=20, drop_after=5))
+    result, seen = await _updates(fake_server, "rate-50-drop-5", 1.0)
+    assert seen[0][1] == default_tokens(1)[0]  # the first token at once, then a rest
+    assert result.text == "".join(default_tokens(5))
+    assert result.error is not None and result.finish_reason.value == "error"
+    assert seen[-1][1] == result.text

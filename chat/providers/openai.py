@@ -526,14 +526,22 @@ class _AiohttpBody:
         _wake(self._waiter)
 
     async def read(self) -> bytes:
+        content = self.content
+        if content.exception() is not None and getattr(content, "_buffer", None):
+            # A connection lost while the reader rested: aiohttp raises its error ahead of the bytes that came
+            # before it, which are the reply's last tokens. Hand those over first; the next read raises.
+            kept: bytes = content._read_nowait(-1)
+            return kept
         with self.errors():
-            data: bytes = await self.content.readany()
+            data: bytes = await content.readany()
             return data
 
     async def rest(self, until: float) -> None:
         # A future and a timer: a rest happens about once per update of every slow stream, and
         # `timeout_at` around an Event costs a timeout object, a cancellation and an exception each time.
-        if self.ended:
+        # A lost connection does not wake it (aiohttp drops its end-of-body callbacks then): the reader
+        # finds the error at the next update, its bytes still read first.
+        if self.ended or self.content.exception() is not None:
             return
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
