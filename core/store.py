@@ -91,12 +91,10 @@ def start_turn(
     if not conversation_id:
         # A message of files only is titled by its files' names.
         first = content if content.strip() else ", ".join(a.name for a in attachments)
-        conv = repo.create_conversation(
-            session=session, owner=owner, first_prompt=first,
-            model=f"{provider}:{model}", system_prompt=system_prompt or None, params=params,
-            commit=False,  # committed with the turn below: one transaction, and no empty chat if the turn fails
+        return repo.begin_conversation(
+            session=session, owner=owner, content=content, first_prompt=first, provider=provider, model=model,
+            params=params, system_prompt=system_prompt or None, attachments=attachments,
         )
-        conversation_id = str(conv.id)
     # Under the current leaf: the next turn of the path shown (a new root when Undo emptied it).
     return repo.begin_turn(
         session=session, owner=owner, conversation_id=conversation_id, content=content,

@@ -87,9 +87,9 @@ def begin_comparison(
     pane_ids: list[PaneIds] = []
     for slot, pane in enumerate(starts):
         system_prompt = clean_text(pane.system_prompt, "system prompt", optional=True) or None
-        cid = pane.conversation_id
-        if cid is None:
-            cid = uuid.uuid4()
+        new = pane.conversation_id is None
+        cid = pane.conversation_id or uuid.uuid4()
+        if new:
             session.execute(
                 sa.insert(table_of(Conversation)).values(
                     id=cid, owner=owner, kind=KIND_COMPARE_PANE, title=auto_title(prompt),
@@ -98,7 +98,8 @@ def begin_comparison(
                     pinned=False, archived=False, created_at=now, updated_at=now,
                 )
             )  # fmt: skip
-        ids = add_turn(session, owner, cid, prompt, pane.provider, pane.model, pane.params, system_prompt, commit=False, files=files)
+        ids = add_turn(session, owner, cid, prompt, pane.provider, pane.model, pane.params, system_prompt, commit=False, files=files,
+                       new=new)  # fmt: skip
         pane_ids.append(PaneIds(slot=slot, conversation_id=cid, assistant_message_id=ids.assistant_message_id))
     session.execute(
         sa.insert(table_of(Comparison)).values(id=comparison_id, owner=owner, prompt=prompt, blind=blind, created_at=now)

@@ -28,6 +28,9 @@ from storage.validation import auto_title, check_name, check_owner, check_params
 MAX_PAGE = 500
 
 
+_INSERT = sa.insert(table_of(Conversation))  # built once: each new chat passes only its row
+
+
 @guarded
 def create_conversation(
     *,
@@ -56,7 +59,7 @@ def create_conversation(
     row = Conversation.model_validate(data, update={"owner": owner})
     # One INSERT, without the ORM's unit of work (a third of a first turn's storage time): the row is not
     # kept in the session, and callers read the returned copy.
-    session.execute(sa.insert(table_of(Conversation)).values(**row.model_dump()))
+    session.execute(_INSERT, row.model_dump())
     if commit:
         session.commit()
     return conversation_public(row)

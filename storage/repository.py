@@ -6,7 +6,7 @@ The functions live in one module per concern and are re-exported here, so caller
 - storage/conversations.py: create, list, open, rename, pin, archive, delete
 - storage/tree.py: get_path, switch_branch, set_leaf, delete_branch, fork_conversation, tree_of (messages
   form a tree: see there), AT_LEAF and EMPTY_PATH
-- storage/turns.py: begin_turn/begin_reply, finish_turn, save_partial, mark_interrupted, truncate_after, set_feedback
+- storage/turns.py: begin_conversation/begin_turn/begin_reply, finish_turn, save_partial, mark_interrupted, truncate_after, set_feedback
 - storage/search.py: search_messages (full-text, per dialect)
 - storage/stats.py: usage_stats, and usage_over_time (every bucket of a chart in one grouped query)
 - storage/exchange.py: export_json, export_markdown, import_json (the file format is storage/transfer.py)
@@ -62,7 +62,7 @@ from storage.sharing import (
 )
 from storage.stats import MIN_RATE_TOKENS, usage_over_time, usage_stats
 from storage.tree import AT_LEAF, EMPTY_PATH, delete_branch, fork_conversation, get_path, set_leaf, switch_branch, tree_of
-from storage.turns import begin_reply, begin_turn, finish_turn, mark_interrupted, save_partial, set_feedback, truncate_after
+from storage.turns import begin_conversation, begin_reply, begin_turn, finish_turn, mark_interrupted, save_partial, set_feedback, truncate_after
 
 __all__ = [
     "AT_LEAF",
@@ -77,6 +77,7 @@ __all__ = [
     "PANE_NOT_EXPORTED",
     "begin_comparison",
     "begin_reply",
+    "begin_conversation",
     "begin_turn",
     "comparison_votes",
     "conversation_attachments",

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from gradio_client import Client
 
 from tests.apphelpers import AppProcess, app_env, in_process_app
+from tests.fakes.scenarios import default_tokens
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,10 @@ def test_killed_mid_reply_keeps_the_question_and_marks_the_reply_interrupted(fak
         assert rows[0]["role"] == "user" and rows[0]["content"] == "a question before the crash"
         assert rows[1]["finish_reason"] == "interrupted"
         kept = rows[1]["content"]
-        assert len(kept.split()) >= 15 and streamed.startswith(kept.strip()), "most of the reply so far was kept"
+        # The last save can be of text newer than the last update the client got before the kill: both are
+        # beginnings of the one reply the fake streams.
+        whole = "".join(default_tokens(200))
+        assert len(kept.split()) >= 15 and whole.startswith(kept) and whole.startswith(streamed), "most of the reply so far was kept"
         # and the app keeps working
         reply = Client(again.url, verbose=False).predict(message="still there?", model="openai:gpt-test", system_prompt="", api_name="/chat")
         assert "lorem" in answer(reply)

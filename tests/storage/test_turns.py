@@ -32,6 +32,64 @@ def test_begin_saves_user_message_and_pending_placeholder(session, count_rows):
     assert opened.conversation.system_prompt == "Be kind."
 
 
+def test_a_new_chat_with_its_first_turn_is_stored_as_create_then_begin_stores_it(session, engine):
+    """begin_conversation writes a new chat and its first turn without the lock and the read a turn of an existing
+    conversation needs: every column of the rows it leaves is what create_conversation and begin_turn leave."""
+    import sqlalchemy as sa
+
+    from storage.models import Conversation, table_of
+
+    turn = dict(content="Hello?", provider="openai", model="gpt-x", params={"temperature": 0.7}, system_prompt="Be kind.")
+    one = repo.begin_conversation(session=session, owner="alice", **turn)
+    made = repo.create_conversation(session=session, owner="bob", first_prompt="Hello?", model="openai:gpt-x",
+                                    params={"temperature": 0.7}, system_prompt="Be kind.")  # fmt: skip
+    two = repo.begin_turn(session=session, owner="bob", conversation_id=made.id, **turn)
+    assert (one.user_position, one.assistant_position, one.parent_id) == (two.user_position, two.assistant_position, None)
+
+    def rows(ids, table, by):
+        key = ids.conversation_id.hex if engine.dialect.name == "sqlite" else ids.conversation_id
+        with engine.connect() as c:
+            found = c.execute(sa.text(f"select * from {table} where {by} = :id"), {"id": key}).mappings().all()
+        found = sorted(found, key=lambda r: r.get("position", 0))
+        drop = {"id", "owner", "conversation_id", "parent_id", "current_leaf_id", "created_at", "updated_at"}
+        return [{k: v for k, v in r.items() if k not in drop} for r in found]
+
+    assert rows(one, "conversation", "id") == rows(two, "conversation", "id")
+    for ids in (one, two):  # the leaf is the pending reply, as begin_turn leaves it
+        with engine.connect() as c:
+            conversations = table_of(Conversation)
+            leaf = c.execute(sa.select(conversations.c.current_leaf_id)
+                             .where(conversations.c.id == ids.conversation_id)).scalar_one()  # fmt: skip
+        assert leaf == ids.assistant_message_id
+    assert rows(one, "message", "conversation_id") == rows(two, "message", "conversation_id")
+    opened = repo.get_conversation(session=session, owner="alice", conversation_id=one.conversation_id)
+    assert [m.id for m in opened.messages] == [one.user_message_id, one.assistant_message_id]  # the leaf is the reply
+    assert opened.messages[1].parent_id == one.user_message_id
+    assert (opened.conversation.title, opened.conversation.model) == ("Hello?", "openai:gpt-x")
+    # A second turn continues it as any other conversation.
+    three = repo.begin_turn(session=session, owner="alice", conversation_id=one.conversation_id, content="And?")
+    assert (three.user_position, three.parent_id) == (2, one.assistant_message_id)
+
+
+def test_a_new_chat_whose_first_turn_is_refused_or_fails_is_not_kept(session, count_rows, monkeypatch):
+    from storage import turns
+    from storage.errors import StorageUnavailable
+
+    with pytest.raises(InvalidInput):
+        repo.begin_conversation(session=session, owner="alice", content="hi", provider="p", model="m", params={"x": object()})
+
+    def gone(*args, **kwargs):  # the database goes away after the conversation's INSERT
+        raise StorageUnavailable("The database is not answering.")
+
+    monkeypatch.setattr(turns, "add_turn", gone)
+    with pytest.raises(StorageUnavailable):
+        repo.begin_conversation(session=session, owner="alice", content="hi")
+    assert count_rows() == (0, 0)
+    monkeypatch.undo()
+    repo.begin_conversation(session=session, owner="alice", content="hi")
+    assert count_rows() == (1, 2)
+
+
 def test_finish_writes_reply_and_metrics(session):
     conversation = repo.create_conversation(session=session, owner="alice")
     ids = repo.begin_turn(session=session, owner="alice", conversation_id=conversation.id, content="2+2?", provider="p", model="m")
