@@ -249,7 +249,7 @@ class Registry:
                 provider = base.with_api_key(api_key)
                 self._keyed[cache_key] = provider
                 while len(self._keyed) > KEYED_CLIENTS:
-                    self._keyed.popitem(last=False)
+                    self._keyed.popitem(last=False)[1].retire()
             else:
                 self._keyed.move_to_end(cache_key)
         return provider, provider.model_info(model)

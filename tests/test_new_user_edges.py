@@ -18,7 +18,7 @@ from core.config import AppConfig
 from core.services import Services
 from storage import db
 from storage.db import init_db, make_engine
-from tests.apphelpers import app_env, free_port, in_process_app
+from tests.apphelpers import _patient_url_ok, app_env, free_port, in_process_app
 from tests.fakes import Scenario
 from ui.batch import build_batch_tab
 from ui.context import TabContext
@@ -222,6 +222,9 @@ def test_start_up_help_names_the_share_flag_not_launch(fake_server, tmp_path, mo
     monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: self.close())
     # main freezes the heap once warm (app.freeze_heap): not this test process's, which goes on to other tests.
     monkeypatch.setattr(app_module, "freeze_heap", lambda: None)
+    # As for every app the tests launch in-process: Gradio's own check gives up at the first request over 3 s,
+    # which a busy CI machine can take (seen once; launch() then raised "a shareable link must be created").
+    monkeypatch.setattr("gradio.networking.url_ok", _patient_url_ok)
     port = free_port()
     app_module.main(["--port", str(port)])
     out = capsys.readouterr().out

@@ -118,6 +118,49 @@ async def test_stream_started_while_warming_finishes_on_the_warm_client(fake_ser
     await provider.aclose()
 
 
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
+async def test_an_evicted_own_key_client_is_closed_after_its_last_stream_not_during_it(fake_server, monkeypatch, name):
+    """Users' own keys are kept as at most KEYED_CLIENTS providers; the least recently used one is dropped. Its
+    client used to be left open (aiohttp's "Unclosed client session" in the log, the pool's sockets open until a
+    collection). It is closed now, but only once nothing uses it: a reply it is streaming runs to its end."""
+    import asyncio
+
+    from chat import registry as registry_module
+    from chat.providers import _common
+
+    monkeypatch.setattr(registry_module, "KEYED_CLIENTS", 1)
+    closed: list[object] = []
+    close = _common._close_on_loop
+
+    def spy(loop, client, closer):
+        closed.append(client)
+        close(loop, client, closer)
+
+    monkeypatch.setattr(_common, "_close_on_loop", spy)
+    reg = Registry(Settings())
+    reg.register(PROVIDERS[name][2](fake_server))
+    model = unique("seams-evict")
+    fake_server.set_scenario(model, Scenario(tokens=30, rate=100))
+    first, info = reg.resolve_with_key(f"{name}:{model}", "test-key")  # the key the fake takes
+    turn = Turn(first, info, MSGS, Params(), policy=TurnPolicy(first_token_timeout=30))
+    events = turn.events()
+    await anext(events)  # streaming
+    client = first._client.get()
+    reg.resolve_with_key(f"{name}:{model}", "second-users-key")  # the first key's provider is dropped
+    gc.collect()
+    assert closed == [], "closed under a reply it is streaming"
+    async for _ in events:
+        pass
+    assert turn.result.error is None and len(turn.result.text.split()) == 30
+    del first, turn, events
+    await asyncio.sleep(0)  # the close is started on the loop
+    assert closed == [client], "freed once its reply ended (no collection needed), and its client closed"
+    await asyncio.sleep(0.05)
+    if hasattr(client, "is_closed"):  # the OpenAI and Anthropic SDKs say so
+        assert client.is_closed()
+    await reg.aclose()
+
+
 def test_the_same_user_key_from_many_threads_gets_one_provider(fake_server, monkeypatch):
     reg = Registry(Settings())
     reg.register(PROVIDERS["openai"][2](fake_server))

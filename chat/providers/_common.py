@@ -241,6 +241,23 @@ def parse_args(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_value": value}
 
 
+def weak_builder(method: Callable[[], Any]) -> Callable[[], Any]:
+    """A provider's client-building method, for its LoopClient, without a reference back to the provider: a
+    provider that is dropped is then freed at once rather than at a later cycle collection, and its client
+    closed (LoopClient.close_when_gone)."""
+    import weakref
+
+    ref = weakref.WeakMethod(method)  # a bound method, as every caller passes
+
+    def build() -> Any:
+        bound = ref()
+        if bound is None:  # only the provider calls its LoopClient, so it is alive whenever this runs
+            raise RuntimeError("the provider of this client is gone")
+        return bound()
+
+    return build
+
+
 class LoopClient:
     """One SDK client, built lazily and reused; rebuilt only if the event loop changed.
 
@@ -286,6 +303,17 @@ class LoopClient:
         """Whether the current client may serve `loop`: warm() (no loop) reuses any client, never replaces it."""
         return loop is None or self._loop is None or self._loop is loop
 
+    def close_when_gone(self, owner: object) -> None:
+        """Close the client once `owner` (the provider holding this) has been collected: a provider dropped
+        from a cache (chat.registry's users' own keys) may still be streaming a reply, and closing its client
+        then would cut that reply off. Nothing the finaliser keeps refers back to `owner`, so it can be
+        collected. A client built after this call (a turn that resolved the provider just before) is left to
+        the garbage collector, as every client was before."""
+        import weakref
+
+        if self._client is not None and self._loop is not None:
+            weakref.finalize(owner, _close_on_loop, self._loop, self._client, self._closer)
+
     async def aclose(self) -> None:
         import asyncio
 
@@ -298,6 +326,29 @@ class LoopClient:
             same_loop = False
         if not same_loop:
             return  # its pool belongs to a loop that is gone or elsewhere; let it be collected
-        result = self._closer(client) if self._closer else client.close()
-        if hasattr(result, "__await__"):
-            await result
+        await _close(client, self._closer)
+
+
+_closing: set[Any] = set()  # the close tasks under way (a task only weakly referenced can be collected mid-run)
+
+
+async def _close(client: Any, closer: Callable[[Any], Any] | None) -> None:
+    result = closer(client) if closer else client.close()
+    if hasattr(result, "__await__"):
+        await result
+
+
+def _close_on_loop(loop: Any, client: Any, closer: Callable[[Any], Any] | None) -> None:
+    """Close an SDK client on the event loop its connection pool belongs to (from a finaliser: any thread)."""
+    import asyncio
+
+    def start() -> None:
+        task = asyncio.ensure_future(_close(client, closer))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    if not loop.is_closed():
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop closed in between: its pool went with it
+            pass

@@ -25,6 +25,7 @@ from chat.providers._common import (
     sdk_missing,
     system_text,
     transport_failure,
+    weak_builder,
 )
 from chat.providers._http import sdk_http_client
 from chat.providers.anthropic_stream import EventReader, ThinkingCall
@@ -146,8 +147,11 @@ class AnthropicProvider(Provider):
         clone = copy.copy(self)
         clone._api_key = api_key
         clone.key_pasted = True
-        clone._client = LoopClient(clone._build_client)
+        clone._client = LoopClient(weak_builder(clone._build_client))
         return clone
+
+    def retire(self) -> None:
+        self._client.close_when_gone(self)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -81,5 +81,9 @@ class Provider:
         """This provider using another key (bring your own key); providers without keys return self."""
         return self
 
+    def retire(self) -> None:
+        """This provider is no longer handed out (an evicted own-key provider): close its client once nothing
+        uses it. Providers without a client of their own have nothing to do."""
+
     async def aclose(self) -> None:
         """Close the SDK client, if one was built."""

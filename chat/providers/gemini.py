@@ -25,6 +25,7 @@ from chat.providers._common import (
     sdk_missing,
     system_text,
     transport_failure,
+    weak_builder,
 )
 from chat.providers.base import PATH_MODEL_NAME, Provider
 from chat.providers.gemini_stream import ChunkReader, SignedCall
@@ -146,8 +147,11 @@ class GeminiProvider(Provider):
         clone = copy.copy(self)
         clone._api_key = api_key
         clone.key_pasted = True
-        clone._client = LoopClient(clone._build_client, closer=_close_client)
+        clone._client = LoopClient(weak_builder(clone._build_client), closer=_close_client)
         return clone
+
+    def retire(self) -> None:
+        self._client.close_when_gone(self)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -28,6 +28,7 @@ from chat.providers._common import (
     retry_after,
     sdk_missing,
     transport_failure,
+    weak_builder,
 )
 from chat.providers._http import sdk_http_client
 from chat.providers.base import Provider
@@ -204,8 +205,11 @@ class OpenAIProvider(Provider):
         clone = copy.copy(self)
         clone._api_key = api_key
         clone.key_pasted = True
-        clone._client = LoopClient(clone._build_client)
+        clone._client = LoopClient(weak_builder(clone._build_client))
         return clone
+
+    def retire(self) -> None:
+        self._client.close_when_gone(self)
 
     async def aclose(self) -> None:
         await self._client.aclose()
