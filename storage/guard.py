@@ -77,9 +77,15 @@ def rollback(session: object) -> None:
             pass
 
 
+# Built once: nearly every call that names a conversation reads it through here.
+_OWNED_CONVERSATION = select(Conversation).where(
+    Conversation.id == sa.bindparam("c_id"), Conversation.owner == sa.bindparam("c_owner")
+)
+
+
 def owned_conversation(session: Session, owner: str, conversation_id: object) -> Conversation:
     cid = parse_id(conversation_id, "conversation")
-    row = session.exec(select(Conversation).where(Conversation.id == cid, Conversation.owner == owner)).first()
+    row = session.exec(_OWNED_CONVERSATION, params={"c_id": cid, "c_owner": owner}).first()
     if row is None:
         raise NotFound(f"No conversation with id {str(cid)!r}.")
     # Only a pane can belong to a comparison, so chats (the hot path) skip the secrecy query.

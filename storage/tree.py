@@ -52,6 +52,12 @@ CHUNK = 500
 
 _messages = table_of(Message)
 _conversations = table_of(Conversation)
+# Built once, as storage/turns.py's per-turn statements: every turn of a chat reads its tree and its user messages.
+_TREE = (
+    sa.select(_messages.c.id, _messages.c.parent_id, _messages.c.position)
+    .where(_messages.c.conversation_id == sa.bindparam("c_id"), _messages.c.owner == sa.bindparam("c_owner"))
+    .order_by(_messages.c.position)
+)  # fmt: skip
 
 
 @dataclass
@@ -101,11 +107,7 @@ class Tree:
 
 def load_tree(session: Session, owner: str, conversation_id: uuid.UUID, stored_leaf: uuid.UUID | None) -> Tree:
     """One light query: (id, parent_id, position) of every message, walked in Python."""
-    rows = session.execute(
-        sa.select(_messages.c.id, _messages.c.parent_id, _messages.c.position)
-        .where(_messages.c.conversation_id == conversation_id, _messages.c.owner == owner)
-        .order_by(_messages.c.position)
-    ).tuples()
+    rows = session.execute(_TREE, {"c_id": conversation_id, "c_owner": owner}).tuples()
     return _walk(conversation_id, stored_leaf, rows)
 
 
@@ -204,6 +206,9 @@ def _rows_of(session: Session, owner: str, conversation_id: uuid.UUID, path: lis
              role: str | None = None) -> list[MessagePublic]:  # fmt: skip
     """The rows of `path` (None: every message of the conversation), of one `role` if given, by position."""
     found: dict[uuid.UUID, list[MessagePublic]] = {conversation_id: []}
+    if path is None and role == "user":  # a turn of a chat without branches (get_path_user_messages)
+        _fill(session, owner, _USER_ROWS, found, conversation_id, {"c_id": conversation_id, "c_owner": owner})
+        return found[conversation_id]
     chunks = [None] if path is None else [path[start : start + CHUNK] for start in range(0, len(path), CHUNK)]
     for chunk in chunks:
         query = _select_public().where(_messages.c.conversation_id == conversation_id, _messages.c.owner == owner)
@@ -217,15 +222,23 @@ def _select_public() -> sa.Select[Any]:
     return sa.select(*[_messages.c[name] for name in MESSAGE_PUBLIC_COLUMNS], _messages.c.attachment_count)
 
 
+_USER_ROWS = (
+    _select_public()
+    .where(_messages.c.conversation_id == sa.bindparam("c_id"), _messages.c.owner == sa.bindparam("c_owner"),
+           _messages.c.role == "user")
+    .order_by(_messages.c.position)
+)  # fmt: skip
+
+
 def _fill(
     session: Session, owner: str, query: sa.Select[Any], found: dict[uuid.UUID, list[MessagePublic]],
-    one: uuid.UUID | None,
+    one: uuid.UUID | None, params: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     with_files: list[MessagePublic] = []
     # Rows straight from Core into the public model: this is the hot path of opening a long chat.
     # `attachments` is given: left out, model_construct calls its default factory through
     # inspect.signature(list), which took over 1 ms per message.
-    for row in session.execute(query).tuples():
+    for row in session.execute(query, params).tuples():
         *values, count = row
         message = MessagePublic.model_construct(attachments=[], **dict(zip(MESSAGE_PUBLIC_COLUMNS, values, strict=True)))
         if message.conversation_id in found:
