@@ -94,6 +94,7 @@ async def measure(services: Services, runs: int) -> dict[str, list[float]]:
             c0 = time.process_time()
             await variants[name]()
             cpu[name].append(time.process_time() - c0)
+    await services.registry.aclose()  # on the loop its clients' pools belong to (else aiohttp warns at exit)
     return cpu
 
 
