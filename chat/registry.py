@@ -337,5 +337,7 @@ class Registry:
                 log.warning("warming %s failed: %s", name, e)
 
     async def aclose(self) -> None:
-        """Close every provider's SDK client."""
-        await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
+        """Close every provider's SDK client, users' own keys' too."""
+        with self._keyed_lock:
+            keyed = list(self._keyed.values())
+        await asyncio.gather(*(p.aclose() for p in [*self.providers.values(), *keyed]), return_exceptions=True)

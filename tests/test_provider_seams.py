@@ -158,7 +158,11 @@ async def test_an_evicted_own_key_client_is_closed_after_its_last_stream_not_dur
     await asyncio.sleep(0.05)
     if hasattr(client, "is_closed"):  # the OpenAI and Anthropic SDKs say so
         assert client.is_closed()
+    # At shutdown the registry closes the own-key clients still cached, as the server's own.
+    cached = reg.resolve_with_key(f"{name}:{model}", "third-users-key")[0]._client.get()
     await reg.aclose()
+    if hasattr(cached, "is_closed"):
+        assert cached.is_closed()
 
 
 def test_the_same_user_key_from_many_threads_gets_one_provider(fake_server, monkeypatch):

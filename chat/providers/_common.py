@@ -312,7 +312,8 @@ class LoopClient:
         import weakref
 
         if self._client is not None and self._loop is not None:
-            weakref.finalize(owner, _close_on_loop, self._loop, self._client, self._closer)
+            # Not at exit: the loop is stopping then (Registry.aclose closes the clients still cached).
+            weakref.finalize(owner, _close_on_loop, self._loop, self._client, self._closer).atexit = False
 
     async def aclose(self) -> None:
         import asyncio
