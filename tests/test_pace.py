@@ -112,17 +112,28 @@ def _count_reads(monkeypatch) -> list[int]:
     return reads
 
 
-async def test_a_slow_reply_is_read_in_fewer_reads_and_ends_on_time(fake_server, monkeypatch):
-    """20 tokens at 20 a second, updates every 0.25 s: a handful of reads instead of one per token, the first
-    token shown at once and the last update right after the stream ends (not a rest later)."""
+def _body_ends(monkeypatch) -> list[float]:
+    """When (time.perf_counter) each aiohttp body read from now on reached its end."""
+    ends: list[float] = []
+    on_eof = _AiohttpBody._on_eof
+
+    def noting(self):
+        ends.append(time.perf_counter())
+        on_eof(self)
+
+    monkeypatch.setattr(_AiohttpBody, "_on_eof", noting)
+    return ends
+
+
+async def test_a_slow_reply_is_read_in_fewer_reads_with_its_first_token_at_once(fake_server, monkeypatch):
+    """20 tokens at 20 a second, updates every 0.25 s: a handful of reads instead of one per token, and the first
+    token shown at once (the end waking a resting reader: test_the_end_of_the_body_wakes_a_resting_reader)."""
     reads = _count_reads(monkeypatch)
     result, seen = await _updates(fake_server, "rate-20-tokens-20", 0.25)
     assert result.text == "".join(default_tokens(20))
     assert result.finish_reason.value == "stop"
     assert seen[0][1].startswith("lorem0") and seen[0][0] < 0.5
     assert len(reads) <= 12, f"{len(reads)} reads for 20 tokens"
-    stream_time = 20 / 20
-    assert seen[-1][0] < stream_time + 0.2, seen[-1][0]  # the end wakes the reader from its rest
 
 
 def _count_packets(monkeypatch) -> list[int]:
@@ -158,13 +169,17 @@ async def test_without_updates_every_token_is_read_as_it_comes(fake_server, monk
     assert len(reads) >= packets[0] - 1 >= 2  # one read per packet of the body (the first packet is the headers)
 
 
-async def test_the_end_of_the_body_wakes_a_resting_reader(fake_server):
+async def test_the_end_of_the_body_wakes_a_resting_reader(fake_server, monkeypatch):
     """5 tokens at 10 a second with updates 2 s apart: the reader rests after the first token, and the body's end
     (about 0.5 s in) must wake it, not the 2 s rest running out."""
+    ends = _body_ends(monkeypatch)
+    before = time.perf_counter()
     result, seen = await _updates(fake_server, "rate-10-tokens-5", 2.0)
     assert result.text == "".join(default_tokens(5))
     assert len(seen) >= 2 and seen[0][1] == default_tokens(1)[0]  # the first token at once, alone
-    assert seen[-1][0] < 1.2, seen  # not the 2 s rest
+    [end] = ends
+    assert end - before < 1.9, "the body ended within the first rest (else this test shows nothing)"
+    assert seen[-1][0] - (end - before) < 0.5, seen  # woken by the end, not by the 2 s rest running out
 
 
 async def test_a_paced_body_has_no_packet_timer_and_a_stalled_one_still_ends_at_the_idle_timeout(fake_server, monkeypatch):
