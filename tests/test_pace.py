@@ -215,15 +215,38 @@ async def test_a_paced_body_has_no_packet_timer_and_a_stalled_one_still_ends_at_
     assert time.perf_counter() - started < 5
 
 
+async def test_a_lost_connection_hands_over_the_bytes_before_it_then_fails():
+    """aiohttp raises a lost connection's error ahead of the bytes it still holds (its readany checks the error
+    first). The body hands those over first, and the next read fails as the SDK's own stream would."""
+    import httpx2
+    from aiohttp import StreamReader
+    from aiohttp.base_protocol import BaseProtocol
+    from aiohttp.client_exceptions import ClientPayloadError
+    from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
+
+    loop = asyncio.get_running_loop()
+    content = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    body = _AiohttpBody(content, map_aiohttp_exceptions)
+    content.feed_data(event("four"))
+    content.feed_data(event("five"))
+    content.set_exception(ClientPayloadError("Response payload is not completed"))
+    await asyncio.wait_for(body.rest(loop.time() + 60), 1)  # a lost connection ends a rest at once
+    assert await body.read() == event("four") + event("five")
+    try:
+        await body.read()
+    except httpx2.HTTPError as e:
+        assert "not completed" in str(e)
+    else:
+        raise AssertionError("the lost connection was not raised")
+
+
 async def test_a_connection_lost_while_the_reader_rests_keeps_the_tokens_before_it(fake_server):
-    """Tokens 2-5 arrive during the rest after the first, then the server drops the socket: aiohttp raises the lost
-    connection ahead of the bytes it holds, and those are the reply's last words. They stay, then the error ends the
-    turn (it cut the partial reply to the first token before)."""
+    """The same through a turn: tokens 2-5 arrive during the rest after the first, then the server drops the
+    socket. They stay, then the error ends the turn (it cut the partial reply to the first token before)."""
     from tests.fakes.scenarios import Scenario
 
-    fake_server.set_scenario("rate-50-drop-5", Scenario(rate=50, tokens=20, drop_after=5))
-    result, seen = await _updates(fake_server, "rate-50-drop-5", 1.0)
-    assert seen[0][1] == default_tokens(1)[0]  # the first token at once, then a rest
+    fake_server.set_scenario("rate-10-drop-5", Scenario(rate=10, tokens=20, drop_after=5))
+    result, seen = await _updates(fake_server, "rate-10-drop-5", 2.0)
     assert result.text == "".join(default_tokens(5))
     assert result.error is not None and result.finish_reason.value == "error"
     assert seen[-1][1] == result.text
