@@ -176,7 +176,7 @@ async def test_the_end_of_the_body_wakes_a_resting_reader(fake_server, monkeypat
     before = time.perf_counter()
     result, seen = await _updates(fake_server, "rate-10-tokens-5", 2.0)
     assert result.text == "".join(default_tokens(5))
-    assert len(seen) >= 2 and seen[0][1] == default_tokens(1)[0]  # the first token at once, alone
+    assert seen[0][1].startswith(default_tokens(1)[0])  # the first token at once (a busy loop may find more with it)
     [end] = ends
     assert end - before < 1.9, "the body ended within the first rest (else this test shows nothing)"
     assert seen[-1][0] - (end - before) < 0.5, seen  # woken by the end, not by the 2 s rest running out
