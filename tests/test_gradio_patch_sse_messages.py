@@ -35,7 +35,8 @@ async def test_asyncios_own_wait_for_suspends_for_a_waiting_message():
 async def test_a_later_message_wakes_the_stream_with_no_task_around_get():
     queue = MessageQueue()
     waiting = asyncio.ensure_future(wait_for(queue.get(), timeout=10))
-    await asyncio.sleep(0.01)
+    while not queue._getters:  # until the waiter waits on the queue (a condition, not a clock)
+        await asyncio.sleep(0)
     assert not waiting.done()
     assert len(asyncio.all_tasks()) == 2, asyncio.all_tasks()  # this test and the waiter: no task for get()
     queue.put_nowait("later")

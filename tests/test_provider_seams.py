@@ -137,6 +137,14 @@ async def test_an_evicted_own_key_client_is_closed_after_its_last_stream_not_dur
         close(loop, client, closer)
 
     monkeypatch.setattr(_common, "_close_on_loop", spy)
+    done: list[object] = []  # clients whose close has finished
+    finish = _common._close
+
+    async def finishing(client, closer):
+        await finish(client, closer)
+        done.append(client)
+
+    monkeypatch.setattr(_common, "_close", finishing)
     reg = Registry(Settings())
     reg.register(PROVIDERS[name][2](fake_server))
     model = unique("seams-evict")
@@ -153,9 +161,10 @@ async def test_an_evicted_own_key_client_is_closed_after_its_last_stream_not_dur
         pass
     assert turn.result.error is None and len(turn.result.text.split()) == 30
     del first, turn, events
-    await asyncio.sleep(0)  # the close is started on the loop
     assert closed == [client], "freed once its reply ended (no collection needed), and its client closed"
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):  # the close runs as a task on this loop: wait for it to end
+        while not done:
+            await asyncio.sleep(0)
     if hasattr(client, "is_closed"):  # the OpenAI and Anthropic SDKs say so
         assert client.is_closed()
     # At shutdown the registry closes the own-key clients still cached, as the server's own.

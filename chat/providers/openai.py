@@ -531,13 +531,17 @@ class _AiohttpBody:
 
     async def read(self) -> bytes:
         content = self.content
-        if content.exception() is not None and getattr(content, "_buffer", None):
-            # A connection lost while the reader rested: aiohttp raises its error ahead of the bytes that came
-            # before it, which are the reply's last tokens. Hand those over first; the next read raises.
-            kept: bytes = content._read_nowait(-1)
-            return kept
         with self.errors():
-            data: bytes = await content.readany()
+            try:
+                data: bytes = await content.readany()
+            except Exception:
+                # A connection lost while the reader rested: aiohttp raises its error ahead of the bytes that came
+                # before it, which are the reply's last tokens. Hand those over first; the next read raises.
+                # Checked only on the error, so a read that succeeds costs nothing more.
+                if getattr(content, "_buffer", None):
+                    kept: bytes = content._read_nowait(-1)
+                    return kept
+                raise
             return data
 
     async def rest(self, until: float) -> None:
